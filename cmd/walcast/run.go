@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/config"
+	"github.com/walcast/walcast/internal/migrate"
+	"github.com/walcast/walcast/internal/wal"
+	"github.com/walcast/walcast/migrations"
+)
+
+const usage = `usage: walcast [serve] [--config PATH] [--http-addr ADDR] [--log-level LEVEL]
+       walcast migrate [--with-notify-triggers] [--config PATH]
+       walcast token --user UUID [--ttl 1h] [--config PATH]`
+
+// run is the whole program; main only calls it. args excludes the program
+// name; getenv replaces os.Getenv so tests can run it in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, getenv, stdout, stderr)
+	case "migrate":
+		return migrateCmd(ctx, args, getenv, stdout, stderr)
+	case "token":
+		return tokenCmd(args, getenv, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// splitFlags separates a subcommand's own flags from the shared config
+// flags, so both can be given in any order.
+func splitFlags(args []string, own map[string]bool) (mine, shared []string) {
+	for i := 0; i < len(args); i++ {
+		name := strings.TrimLeft(args[i], "-")
+		name, _, hasValue := strings.Cut(name, "=")
+		target := &shared
+		if own[name] {
+			target = &mine
+		}
+		*target = append(*target, args[i])
+		if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && !isBoolFlag(name) {
+			*target = append(*target, args[i+1])
+			i++
+		}
+	}
+	return mine, shared
+}
+
+func isBoolFlag(name string) bool { return name == "with-notify-triggers" }
+
+func migrateCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	mine, shared := splitFlags(args, map[string]bool{"with-notify-triggers": true})
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	withNotify := fs.Bool("with-notify-triggers", false, "also install the legacy pg_notify triggers")
+	if err := fs.Parse(mine); err != nil {
+		return err
+	}
+	cfg, _, err := config.Load(shared, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Database.URL == "" {
+		return errors.New("config: database.url (WALCAST_DATABASE_URL) is required")
+	}
+	conn, err := pgx.Connect(ctx, cfg.Database.URL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	sets := []migrate.Set{{Name: "schema", FS: migrations.Schema, Dir: "."}}
+	if *withNotify {
+		sets = append(sets, migrate.Set{Name: "notify", FS: migrations.Notify, Dir: "notify"})
+	}
+	applied, err := migrate.Apply(ctx, conn, sets...)
+	for _, name := range applied {
+		fmt.Fprintln(stdout, "applied", name)
+	}
+	if err != nil {
+		return err
+	}
+	pool, err := newPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := wal.EnsurePublication(ctx, pool, cfg.Replication.Publication, cfg.Events.Tables); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "publication", cfg.Replication.Publication, "ready")
+	return nil
+}
+
+func tokenCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	mine, shared := splitFlags(args, map[string]bool{"user": true, "ttl": true})
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	user := fs.String("user", "", "the user's UUID (the token's sub)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := fs.Parse(mine); err != nil {
+		return err
+	}
+	if !auth.IsUUID(*user) {
+		return errors.New("token: --user must be a UUID")
+	}
+	if *ttl <= 0 {
+		return errors.New("token: --ttl must be positive")
+	}
+	cfg, _, err := config.Load(shared, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Auth.JWTSecret) < 16 {
+		return errors.New("config: auth.jwt_secret (WALCAST_JWT_SECRET) must be set, at least 16 bytes")
+	}
+	tok, err := auth.Issue([]byte(cfg.Auth.JWTSecret), cfg.Auth.JWTAlgorithm, strings.ToLower(*user), *ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/walcast/walcast/internal/api"
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/config"
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/metrics"
+	"github.com/walcast/walcast/internal/wal"
+	"github.com/walcast/walcast/internal/ws"
+)
+
+func newPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.Database.URL)
+	if err != nil {
+		return nil, fmt.Errorf("config: database.url (WALCAST_DATABASE_URL) does not parse: %w", err)
+	}
+	pcfg.MaxConns = cfg.Database.MaxConns
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "walcast-pool"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database unreachable: %w", err)
+	}
+	return pool, nil
+}
+
+// publisher is the sink between the WAL reader and the hub: it maps a
+// transaction to events, drops cached memberships its revocations end, and
+// publishes the events.
+type publisher struct {
+	mapper  *events.Mapper
+	hub     *hub.Hub
+	members *auth.Memberships
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	buf     []events.Event
+}
+
+func (p *publisher) take(_ context.Context, txn *events.Txn) error {
+	evs, problems := p.mapper.Map(txn, p.buf[:0])
+	for _, err := range problems {
+		p.metrics.MappingProblems.Inc()
+		p.log.Warn("change left out", "err", err, "lsn", pglogrepl.LSN(txn.CommitLSN).String())
+	}
+	for i := range evs {
+		if r := evs[i].Revoke; r != nil && r.At == evs[i].Position {
+			p.members.Forget(evs[i].ProjectID, r.UserID)
+		}
+	}
+	p.hub.Publish(evs)
+	// The hub keeps the payloads, not the slice: reuse it.
+	clear(evs)
+	p.buf = evs[:0]
+	return nil
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, rest, err := config.Load(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", rest[0])
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := newLogger(stdout, cfg.Log.Level)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	pool, err := newPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	if err := wal.CheckWALLevel(ctx, pool); err != nil {
+		return err
+	}
+	if err := wal.CheckReplicaIdentity(ctx, pool, cfg.Events.Tables); err != nil {
+		return err
+	}
+	if err := wal.EnsurePublication(ctx, pool, cfg.Replication.Publication, cfg.Events.Tables); err != nil {
+		return err
+	}
+	created, err := wal.EnsureSlot(ctx, pool, cfg.Replication.Slot)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("replication slot created", "slot", cfg.Replication.Slot)
+	}
+
+	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold})
+	if err != nil {
+		return err
+	}
+	verifier, err := auth.NewVerifier([]byte(cfg.Auth.JWTSecret), cfg.Auth.JWTAlgorithm, cfg.Auth.Leeway)
+	if err != nil {
+		return err
+	}
+	mt := cfg.MembershipTable()
+	members := auth.NewMemberships(pool, auth.MembershipQuery{
+		Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn,
+	}, cfg.Auth.MembershipCacheTTL, m)
+	h := hub.New(hub.Config{
+		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge,
+		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
+	}, m)
+	pub := &publisher{mapper: mapper, hub: h, members: members, log: log, metrics: m}
+	reader := wal.NewReader(wal.Config{
+		DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
+		StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
+		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
+		ReconnectMax: cfg.Replication.ReconnectMax,
+	}, mapper.Watches, pub.take, h.SetFloor, log, m)
+	monitor := wal.NewMonitor(pool, cfg.Replication.Slot, cfg.Replication.MonitorEvery, log, m)
+	sockets := ws.NewServer(ws.Config{
+		WriteTimeout: cfg.WS.WriteTimeout, PingInterval: cfg.WS.PingInterval, ReadLimit: cfg.WS.ReadLimit,
+		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
+	}, h, verifier, members, log, m)
+
+	ready := func(ctx context.Context) error {
+		if !reader.Live() {
+			if err := reader.LastError(); err != nil {
+				return fmt.Errorf("replication stream down: %w", err)
+			}
+			return errors.New("replication stream not started")
+		}
+		if err := pool.Ping(ctx); err != nil {
+			return fmt.Errorf("database unreachable: %w", err)
+		}
+		return nil
+	}
+	status := func(ctx context.Context) map[string]any {
+		st, serr := monitor.Read(ctx)
+		doc := map[string]any{
+			"slot":               cfg.Replication.Slot,
+			"publication":        cfg.Replication.Publication,
+			"wal_connected":      reader.Live(),
+			"confirmed_lsn":      pglogrepl.LSN(reader.ConfirmedLSN()).String(),
+			"received_lsn":       pglogrepl.LSN(reader.ReceivedLSN()).String(),
+			"position":           h.Last().String(),
+			"lag_bytes":          st.LagBytes,
+			"retained_wal_bytes": st.RetainedWAL,
+			"wal_status":         st.WALStatus,
+			"safe_wal_size":      st.SafeWALSize,
+			"connections":        sockets.Connections(),
+			"subscriptions":      h.SubscriptionCount(),
+			"history_events":     h.Retained(),
+			"last_event_at":      nil,
+		}
+		if serr != nil {
+			doc["slot_error"] = "slot statistics unavailable"
+			log.Warn("status: slot statistics", "err", serr)
+		}
+		if t := h.LastCommitTime(); !t.IsZero() {
+			doc["last_event_at"] = t.UTC().Format(time.RFC3339Nano)
+		}
+		return doc
+	}
+	router := api.NewRouter(api.Deps{
+		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken},
+		Pool:   pool, Verifier: verifier, Members: members, WS: sockets, Gatherer: reg,
+		Ready: ready, Status: status, Log: log, Metrics: m,
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("walcast listening", "addr", ln.Addr().String(), "slot", cfg.Replication.Slot, "publication", cfg.Replication.Publication)
+
+	readerCtx, stopReader := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReader()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return reader.Run(readerCtx) })
+	g.Go(func() error { return h.Run(gctx) })
+	g.Go(func() error { return monitor.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		// Stop accepting, close sockets with 1001, then stop the reader
+		// (which sends a last status update), then the pool (deferred).
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown", "err", err)
+		}
+		if err := sockets.Shutdown(sctx); err != nil {
+			log.Warn("socket shutdown", "err", err)
+		}
+		stopReader()
+		return nil
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+// Config configures the REST routes.
+type Config struct {
+	// MaxBodyBytes caps request bodies (413 past it).
+	MaxBodyBytes int64
+	// MaxMessageChars caps a message's content, in characters (422 past it).
+	MaxMessageChars int
+	// StatusToken, when set, is required as a Bearer token on /metrics and
+	// /api/v1/status.
+	StatusToken string
+}
+
+// MembershipChecker answers whether a user may see a project.
+type MembershipChecker interface {
+	IsMember(ctx context.Context, projectID, userID string) (bool, error)
+}
+
+// Deps are what the router serves from.
+type Deps struct {
+	Config   Config
+	Pool     *pgxpool.Pool
+	Verifier *auth.Verifier
+	Members  MembershipChecker
+	// WS serves the socket endpoint.
+	WS http.Handler
+	// Gatherer is the registry /metrics exposes.
+	Gatherer prometheus.Gatherer
+	// Ready returns nil when walcast can serve, or why not.
+	Ready func(ctx context.Context) error
+	// Status builds the /api/v1/status document.
+	Status  func(ctx context.Context) map[string]any
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+}
+
+// NewRouter returns the whole HTTP API.
+func NewRouter(d Deps) http.Handler {
+	if d.Config.MaxBodyBytes <= 0 {
+		d.Config.MaxBodyBytes = 64 << 10
+	}
+	if d.Config.MaxMessageChars <= 0 {
+		d.Config.MaxMessageChars = 4000
+	}
+	h := &handlers{d: d}
+	r := chi.NewRouter()
+	r.Use(requestID, h.recoverer, h.logRequests)
+
+	r.Get("/healthz", h.healthz)
+	r.Get("/readyz", h.readyz)
+	r.With(h.statusAuth).Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(d.Log.Handler(), slog.LevelError)}))
+	r.Get("/ws", d.WS.ServeHTTP)
+
+	r.Route("/api/v1", func(r chi.Router) {
+		r.With(h.statusAuth).Get("/status", h.status)
+		r.Route("/projects/{projectID}/messages", func(r chi.Router) {
+			r.Use(h.authenticate, h.membersOnly)
+			r.Get("/", h.listMessages)
+			r.Post("/", h.createMessage)
+		})
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
+	})
+	return r
+}

@@ -1,0 +1,313 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/walcast/walcast/internal/events"
+)
+
+// Config is every setting of walcast. YAML keys are the snake_case names in
+// the tags; config/walcast.yaml documents each.
+type Config struct {
+	HTTP        HTTP        `yaml:"http"`
+	Database    Database    `yaml:"database"`
+	Replication Replication `yaml:"replication"`
+	Auth        Auth        `yaml:"auth"`
+	WS          WS          `yaml:"websocket"`
+	Hub         Hub         `yaml:"hub"`
+	Events      Events      `yaml:"events"`
+	API         API         `yaml:"api"`
+	Log         Log         `yaml:"log"`
+}
+
+// HTTP is the listener.
+type HTTP struct {
+	Addr              string        `yaml:"addr"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Database is the app's PostgreSQL.
+type Database struct {
+	URL      string `yaml:"url"`
+	MaxConns int32  `yaml:"max_conns"`
+}
+
+// Replication configures the slot and the stream.
+type Replication struct {
+	Slot           string        `yaml:"slot"`
+	Publication    string        `yaml:"publication"`
+	StatusInterval time.Duration `yaml:"status_interval"`
+	StandbyTimeout time.Duration `yaml:"standby_timeout"`
+	HoldBackAge    time.Duration `yaml:"hold_back_age"`
+	HoldBackBytes  int64         `yaml:"hold_back_bytes"`
+	ReconnectMax   time.Duration `yaml:"reconnect_max"`
+	MonitorEvery   time.Duration `yaml:"monitor_interval"`
+}
+
+// Auth configures tokens and membership.
+type Auth struct {
+	JWTSecret          string        `yaml:"jwt_secret"`
+	JWTAlgorithm       string        `yaml:"jwt_algorithm"`
+	Leeway             time.Duration `yaml:"leeway"`
+	MembershipCacheTTL time.Duration `yaml:"membership_cache_ttl"`
+}
+
+// WS configures sockets.
+type WS struct {
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	PingInterval   time.Duration `yaml:"ping_interval"`
+	ReadLimit      int64         `yaml:"read_limit"`
+	AllowedOrigins []string      `yaml:"allowed_origins"`
+	FrameRate      float64       `yaml:"frame_rate"`
+	FrameBurst     int           `yaml:"frame_burst"`
+}
+
+// Hub configures queues and history.
+type Hub struct {
+	QueueSize                 int           `yaml:"queue_size"`
+	HistorySize               int           `yaml:"history_size"`
+	HistoryAge                time.Duration `yaml:"history_age"`
+	MaxSubscriptionsPerSocket int           `yaml:"max_subscriptions_per_socket"`
+}
+
+// Events configures the table mapping.
+type Events struct {
+	BulkThreshold int            `yaml:"bulk_threshold"`
+	Tables        []events.Table `yaml:"tables"`
+}
+
+// API configures the REST routes.
+type API struct {
+	MaxBodyBytes    int64  `yaml:"max_body_bytes"`
+	MaxMessageChars int    `yaml:"max_message_chars"`
+	StatusToken     string `yaml:"status_token"`
+}
+
+// Log configures the logger.
+type Log struct {
+	Level string `yaml:"level"`
+}
+
+// Default returns the built-in settings.
+func Default() Config {
+	return Config{
+		HTTP:     HTTP{Addr: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second, ShutdownTimeout: 10 * time.Second},
+		Database: Database{MaxConns: 10},
+		Replication: Replication{
+			Slot: "walcast", Publication: "walcast",
+			StatusInterval: time.Second, StandbyTimeout: 10 * time.Second,
+			HoldBackAge: 5 * time.Minute, HoldBackBytes: 64 << 20,
+			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second,
+		},
+		Auth:   Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: time.Minute},
+		WS:     WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50},
+		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, MaxSubscriptionsPerSocket: 100},
+		Events: Events{BulkThreshold: 500, Tables: events.DefaultTables()},
+		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
+		Log:    Log{Level: "info"},
+	}
+}
+
+// DefaultPath is read when no --config is given and the file exists.
+const DefaultPath = "config/walcast.yaml"
+
+// Load builds the configuration from args (flags after the subcommand),
+// getenv and the YAML file. It returns the remaining positional arguments.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, []string, error) {
+	fset := flag.NewFlagSet("walcast", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	path := fset.String("config", "", "path of the YAML config file (default "+DefaultPath+" when present)")
+	addr := fset.String("http-addr", "", "listen address, overrides http.addr")
+	level := fset.String("log-level", "", "debug, info, warn or error")
+	if err := fset.Parse(args); err != nil {
+		return Config{}, nil, err
+	}
+	cfg := Default()
+	file, explicit := *path, *path != ""
+	if !explicit {
+		if file = getenv("WALCAST_CONFIG"); file != "" {
+			explicit = true
+		} else {
+			file = DefaultPath
+		}
+	}
+	data, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		if err := Parse(data, &cfg); err != nil {
+			return Config{}, nil, fmt.Errorf("config %s: %w", file, err)
+		}
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+	default:
+		return Config{}, nil, fmt.Errorf("config: %w", err)
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return Config{}, nil, err
+	}
+	if *addr != "" {
+		cfg.HTTP.Addr = *addr
+	}
+	if *level != "" {
+		cfg.Log.Level = *level
+	}
+	return cfg, fset.Args(), nil
+}
+
+// Parse reads YAML into cfg; unknown keys are errors.
+func Parse(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// envVars maps each environment override to its setting.
+var envVars = []struct {
+	name string
+	set  func(*Config, string) error
+}{
+	{"WALCAST_DATABASE_URL", func(c *Config, v string) error { c.Database.URL = v; return nil }},
+	{"WALCAST_HTTP_ADDR", func(c *Config, v string) error { c.HTTP.Addr = v; return nil }},
+	{"WALCAST_JWT_SECRET", func(c *Config, v string) error { c.Auth.JWTSecret = v; return nil }},
+	{"WALCAST_SLOT_NAME", func(c *Config, v string) error { c.Replication.Slot = v; return nil }},
+	{"WALCAST_PUBLICATION_NAME", func(c *Config, v string) error { c.Replication.Publication = v; return nil }},
+	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
+	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
+	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
+	{"WALCAST_QUEUE_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.QueueSize, v) }},
+	{"WALCAST_HISTORY_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.HistorySize, v) }},
+	{"WALCAST_BULK_THRESHOLD", func(c *Config, v string) error { return setInt(&c.Events.BulkThreshold, v) }},
+	{"WALCAST_ALLOWED_ORIGINS", func(c *Config, v string) error {
+		c.WS.AllowedOrigins = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+		return nil
+	}},
+}
+
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	for _, e := range envVars {
+		if v := getenv(e.name); v != "" {
+			if err := e.set(cfg, v); err != nil {
+				return fmt.Errorf("config: %s: %w", e.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func setDuration(d *time.Duration, v string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like 30s or 5m", v)
+	}
+	*d = x
+	return nil
+}
+
+func setInt(n *int, v string) error {
+	x, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", v)
+	}
+	*n = x
+	return nil
+}
+
+func setInt64(n *int64, v string) error {
+	x, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number", v)
+	}
+	*n = x
+	return nil
+}
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// Validate checks the settings serve needs and names the first that is wrong.
+func (c *Config) Validate() error {
+	bad := func(setting, why string) error { return fmt.Errorf("config: %s %s", setting, why) }
+	switch {
+	case c.Database.URL == "":
+		return bad("database.url (WALCAST_DATABASE_URL)", "is required")
+	case c.HTTP.Addr == "":
+		return bad("http.addr (WALCAST_HTTP_ADDR)", "is required")
+	case c.Auth.JWTSecret == "":
+		return bad("auth.jwt_secret (WALCAST_JWT_SECRET)", "is required")
+	case len(c.Auth.JWTSecret) < 16:
+		return bad("auth.jwt_secret (WALCAST_JWT_SECRET)", "must be at least 16 bytes")
+	case c.Auth.JWTAlgorithm != "HS256" && c.Auth.JWTAlgorithm != "HS384" && c.Auth.JWTAlgorithm != "HS512":
+		return bad("auth.jwt_algorithm", "must be HS256, HS384 or HS512")
+	case !identRE.MatchString(c.Replication.Slot):
+		return bad("replication.slot (WALCAST_SLOT_NAME)", "must be lowercase letters, digits and '_' (at most 63)")
+	case !identRE.MatchString(c.Replication.Publication):
+		return bad("replication.publication (WALCAST_PUBLICATION_NAME)", "must be lowercase letters, digits and '_' (at most 63)")
+	case c.Replication.StatusInterval <= 0:
+		return bad("replication.status_interval", "must be positive")
+	case c.Replication.StandbyTimeout < c.Replication.StatusInterval:
+		return bad("replication.standby_timeout", "must be at least replication.status_interval")
+	case c.Replication.HoldBackAge < 0:
+		return bad("replication.hold_back_age", "must not be negative")
+	case c.Replication.HoldBackBytes < 0:
+		return bad("replication.hold_back_bytes", "must not be negative")
+	case c.Hub.QueueSize < 1:
+		return bad("hub.queue_size", "must be at least 1")
+	case c.Hub.HistorySize < 0:
+		return bad("hub.history_size", "must not be negative")
+	case c.Hub.MaxSubscriptionsPerSocket < 0:
+		return bad("hub.max_subscriptions_per_socket", "must not be negative")
+	case c.WS.WriteTimeout <= 0:
+		return bad("websocket.write_timeout", "must be positive")
+	case c.WS.ReadLimit < 256:
+		return bad("websocket.read_limit", "must be at least 256 bytes")
+	case c.Events.BulkThreshold < 0:
+		return bad("events.bulk_threshold", "must not be negative")
+	case c.API.MaxBodyBytes < 1024:
+		return bad("api.max_body_bytes", "must be at least 1024")
+	case c.API.MaxMessageChars < 1:
+		return bad("api.max_message_chars", "must be at least 1")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level (WALCAST_LOG_LEVEL)", "must be debug, info, warn or error")
+	}
+	if _, err := events.NewMapper(events.Options{Tables: c.Events.Tables, BulkThreshold: c.Events.BulkThreshold}); err != nil {
+		return bad("events.tables", strings.TrimPrefix(err.Error(), "events: "))
+	}
+	members := 0
+	for _, t := range c.Events.Tables {
+		if t.UserIDColumn != "" {
+			members++
+		}
+	}
+	if members != 1 {
+		return bad("events.tables", "must mark exactly one membership table with user_id_column")
+	}
+	return nil
+}
+
+// MembershipTable returns the table marked with user_id_column.
+func (c *Config) MembershipTable() events.Table {
+	for _, t := range c.Events.Tables {
+		if t.UserIDColumn != "" {
+			return t
+		}
+	}
+	return events.Table{}
+}

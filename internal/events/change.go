@@ -1,0 +1,81 @@
+package events
+
+import "time"
+
+// Action is the kind of a row change.
+type Action uint8
+
+// Row change kinds as they appear in the WAL.
+const (
+	Insert Action = iota + 1
+	Update
+	Delete
+	Truncate
+)
+
+// String returns the action as the protocol spells it ("INSERT", ...).
+func (a Action) String() string {
+	switch a {
+	case Insert:
+		return "INSERT"
+	case Update:
+		return "UPDATE"
+	case Delete:
+		return "DELETE"
+	case Truncate:
+		return "TRUNCATE"
+	}
+	return "UNKNOWN"
+}
+
+// Column is one column of a row as the WAL carried it.
+//
+// Value holds one of: nil (SQL NULL), bool, int64, float64, string,
+// json.RawMessage (json, jsonb and finite numeric values, inline) or
+// time.Time (timestamptz, in UTC). Other column types arrive as their text.
+type Column struct {
+	Name  string
+	Value any
+	// Unchanged marks a value WAL did not carry: an unchanged TOASTed column
+	// of an UPDATE's new row.
+	Unchanged bool
+}
+
+// Change is one row change of a committed transaction.
+type Change struct {
+	Schema string
+	Table  string
+	Action Action
+	// New is the new row (INSERT, UPDATE); nil for DELETE and TRUNCATE.
+	New []Column
+	// Old is the old row as far as the table's replica identity carries it
+	// (DELETE, and UPDATE when the identity is FULL or its key changed).
+	Old []Column
+}
+
+// Txn is one committed transaction: its changes to the watched tables in
+// WAL order.
+type Txn struct {
+	Xid uint32
+	// CommitLSN is the LSN of the commit record; positions derive from it.
+	CommitLSN uint64
+	// EndLSN is the LSN just past the commit record: what the slot may be
+	// confirmed to once the transaction's events are safe.
+	EndLSN     uint64
+	CommitTime time.Time
+	Changes    []Change
+}
+
+// Lookup returns the value of the named column in cols and whether it was
+// carried.
+func Lookup(cols []Column, name string) (any, bool) {
+	for i := range cols {
+		if cols[i].Name == name {
+			if cols[i].Unchanged {
+				return nil, false
+			}
+			return cols[i].Value, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,184 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// timeLayout is RFC 3339 with the microsecond precision PostgreSQL keeps.
+const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+func appendTime(b []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(b, timeLayout)
+}
+
+func appendInvalidate(b []byte, resource, id, action, projectID string, ts []byte, pos Position) []byte {
+	b = append(b, `{"type":"cache_invalidate","resource":`...)
+	b = appendString(b, resource)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendString(b, id)
+	}
+	b = append(b, `,"action":`...)
+	b = appendString(b, action)
+	b = append(b, `,"project_id":`...)
+	b = appendString(b, projectID)
+	b = append(b, `,"timestamp":"`...)
+	b = append(b, ts...)
+	b = append(b, `","position":"`...)
+	b = pos.AppendText(b)
+	return append(b, `"}`...)
+}
+
+func (m *Mapper) appendDomain(b []byte, typ, projectID string, ts []byte, pos Position, ch *Change) []byte {
+	b = append(b, `{"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"project_id":`...)
+	b = appendString(b, projectID)
+	b = append(b, `,"position":"`...)
+	b = pos.AppendText(b)
+	b = append(b, `","timestamp":"`...)
+	b = append(b, ts...)
+	b = append(b, `","data":`...)
+	b = m.appendRow(b, ch)
+	return append(b, '}')
+}
+
+// appendRow writes the row of a change as a JSON object with camelCase keys:
+// the new row, with unchanged TOAST values taken from the old row where it
+// carries them and left out otherwise; the old row for DELETE.
+func (m *Mapper) appendRow(b []byte, ch *Change) []byte {
+	row := ch.New
+	if ch.Action == Delete {
+		row = ch.Old
+	}
+	b = append(b, '{')
+	n := 0
+	for i := range row {
+		c := &row[i]
+		v := c.Value
+		if c.Unchanged {
+			old, ok := Lookup(ch.Old, c.Name)
+			if !ok {
+				continue
+			}
+			v = old
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = appendString(b, m.jsonKey(c.Name))
+		b = append(b, ':')
+		b = AppendValue(b, v)
+	}
+	return append(b, '}')
+}
+
+// AppendValue appends the JSON form of a column value (see Column.Value).
+func AppendValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case bool:
+		return strconv.AppendBool(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case int32:
+		return strconv.AppendInt(b, int64(x), 10)
+	case float64:
+		return appendFloat(b, x)
+	case string:
+		return appendString(b, x)
+	case json.RawMessage:
+		if len(x) == 0 {
+			return append(b, "null"...)
+		}
+		return append(b, x...)
+	case time.Time:
+		b = append(b, '"')
+		b = appendTime(b, x)
+		return append(b, '"')
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return appendString(b, fmt.Sprint(v))
+	}
+	return append(b, out...)
+}
+
+// appendFloat writes finite floats as JSON numbers and NaN and ±Infinity,
+// which JSON cannot hold, as the strings PostgreSQL prints for them.
+func appendFloat(b []byte, f float64) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(b, `"NaN"`...)
+	case math.IsInf(f, 1):
+		return append(b, `"Infinity"`...)
+	case math.IsInf(f, -1):
+		return append(b, `"-Infinity"`...)
+	}
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(b, f, format, -1, 64)
+}
+
+const hex = "0123456789abcdef"
+
+// appendString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
+// encoding/json does; U+2028 and U+2029 are escaped so the frame is safe to
+// embed in a script.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

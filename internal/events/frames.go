@@ -1,0 +1,34 @@
+package events
+
+// Control frames that carry a position. They are built here, next to the
+// change events, so every frame with a position is written the same way.
+
+// SubscribedFrame is {"type":"subscribed","project_id":…,"position":…}.
+func SubscribedFrame(projectID string, pos Position) []byte {
+	return positionFrame("subscribed", projectID, pos, "")
+}
+
+// ResyncFrame is {"type":"resync_required","project_id":…,"position":…}.
+func ResyncFrame(projectID string, pos Position) []byte {
+	return positionFrame("resync_required", projectID, pos, "")
+}
+
+// RevokedFrame is {"type":"subscription_revoked","project_id":…,"reason":…,"position":…}.
+func RevokedFrame(projectID, reason string, pos Position) []byte {
+	return positionFrame("subscription_revoked", projectID, pos, reason)
+}
+
+func positionFrame(typ, projectID string, pos Position, reason string) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"project_id":`...)
+	b = appendString(b, projectID)
+	if reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, reason)
+	}
+	b = append(b, `,"position":"`...)
+	b = pos.AppendText(b)
+	return append(b, `"}`...)
+}

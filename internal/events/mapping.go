@@ -1,0 +1,176 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// Table describes how one watched table maps to protocol events.
+type Table struct {
+	// Schema defaults to "public".
+	Schema string `yaml:"schema"`
+	Name   string `yaml:"name"`
+	// Resource is the cache_invalidate resource name ("message" for messages).
+	Resource string `yaml:"resource"`
+	// IDColumn names the row id sent as cache_invalidate.id; default "id".
+	IDColumn string `yaml:"id_column"`
+	// ProjectIDColumn names the column holding the project the row belongs to
+	// ("id" for the projects table itself).
+	ProjectIDColumn string `yaml:"project_id_column"`
+	// OnInsert, OnUpdate and OnDelete name the domain event of each action;
+	// empty means the action has none.
+	OnInsert string `yaml:"on_insert"`
+	OnUpdate string `yaml:"on_update"`
+	OnDelete string `yaml:"on_delete"`
+	// UserIDColumn, when set, marks the membership table: deleting a row
+	// revokes that user's subscriptions to the project at that position.
+	UserIDColumn string `yaml:"user_id_column"`
+	// RevokesProject marks the project table: deleting a row revokes every
+	// subscription to that project.
+	RevokesProject bool `yaml:"revokes_project"`
+}
+
+// QualifiedName is schema.name.
+func (t Table) QualifiedName() string { return t.schema() + "." + t.Name }
+
+func (t Table) schema() string {
+	if t.Schema == "" {
+		return "public"
+	}
+	return t.Schema
+}
+
+func (t Table) idColumn() string {
+	if t.IDColumn == "" {
+		return "id"
+	}
+	return t.IDColumn
+}
+
+// DefaultTables is the mapping of PROTOCOL.md §2 for the reference schema.
+func DefaultTables() []Table {
+	return []Table{
+		{Name: "projects", Resource: "project", ProjectIDColumn: "id", OnUpdate: "project_updated", RevokesProject: true},
+		{Name: "sprints", Resource: "sprint", ProjectIDColumn: "project_id", OnInsert: "sprint_created", OnUpdate: "sprint_updated", OnDelete: "sprint_deleted"},
+		{Name: "tasks", Resource: "task", ProjectIDColumn: "project_id", OnInsert: "task_created", OnUpdate: "task_updated", OnDelete: "task_deleted"},
+		{Name: "messages", Resource: "message", ProjectIDColumn: "project_id", OnInsert: "message_created"},
+		{Name: "project_members", Resource: "project_members", ProjectIDColumn: "project_id", OnInsert: "member_added", OnDelete: "member_removed", UserIDColumn: "user_id"},
+	}
+}
+
+// Options configures a Mapper.
+type Options struct {
+	Tables []Table
+	// BulkThreshold: a transaction touching more than this many rows of one
+	// project reaches that project as one BULK cache_invalidate per resource.
+	// Zero turns coalescing off.
+	BulkThreshold int
+}
+
+// Mapper turns committed transactions into wire events.
+type Mapper struct {
+	tables map[string]*Table // by "schema.name"
+	bulk   int
+	camel  sync.Map // column name -> JSON key
+}
+
+// ErrNoProject is reported for a change whose project id cannot be resolved
+// (NULL, or not carried by the replica identity).
+var ErrNoProject = errors.New("project id not carried by the change")
+
+// NewMapper validates opts and builds a Mapper.
+func NewMapper(opts Options) (*Mapper, error) {
+	if len(opts.Tables) == 0 {
+		return nil, errors.New("events: no tables configured")
+	}
+	if opts.BulkThreshold < 0 {
+		return nil, fmt.Errorf("events: bulk threshold %d is negative", opts.BulkThreshold)
+	}
+	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold}
+	for i := range opts.Tables {
+		t := opts.Tables[i]
+		switch {
+		case t.Name == "":
+			return nil, fmt.Errorf("events: table %d has no name", i)
+		case t.Resource == "":
+			return nil, fmt.Errorf("events: table %s has no resource", t.QualifiedName())
+		case t.ProjectIDColumn == "":
+			return nil, fmt.Errorf("events: table %s has no project_id_column", t.QualifiedName())
+		}
+		for _, name := range []string{t.OnInsert, t.OnUpdate, t.OnDelete} {
+			if name != "" && !validEventName(name) {
+				return nil, fmt.Errorf("events: table %s: event name %q must be lowercase letters and '_'", t.QualifiedName(), name)
+			}
+		}
+		if _, dup := m.tables[t.QualifiedName()]; dup {
+			return nil, fmt.Errorf("events: table %s configured twice", t.QualifiedName())
+		}
+		m.tables[t.QualifiedName()] = &t
+	}
+	return m, nil
+}
+
+// Watches reports whether schema.table is a mapped table.
+func (m *Mapper) Watches(schema, table string) bool {
+	_, ok := m.tables[schema+"."+table]
+	return ok
+}
+
+func validEventName(s string) bool {
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonKey returns the camelCase JSON key of a column name: message_type →
+// messageType.
+func (m *Mapper) jsonKey(col string) string {
+	if v, ok := m.camel.Load(col); ok {
+		return v.(string)
+	}
+	k := CamelCase(col)
+	m.camel.Store(col, k)
+	return k
+}
+
+// CamelCase converts snake_case to camelCase ("created_at" → "createdAt").
+func CamelCase(s string) string {
+	if !strings.Contains(s, "_") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	upper := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '_' {
+			upper = b.Len() > 0
+			continue
+		}
+		if upper && c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		upper = false
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// IdentityColumns lists the columns a DELETE must carry for this table to be
+// mapped: the row id, the project id and, for the membership table, the user
+// id. The table's replica identity has to include them.
+func (t Table) IdentityColumns() []string {
+	cols := []string{t.idColumn()}
+	if t.ProjectIDColumn != t.idColumn() {
+		cols = append(cols, t.ProjectIDColumn)
+	}
+	if t.UserIDColumn != "" {
+		cols = append(cols, t.UserIDColumn)
+	}
+	return cols
+}

@@ -1,0 +1,203 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/walcast/walcast/internal/events"
+)
+
+// Client is one socket's side of the hub: its queue and its subscriptions.
+type Client struct {
+	userID string
+	queue  chan Item
+	slow   chan struct{}
+
+	// Guarded by the hub's mutex.
+	subs    map[string]*subscription
+	dropped bool
+}
+
+// NewClient registers nothing yet; it makes the queue a socket drains.
+func (h *Hub) NewClient(userID string) *Client {
+	return &Client{userID: userID, queue: make(chan Item, h.cfg.QueueSize), slow: make(chan struct{}), subs: make(map[string]*subscription)}
+}
+
+// Queue is the client's send queue, drained by its socket writer.
+func (c *Client) Queue() <-chan Item { return c.queue }
+
+// Slow is closed when the client's queue overflowed: the socket must close
+// with 4008 after what it already wrote.
+func (c *Client) Slow() <-chan struct{} { return c.slow }
+
+// UserID is the user the client authenticated as.
+func (c *Client) UserID() string { return c.userID }
+
+// Applies reports whether the revocation takes access from userID.
+func applies(r *events.Revocation, userID string) bool {
+	return r.UserID == "" || r.UserID == userID
+}
+
+// Remove detaches every subscription of c; call it when the socket ends.
+func (h *Hub) Remove(c *Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range c.subs {
+		h.detach(s)
+	}
+	c.dropped = true
+}
+
+// Subscription describes an accepted subscription.
+type Subscription struct {
+	// Position is the subscribed frame's position: every event of the
+	// project after it reaches the client.
+	Position events.Position
+	// Resync is set when the resume position could not be served.
+	Resync bool
+	// Replayed counts history events sent before the subscribed frame.
+	Replayed int
+}
+
+// Subscribe subscribes c to projectID. authorize runs without the hub's
+// lock (it may ask the database); events published meanwhile are held and
+// delivered after it succeeds, and a revocation published meanwhile fails
+// the subscription. With since set, retained events after since are sent
+// first, or a resync_required when since is older than what is retained.
+// The frames sent are: replayed events or resync_required, then subscribed.
+func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since *events.Position, authorize func(context.Context) error) (Subscription, error) {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return Subscription{}, fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+	}
+
+	h.mu.Lock()
+	switch {
+	case c.dropped:
+		h.mu.Unlock()
+		return Subscription{}, ErrClientClosed
+	case c.subs[projectID] != nil:
+		h.mu.Unlock()
+		return Subscription{}, ErrAlreadySubscribed
+	case h.cfg.MaxSubscriptions > 0 && len(c.subs) >= h.cfg.MaxSubscriptions:
+		h.mu.Unlock()
+		return Subscription{}, ErrTooManySubs
+	}
+	s := &subscription{client: c, projectID: projectID, state: subPending, from: h.last}
+	c.subs[projectID] = s
+	h.topic(projectID).subs[c] = s
+	h.mu.Unlock()
+
+	err := authorize(ctx)
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil || s.revoked || c.dropped {
+		h.detach(s)
+		if err == nil && s.revoked {
+			err = errRevokedWhilePending
+		} else if err == nil {
+			err = ErrClientClosed
+		}
+		return Subscription{}, err
+	}
+	res := Subscription{Position: h.last}
+	if since != nil && since.Compare(s.from) < 0 {
+		// History covers (since, s.from]; s.buf covers what came after.
+		res = h.replay(c, projectID, *since, s.from, res)
+	}
+	for _, f := range s.buf {
+		if since != nil && f.Position.Compare(*since) <= 0 {
+			continue
+		}
+		h.enqueue(c, Item{Frame: f})
+	}
+	s.buf = nil
+	if since != nil && since.Compare(h.last) > 0 {
+		// The client saw events the hub has not rebuilt yet (it came back
+		// before walcast's replay of the slot): skip them when they arrive.
+		s.skipThrough = *since
+		res.Position = *since
+	}
+	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position), Type: "subscribed", Position: res.Position}})
+	s.state = subActive
+	h.metrics.Subscriptions.Inc()
+	if c.dropped {
+		return Subscription{}, ErrClientClosed
+	}
+	return res, nil
+}
+
+var errRevokedWhilePending = fmt.Errorf("access revoked while subscribing: %w", ErrForbidden)
+
+// ErrForbidden is returned when the user may not see the project.
+var ErrForbidden = fmt.Errorf("not a member of this project")
+
+// replay sends the retained events of projectID in (since, through], or a
+// resync_required when they cannot all be served.
+func (h *Hub) replay(c *Client, projectID string, since, through events.Position, res Subscription) Subscription {
+	t := h.topic(projectID)
+	gap := since.Compare(h.floor) < 0 || since.Compare(t.lost) < 0 || since.Compare(h.lostFloor) < 0
+	var frames []*Frame
+	for _, f := range t.history {
+		if gap || f.Position.Compare(through) > 0 {
+			break
+		}
+		if f.Position.Compare(since) <= 0 {
+			continue
+		}
+		if f.revoke != nil && applies(f.revoke, c.userID) {
+			// The user lost access in the replayed range and has it again
+			// now: what happened in between is not theirs to see.
+			gap = true
+			break
+		}
+		frames = append(frames, f)
+	}
+	if gap {
+		h.enqueue(c, Item{Frame: &Frame{Data: events.ResyncFrame(projectID, h.last), Type: events.TypeResyncRequired, Position: h.last}})
+		h.metrics.ResyncsSent.Inc()
+		res.Resync = true
+		return res
+	}
+	for _, f := range frames {
+		h.enqueue(c, Item{Frame: f, Replayed: true})
+	}
+	res.Replayed = len(frames)
+	return res
+}
+
+// Unsubscribe ends c's subscription to projectID and queues the
+// unsubscribed frame after every event already queued.
+func (h *Hub) Unsubscribe(c *Client, projectID string, frame []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := c.subs[projectID]
+	if s == nil || s.state != subActive {
+		return ErrNotSubscribed
+	}
+	h.detach(s)
+	h.enqueue(c, Item{Frame: &Frame{Data: frame, Type: "unsubscribed"}})
+	return nil
+}
+
+// Send queues a control frame (pong, error) in order with the events.
+func (h *Hub) Send(c *Client, typ string, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.enqueue(c, Item{Frame: &Frame{Data: frame, Type: typ}})
+}
+
+// Subscribed lists the projects c is subscribed to.
+func (h *Hub) Subscribed(c *Client) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(c.subs))
+	for pid, s := range c.subs {
+		if s.state == subActive {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

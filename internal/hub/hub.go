@@ -1,0 +1,349 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+// Config bounds the hub.
+type Config struct {
+	// QueueSize is each client's send queue, in frames.
+	QueueSize int
+	// HistorySize and HistoryAge bound each project's retained events.
+	HistorySize int
+	HistoryAge  time.Duration
+	// MaxSubscriptions caps the subscriptions of one client; 0 means no cap.
+	MaxSubscriptions int
+}
+
+// Frame is one server-to-client frame, shared by every queue it is put on.
+type Frame struct {
+	Data       []byte
+	Type       string
+	Position   events.Position
+	CommitTime time.Time
+	// revoke is kept for replay: frames of a revoking change are not
+	// replayed to the users they revoked.
+	revoke *events.Revocation
+}
+
+// Item is one entry of a client queue.
+type Item struct {
+	Frame *Frame
+	// Replayed marks history sent on resume, whose commit→write latency is
+	// not a delivery latency.
+	Replayed bool
+}
+
+// Errors of Subscribe.
+var (
+	ErrAlreadySubscribed = errors.New("already subscribed to this project")
+	ErrNotSubscribed     = errors.New("not subscribed to this project")
+	ErrTooManySubs       = errors.New("too many subscriptions on this socket")
+	ErrClientClosed      = errors.New("client is closed")
+	ErrNotReady          = errors.New("the WAL stream has not started yet")
+)
+
+type subState uint8
+
+const (
+	subPending subState = iota
+	subActive
+)
+
+type subscription struct {
+	client    *Client
+	projectID string
+	state     subState
+	revoked   bool
+	// buf holds live frames published while the subscription is pending.
+	buf []*Frame
+	// from is the hub's position when the subscription was registered.
+	from events.Position
+	// skipThrough drops live frames at or before a resume position the
+	// hub has not reached yet (a client back before the replay).
+	skipThrough events.Position
+}
+
+type topic struct {
+	subs    map[*Client]*subscription
+	history []*Frame // ascending positions
+	times   []time.Time
+	// lost is the newest position evicted from history: a resume from
+	// before it cannot be served.
+	lost events.Position
+}
+
+// Hub fans events out to subscribed clients.
+type Hub struct {
+	cfg     Config
+	metrics *metrics.Metrics
+	now     func() time.Time
+
+	mu       sync.Mutex
+	topics   map[string]*topic
+	last     events.Position // newest published position, or the floor
+	floor    events.Position // where the hub's knowledge starts
+	floorSet bool
+	ready    chan struct{}
+	// lostFloor is the newest position evicted from a topic since removed.
+	lostFloor  events.Position
+	retained   int
+	lastCommit time.Time
+}
+
+// New returns a Hub.
+func New(cfg Config, m *metrics.Metrics) *Hub {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 1024
+	}
+	if cfg.HistorySize < 0 {
+		cfg.HistorySize = 0
+	}
+	return &Hub{cfg: cfg, metrics: m, now: time.Now, topics: make(map[string]*topic), ready: make(chan struct{})}
+}
+
+// SetFloor tells the hub where the stream starts: the slot's confirmed
+// position. Every event published later sorts after the returned floor. Only
+// the first call before any event counts; later streams continue the hub's
+// own sequence.
+func (h *Hub) SetFloor(confirmedLSN uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.floorSet {
+		return
+	}
+	h.floorSet = true
+	if confirmedLSN > 0 {
+		// Events replayed from the slot have commit LSNs at or after the
+		// confirmed position, so they all sort after this one.
+		h.last = events.Position{LSN: confirmedLSN - 1, Index: ^uint32(0)}
+	}
+	h.floor = h.last
+	close(h.ready)
+}
+
+// Last returns the newest published position (or the floor).
+func (h *Hub) Last() events.Position {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last
+}
+
+// Publish fans one committed transaction's events out, in order. It never
+// blocks on a client.
+func (h *Hub) Publish(evs []events.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Position.Compare(h.last) <= 0 {
+			continue // already published (a replay of what the hub has)
+		}
+		h.last = ev.Position
+		h.lastCommit = ev.CommitTime
+		if ev.AllProjects {
+			for pid, t := range h.topics {
+				f := &Frame{Data: events.ResyncFrame(pid, ev.Position), Type: events.TypeResyncRequired, Position: ev.Position, CommitTime: ev.CommitTime}
+				h.append(t, f, now)
+				h.fanout(t, f)
+			}
+			continue
+		}
+		t := h.topic(ev.ProjectID)
+		f := &Frame{Data: ev.Payload, Type: ev.Type, Position: ev.Position, CommitTime: ev.CommitTime, revoke: ev.Revoke}
+		h.append(t, f, now)
+		h.fanout(t, f)
+	}
+	h.metrics.HistoryEvents.Set(float64(h.retained))
+}
+
+func (h *Hub) topic(pid string) *topic {
+	t, ok := h.topics[pid]
+	if !ok {
+		t = &topic{subs: make(map[*Client]*subscription)}
+		h.topics[pid] = t
+		h.metrics.HubTopics.Set(float64(len(h.topics)))
+	}
+	return t
+}
+
+func (h *Hub) append(t *topic, f *Frame, now time.Time) {
+	if h.cfg.HistorySize == 0 {
+		t.lost = f.Position
+		return
+	}
+	if len(t.history) >= h.cfg.HistorySize {
+		t.lost = t.history[0].Position
+		t.history[0] = nil
+		t.history = t.history[1:]
+		t.times = t.times[1:]
+		h.retained--
+	}
+	t.history = append(t.history, f)
+	t.times = append(t.times, now)
+	h.retained++
+}
+
+func (h *Hub) fanout(t *topic, f *Frame) {
+	for c, s := range t.subs {
+		if f.revoke != nil && applies(f.revoke, c.userID) {
+			if f.Position == f.revoke.At {
+				h.revoke(s, f)
+			}
+			continue
+		}
+		if s.state == subPending {
+			s.buf = append(s.buf, f)
+			if len(s.buf) > h.cfg.QueueSize {
+				h.dropSlow(c)
+			}
+			continue
+		}
+		if f.Position.Compare(s.skipThrough) <= 0 {
+			continue
+		}
+		h.enqueue(c, Item{Frame: f})
+	}
+}
+
+// revoke ends s at f's position with a subscription_revoked frame.
+func (h *Hub) revoke(s *subscription, f *Frame) {
+	if s.state == subPending {
+		s.revoked = true
+		h.detach(s)
+		return
+	}
+	rf := &Frame{Data: events.RevokedFrame(s.projectID, f.revoke.Reason, f.Position), Type: "subscription_revoked", Position: f.Position, CommitTime: f.CommitTime}
+	h.detach(s)
+	h.enqueue(s.client, Item{Frame: rf})
+	h.metrics.Revocations.WithLabelValues(f.revoke.Reason).Inc()
+}
+
+// detach removes s from its topic and client.
+func (h *Hub) detach(s *subscription) {
+	if t, ok := h.topics[s.projectID]; ok {
+		if cur, ok := t.subs[s.client]; ok && cur == s {
+			delete(t.subs, s.client)
+		}
+	}
+	if cur, ok := s.client.subs[s.projectID]; ok && cur == s {
+		delete(s.client.subs, s.projectID)
+		if s.state == subActive {
+			h.metrics.Subscriptions.Dec()
+		}
+	}
+}
+
+// enqueue puts one item on c's queue, or marks c slow when it is full.
+func (h *Hub) enqueue(c *Client, it Item) {
+	if c.dropped {
+		return
+	}
+	select {
+	case c.queue <- it:
+	default:
+		h.dropSlow(c)
+	}
+}
+
+// dropSlow detaches every subscription of c and tells its socket to close
+// with 4008. c never receives another frame.
+func (h *Hub) dropSlow(c *Client) {
+	if c.dropped {
+		return
+	}
+	c.dropped = true
+	for _, s := range c.subs {
+		h.detach(s)
+	}
+	h.metrics.SlowConsumerCloses.Inc()
+	close(c.slow)
+}
+
+// Sweep drops history older than the configured age.
+func (h *Hub) Sweep() {
+	if h.cfg.HistoryAge <= 0 {
+		return
+	}
+	cutoff := h.now().Add(-h.cfg.HistoryAge)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for pid, t := range h.topics {
+		n := 0
+		for n < len(t.times) && t.times[n].Before(cutoff) {
+			n++
+		}
+		if n > 0 {
+			t.lost = t.history[n-1].Position
+			clear(t.history[:n])
+			t.history = t.history[n:]
+			t.times = t.times[n:]
+			h.retained -= n
+		}
+		if len(t.history) == 0 && len(t.subs) == 0 {
+			if t.lost.Compare(h.lostFloor) > 0 {
+				h.lostFloor = t.lost
+			}
+			delete(h.topics, pid)
+		}
+	}
+	h.metrics.HistoryEvents.Set(float64(h.retained))
+	h.metrics.HubTopics.Set(float64(len(h.topics)))
+}
+
+// Run sweeps expired history until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	every := h.cfg.HistoryAge / 10
+	if every <= 0 || every > 10*time.Second {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			h.Sweep()
+		}
+	}
+}
+
+// SubscriptionCount returns the live subscriptions over all clients.
+func (h *Hub) SubscriptionCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, t := range h.topics {
+		for _, s := range t.subs {
+			if s.state == subActive {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Retained returns the number of events kept for resume.
+func (h *Hub) Retained() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.retained
+}
+
+// LastCommitTime is the commit time of the newest published event.
+func (h *Hub) LastCommitTime() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastCommit
+}

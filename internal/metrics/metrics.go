@@ -1,0 +1,101 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds every collector walcast exports.
+type Metrics struct {
+	// Sockets and subscriptions.
+	WSConnections      prometheus.Gauge
+	Subscriptions      prometheus.Gauge
+	SlowConsumerCloses prometheus.Counter
+	WSRejected         *prometheus.CounterVec // reason
+	ClientErrors       *prometheus.CounterVec // code
+
+	// Delivery.
+	EventsSent      *prometheus.CounterVec // type
+	DeliveryLatency prometheus.Histogram
+	ResyncsSent     prometheus.Counter
+	Revocations     *prometheus.CounterVec // reason
+	HistoryEvents   prometheus.Gauge
+	HubTopics       prometheus.Gauge
+
+	// WAL stream.
+	WALChanges          *prometheus.CounterVec // table, action
+	WALTransactions     prometheus.Counter
+	WALConnected        prometheus.Gauge
+	WALReconnects       prometheus.Counter
+	WALDecodeErrors     prometheus.Counter
+	MappingProblems     prometheus.Counter
+	ReplicationLagBytes prometheus.Gauge
+	RetainedWALBytes    prometheus.Gauge
+	LastEventTimestamp  prometheus.Gauge
+
+	// Auth.
+	MembershipLookups *prometheus.CounterVec // result: hit, miss
+
+	// HTTP.
+	HTTPRequests *prometheus.CounterVec // route, code
+}
+
+// New creates the collectors and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		WSConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_ws_connections", Help: "Open WebSocket connections."}),
+		Subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_subscriptions", Help: "Live project subscriptions over all sockets."}),
+		SlowConsumerCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_slow_consumer_closes_total", Help: "Sockets closed with 4008 because their send queue overflowed."}),
+		WSRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_ws_rejected_total", Help: "WebSocket upgrades refused, by reason."}, []string{"reason"}),
+		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_client_errors_total", Help: "Error frames sent to clients, by code."}, []string{"code"}),
+		EventsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_events_sent_total", Help: "Event frames written to sockets, by event type."}, []string{"type"}),
+		DeliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "walcast_delivery_latency_seconds",
+			Help:    "Time from a transaction's commit to the socket write of its event.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		ResyncsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_resyncs_sent_total", Help: "resync_required frames sent."}),
+		Revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_subscription_revocations_total", Help: "subscription_revoked frames sent, by reason."}, []string{"reason"}),
+		HistoryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_history_events", Help: "Events retained in the per-project histories for resume."}),
+		HubTopics: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_hub_projects", Help: "Projects with subscribers or retained history in the hub."}),
+		WALChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_wal_changes_total", Help: "Row changes read from the WAL on watched tables."}, []string{"table", "action"}),
+		WALTransactions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_wal_transactions_total", Help: "Committed transactions handed to the hub."}),
+		WALConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_wal_connected", Help: "1 while the replication stream is live."}),
+		WALReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_wal_reconnects_total", Help: "Replication connections lost and retried."}),
+		WALDecodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_wal_decode_errors_total", Help: "WAL messages that could not be decoded; the stream stops before them."}),
+		MappingProblems: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_mapping_problems_total", Help: "Changes left out because their project could not be resolved."}),
+		ReplicationLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_replication_lag_bytes", Help: "WAL bytes between the server's current position and the slot's confirmed position."}),
+		RetainedWALBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_retained_wal_bytes", Help: "WAL bytes the slot makes the primary keep (current position minus restart_lsn)."}),
+		LastEventTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_last_event_timestamp_seconds", Help: "Commit time of the last transaction handed to the hub, as a Unix time."}),
+		MembershipLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_membership_lookups_total", Help: "Membership checks, by result (hit: cached; miss: asked the database)."}, []string{"result"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
+	}
+	reg.MustRegister(
+		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.ClientErrors,
+		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
+		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
+		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.LastEventTimestamp,
+		m.MembershipLookups, m.HTTPRequests,
+	)
+	return m
+}

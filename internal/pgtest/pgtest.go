@@ -1,0 +1,179 @@
+// Package pgtest gives integration tests a fresh PostgreSQL database with
+// the reference schema, on the real server that `make test` starts
+// (WALCAST_TEST_DATABASE_URL). Each call makes its own database from a
+// migrated template, and its cleanup drops the database and every
+// replication slot in it, so tests never share a slot or a publication.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/walcast/walcast/internal/migrate"
+	"github.com/walcast/walcast/migrations"
+)
+
+// EnvURL names the variable holding the server's superuser URL.
+const EnvURL = "WALCAST_TEST_DATABASE_URL"
+
+// DB is one test's database.
+type DB struct {
+	Name string
+	// URL connects to this database.
+	URL  string
+	Pool *pgxpool.Pool
+}
+
+// AdminURL returns the server URL, failing the test with a clear message
+// when the integration environment is missing.
+func AdminURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(EnvURL)
+	if u == "" {
+		t.Fatalf("integration tests need PostgreSQL with wal_level=logical: run `make test`, or set %s to a superuser URL", EnvURL)
+	}
+	return u
+}
+
+// New creates a fresh database with the reference schema.
+func New(t testing.TB) *DB {
+	t.Helper()
+	admin := AdminURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tmpl, err := template(ctx, admin)
+	if err != nil {
+		t.Fatalf("pgtest: template: %v", err)
+	}
+	name := "walcast_test_" + RandomSuffix()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+tmpl); err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	d := &DB{Name: name, URL: withDatabase(admin, name)}
+	d.Pool, err = pgxpool.New(ctx, d.URL)
+	if err != nil {
+		t.Fatalf("pgtest: pool: %v", err)
+	}
+	t.Cleanup(func() { d.drop(t, admin) })
+	return d
+}
+
+func (d *DB) drop(t testing.TB, admin string) {
+	d.Pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Logf("pgtest: cleanup connect: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	// A slot still streaming cannot be dropped: end its walsender first.
+	for i := 0; i < 50; i++ {
+		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, d.Name)
+		_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, d.Name)
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Logf("pgtest: drop slots of %s: %v", d.Name, err)
+	}
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+d.Name+" WITH (FORCE)"); err != nil {
+		t.Logf("pgtest: drop database %s: %v", d.Name, err)
+	}
+}
+
+// Exec runs SQL on the test database, failing the test on error.
+func (d *DB) Exec(t testing.TB, sql string, args ...any) {
+	t.Helper()
+	if _, err := d.Pool.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("exec %q: %v", sql, err)
+	}
+}
+
+// RandomSuffix returns 10 random lowercase hex digits, for unique names.
+func RandomSuffix() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func withDatabase(raw, db string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+// template returns the name of a database holding the migrated reference
+// schema, creating it once per schema version (hash of the migrations).
+func template(ctx context.Context, admin string) (string, error) {
+	h := sha256.New()
+	files, _ := fs.Glob(migrations.Schema, "*.sql")
+	sort.Strings(files)
+	for _, f := range files {
+		b, _ := fs.ReadFile(migrations.Schema, f)
+		h.Write([]byte(f))
+		h.Write(b)
+	}
+	name := "walcast_tmpl_" + hex.EncodeToString(h.Sum(nil))[:12]
+
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	// Test packages run in parallel processes: one builds, the others wait.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(7744)"); err != nil {
+		return "", err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(7744)") //nolint:errcheck
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", err
+	}
+	if exists {
+		return name, nil
+	}
+	build := name + "_build"
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+build+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+build); err != nil {
+		return "", err
+	}
+	bconn, err := pgx.Connect(ctx, withDatabase(admin, build))
+	if err != nil {
+		return "", err
+	}
+	_, err = migrate.Apply(ctx, bconn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."})
+	bconn.Close(ctx)
+	if err != nil {
+		return "", fmt.Errorf("migrate template: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+build+" RENAME TO "+name); err != nil {
+		return "", err
+	}
+	return name, nil
+}

@@ -1,0 +1,101 @@
+package wal
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+// SlotStats is what the server says about the replication slot.
+type SlotStats struct {
+	Slot         string    `json:"slot"`
+	Active       bool      `json:"active"`
+	ConfirmedLSN string    `json:"confirmed_lsn"`
+	RestartLSN   string    `json:"restart_lsn"`
+	CurrentLSN   string    `json:"current_lsn"`
+	LagBytes     int64     `json:"lag_bytes"`
+	RetainedWAL  int64     `json:"retained_wal_bytes"`
+	WALStatus    string    `json:"wal_status"`
+	SafeWALSize  *int64    `json:"safe_wal_size"`
+	ReadAt       time.Time `json:"read_at"`
+}
+
+// Monitor polls the slot's position and WAL retention, keeps the last
+// reading for /api/v1/status and feeds the lag and retention gauges.
+type Monitor struct {
+	pool     *pgxpool.Pool
+	slot     string
+	interval time.Duration
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+
+	mu   sync.Mutex
+	last SlotStats
+	err  error
+}
+
+// NewMonitor returns a Monitor that reads every interval.
+func NewMonitor(pool *pgxpool.Pool, slot string, interval time.Duration, log *slog.Logger, m *metrics.Metrics) *Monitor {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	return &Monitor{pool: pool, slot: slot, interval: interval, log: log, metrics: m}
+}
+
+// Run polls until ctx ends.
+func (m *Monitor) Run(ctx context.Context) error {
+	t := time.NewTicker(m.interval)
+	defer t.Stop()
+	for {
+		_, _ = m.Read(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Last returns the last reading and the error of the last attempt.
+func (m *Monitor) Last() (SlotStats, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last, m.err
+}
+
+// Read queries the slot now and updates the gauges.
+func (m *Monitor) Read(ctx context.Context) (SlotStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	st := SlotStats{Slot: m.slot}
+	var safe *int64
+	err := m.pool.QueryRow(ctx, `
+SELECT active,
+       coalesce(confirmed_flush_lsn::text, ''), coalesce(restart_lsn::text, ''), pg_current_wal_lsn()::text,
+       coalesce(pg_current_wal_lsn() - confirmed_flush_lsn, 0)::bigint,
+       coalesce(pg_current_wal_lsn() - restart_lsn, 0)::bigint,
+       coalesce(wal_status, ''), safe_wal_size
+FROM pg_replication_slots WHERE slot_name = $1`, m.slot).Scan(
+		&st.Active, &st.ConfirmedLSN, &st.RestartLSN, &st.CurrentLSN, &st.LagBytes, &st.RetainedWAL, &st.WALStatus, &safe)
+	st.SafeWALSize = safe
+	st.ReadAt = time.Now().UTC()
+	if err != nil {
+		err = fmt.Errorf("read slot %s: %w", m.slot, err)
+	} else {
+		m.metrics.ReplicationLagBytes.Set(float64(st.LagBytes))
+		m.metrics.RetainedWALBytes.Set(float64(st.RetainedWAL))
+	}
+	m.mu.Lock()
+	if err == nil {
+		m.last = st
+	}
+	m.err = err
+	m.mu.Unlock()
+	return st, err
+}

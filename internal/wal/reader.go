@@ -1,0 +1,404 @@
+package wal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+// Config configures a Reader.
+type Config struct {
+	// DatabaseURL is a libpq URL or DSN; the reader adds replication=database.
+	DatabaseURL string
+	Slot        string
+	Publication string
+	// StatusInterval is how often the confirmed position is reported when it
+	// moved.
+	StatusInterval time.Duration
+	// StandbyTimeout is the longest gap between two status updates, kept
+	// well under the server's wal_sender_timeout.
+	StandbyTimeout time.Duration
+	// HoldBackAge and HoldBackBytes bound the window by which the confirmed
+	// position trails what the hub has taken, so a restart replays it.
+	HoldBackAge   time.Duration
+	HoldBackBytes uint64
+	// ReconnectMin and ReconnectMax bound the backoff between attempts.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+}
+
+// Sink takes one committed transaction. When it returns nil, the
+// transaction's events are in the hub and the slot may be confirmed past it.
+// An error stops the stream; the transaction is streamed again on reconnect.
+type Sink func(ctx context.Context, txn *events.Txn) error
+
+// Reader streams committed transactions from a logical replication slot.
+type Reader struct {
+	cfg     Config
+	watch   func(schema, table string) bool
+	sink    Sink
+	onStart func(confirmedFlush uint64)
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	now     func() time.Time
+
+	live      atomic.Bool
+	confirmed atomic.Uint64 // last flush position reported to the server
+	received  atomic.Uint64
+
+	mu      sync.Mutex
+	lastErr error
+
+	// delivered is the end LSN of the last transaction the sink took; a
+	// reconnect replays from the slot's confirmed position, and transactions
+	// up to delivered are skipped rather than handed on twice.
+	delivered uint64
+	cp        checkpointer
+}
+
+// NewReader returns a Reader. watch selects the tables whose changes are
+// kept; onStart, if not nil, is told the slot's confirmed position each time
+// streaming starts, before any transaction reaches the sink.
+func NewReader(cfg Config, watch func(schema, table string) bool, sink Sink, onStart func(uint64), log *slog.Logger, m *metrics.Metrics) *Reader {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = time.Second
+	}
+	if cfg.StandbyTimeout <= 0 {
+		cfg.StandbyTimeout = 10 * time.Second
+	}
+	if cfg.ReconnectMin <= 0 {
+		cfg.ReconnectMin = 100 * time.Millisecond
+	}
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		cfg.ReconnectMax = 30 * time.Second
+	}
+	return &Reader{
+		cfg: cfg, watch: watch, sink: sink, onStart: onStart, log: log, metrics: m, now: time.Now,
+		cp: checkpointer{maxAge: cfg.HoldBackAge, maxBytes: cfg.HoldBackBytes},
+	}
+}
+
+// Live reports whether the replication stream is up.
+func (r *Reader) Live() bool { return r.live.Load() }
+
+// LastError is the error that ended the last stream, if it is down.
+func (r *Reader) LastError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+// ConfirmedLSN is the last position reported to the server as flushed.
+func (r *Reader) ConfirmedLSN() uint64 { return r.confirmed.Load() }
+
+// ReceivedLSN is the newest WAL position the server reported sending.
+func (r *Reader) ReceivedLSN() uint64 { return r.received.Load() }
+
+// Run streams until ctx ends, reconnecting with jittered exponential backoff
+// whenever the connection or the stream fails. It returns nil when ctx ends.
+func (r *Reader) Run(ctx context.Context) error {
+	backoff := r.cfg.ReconnectMin
+	for {
+		started := r.now()
+		err := r.stream(ctx)
+		r.live.Store(false)
+		r.metrics.WALConnected.Set(0)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.mu.Lock()
+		r.lastErr = err
+		r.mu.Unlock()
+		r.metrics.WALReconnects.Inc()
+		if r.now().Sub(started) > 30*time.Second {
+			backoff = r.cfg.ReconnectMin
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		r.log.Error("replication stream lost; reconnecting", "slot", r.cfg.Slot, "err", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, r.cfg.ReconnectMax)
+	}
+}
+
+func (r *Reader) connConfig() (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "walcast"
+	// Values arrive as text from the output functions of this session:
+	// fix their form so decodeText reads them the same on every server.
+	cfg.RuntimeParams["DateStyle"] = "ISO, MDY"
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["IntervalStyle"] = "iso_8601"
+	cfg.RuntimeParams["extra_float_digits"] = "3"
+	return cfg, nil
+}
+
+func (r *Reader) stream(ctx context.Context) error {
+	cfg, err := r.connConfig()
+	if err != nil {
+		return err
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	conn, err := pgconn.ConnectConfig(connectCtx, cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect for replication: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+
+	confirmedFlush, err := slotConfirmedFlush(ctx, conn, r.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if r.onStart != nil {
+		r.onStart(confirmedFlush)
+	}
+	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + r.cfg.Publication + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
+	}
+	r.live.Store(true)
+	r.metrics.WALConnected.Set(1)
+	r.mu.Lock()
+	r.lastErr = nil
+	r.mu.Unlock()
+	r.log.Info("replication stream started", "slot", r.cfg.Slot, "publication", r.cfg.Publication, "confirmed_lsn", pglogrepl.LSN(confirmedFlush).String())
+	if confirmedFlush > r.confirmed.Load() {
+		r.confirmed.Store(confirmedFlush)
+	}
+
+	s := &session{r: r, conn: conn, dec: NewDecoder(r.watch), lastFlushSent: confirmedFlush}
+	err = s.loop(ctx)
+	if ctx.Err() != nil {
+		// Shutting down: report the last confirmable position once more.
+		if serr := s.sendStatus(statusFinal); serr != nil {
+			r.log.Warn("final standby status update", "err", serr)
+		}
+		return ctx.Err()
+	}
+	return err
+}
+
+// session is one replication connection's streaming state.
+type session struct {
+	r             *Reader
+	conn          *pgconn.PgConn
+	dec           *Decoder
+	openTxn       uint64 // commit LSN of the transaction being read
+	lastStatus    time.Time
+	lastFlushSent uint64
+}
+
+func (s *session) loop(ctx context.Context) error {
+	r := s.r
+	nextTick := r.now().Add(r.cfg.StatusInterval)
+	for {
+		if !r.now().Before(nextTick) {
+			if err := s.sendStatus(statusTick); err != nil {
+				return err
+			}
+			nextTick = r.now().Add(r.cfg.StatusInterval)
+		}
+		recvCtx, cancel := context.WithDeadline(ctx, nextTick)
+		raw, err := s.conn.ReceiveMessage(recvCtx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("server: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("server ended the replication stream")
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *session) handleCopyData(ctx context.Context, data []byte) error {
+	r := s.r
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty CopyData", ErrProtocol)
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		s.noteReceived(uint64(ka.ServerWALEnd))
+		if ka.ReplyRequested {
+			return s.sendStatus(statusReply)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse xlogdata: %w", err)
+		}
+		txn, err := s.dec.Decode(xld.WALData)
+		if err != nil {
+			r.metrics.WALDecodeErrors.Inc()
+			return fmt.Errorf("decode WAL at %s: %w", xld.WALStart, err)
+		}
+		if s.dec.InTransaction() {
+			s.openTxn = s.dec.txn.CommitLSN
+		} else {
+			s.openTxn = 0
+		}
+		if txn != nil {
+			if err := s.deliver(ctx, txn); err != nil {
+				return err
+			}
+		}
+		s.noteReceived(uint64(xld.ServerWALEnd))
+	}
+	return nil
+}
+
+func (s *session) noteReceived(lsn uint64) {
+	if lsn > s.r.received.Load() {
+		s.r.received.Store(lsn)
+	}
+}
+
+func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
+	r := s.r
+	if txn.EndLSN <= r.delivered {
+		// Replayed after a reconnect: the hub has it already.
+		return nil
+	}
+	for i := range txn.Changes {
+		c := &txn.Changes[i]
+		r.metrics.WALChanges.WithLabelValues(c.Table, c.Action.String()).Inc()
+	}
+	if err := r.sink(ctx, txn); err != nil {
+		return fmt.Errorf("hand on txn %d at %s: %w", txn.Xid, pglogrepl.LSN(txn.CommitLSN), err)
+	}
+	r.delivered = txn.EndLSN
+	r.cp.delivered(txn.CommitLSN, txn.EndLSN, r.now())
+	r.metrics.WALTransactions.Inc()
+	r.metrics.LastEventTimestamp.Set(float64(txn.CommitTime.UnixNano()) / 1e9)
+	return nil
+}
+
+// statusKind says why a standby status update is considered.
+type statusKind uint8
+
+const (
+	statusTick  statusKind = iota // periodic: advance the slot if the target moved
+	statusReply                   // the server asked for a reply
+	statusFinal                   // shutting down: report the target once more
+)
+
+// sendStatus reports write = what was received and, only to advance the slot
+// (or once more at shutdown), a valid flush position. Every other update
+// carries an invalid flush: at shutdown a walsender waits until the reported
+// flush (or, when invalid, write) position reaches what it sent, so a flush
+// held back by the window would make PostgreSQL's shutdown hang.
+func (s *session) sendStatus(kind statusKind) error {
+	r := s.r
+	now := r.now()
+	received := r.received.Load()
+	target := r.cp.target(now, received, s.openTxn)
+	flush := uint64(0)
+	switch kind {
+	case statusTick:
+		if target > s.lastFlushSent {
+			flush = target
+		} else if now.Sub(s.lastStatus) < r.cfg.StandbyTimeout/2 {
+			return nil
+		}
+	case statusFinal:
+		flush = max(target, s.lastFlushSent)
+	}
+	if err := sendStandbyStatus(s.conn, received, flush, now); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	s.lastStatus = now
+	if flush != 0 {
+		s.lastFlushSent = flush
+		r.confirmed.Store(flush)
+	}
+	return nil
+}
+
+// pgEpoch is PostgreSQL's epoch for protocol timestamps.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// sendStandbyStatus writes a Standby Status Update. pglogrepl's
+// SendStandbyStatusUpdate replaces a zero flush position with the write
+// position, which would report the held-back window as flushed; walcast
+// needs an invalid flush on routine updates, so it encodes the message itself.
+func sendStandbyStatus(conn *pgconn.PgConn, write, flush uint64, now time.Time) error {
+	data := make([]byte, 34)
+	data[0] = pglogrepl.StandbyStatusUpdateByteID
+	binary.BigEndian.PutUint64(data[1:], write)
+	binary.BigEndian.PutUint64(data[9:], flush)
+	binary.BigEndian.PutUint64(data[17:], 0) // apply: walcast applies nothing
+	binary.BigEndian.PutUint64(data[25:], uint64(now.Sub(pgEpoch).Microseconds()))
+	data[33] = 0
+	buf, err := (&pgproto3.CopyData{Data: data}).Encode(nil)
+	if err != nil {
+		return err
+	}
+	return conn.Frontend().SendUnbufferedEncodedCopyData(buf)
+}
+
+// slotConfirmedFlush reads the slot's confirmed_flush_lsn over the
+// replication connection, before streaming starts.
+func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (uint64, error) {
+	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '"+slot+"'").ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("read slot %s: %w", slot, err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 {
+		return 0, fmt.Errorf("%w: %s", ErrNoSlot, slot)
+	}
+	row := res[0].Rows[0]
+	if len(row) == 0 || row[0] == nil {
+		return 0, nil
+	}
+	lsn, err := pglogrepl.ParseLSN(string(row[0]))
+	if err != nil {
+		return 0, fmt.Errorf("parse confirmed_flush_lsn of %s: %w", slot, err)
+	}
+	return uint64(lsn), nil
+}
+
+// ErrNoSlot reports that the configured replication slot does not exist.
+var ErrNoSlot = errors.New("replication slot does not exist")

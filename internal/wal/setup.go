@@ -1,0 +1,149 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/walcast/walcast/internal/events"
+)
+
+// ErrWALLevel reports a server whose wal_level is not logical.
+var ErrWALLevel = errors.New("wal_level is not logical")
+
+// CheckWALLevel returns ErrWALLevel, with the server's value and the fix,
+// unless the server runs with wal_level=logical.
+func CheckWALLevel(ctx context.Context, pool *pgxpool.Pool) error {
+	var level string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
+		return fmt.Errorf("read wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("%w: the server has wal_level=%s; set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrWALLevel, level)
+	}
+	return nil
+}
+
+// EnsurePublication creates the publication for tables when it is missing,
+// and checks that an existing one publishes every table and every action.
+func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) error {
+	var ins, upd, del, trunc bool
+	err := pool.QueryRow(ctx, "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1", name).Scan(&ins, &upd, &del, &trunc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		idents := make([]string, len(tables))
+		for i, t := range tables {
+			idents[i] = pgx.Identifier{schemaOf(t), t.Name}.Sanitize()
+		}
+		_, err = pool.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()+" FOR TABLE "+strings.Join(idents, ", "))
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
+			return EnsurePublication(ctx, pool, name, tables) // created concurrently
+		}
+		if err != nil {
+			return fmt.Errorf("create publication %s: %w", name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read publication %s: %w", name, err)
+	}
+	if !ins || !upd || !del {
+		return fmt.Errorf("publication %s does not publish insert, update and delete; recreate it or drop it and let walcast create it", name)
+	}
+	rows, err := pool.Query(ctx, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1", name)
+	if err != nil {
+		return fmt.Errorf("read tables of publication %s: %w", name, err)
+	}
+	published, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read tables of publication %s: %w", name, err)
+	}
+	var missing []string
+	for _, t := range tables {
+		if !slices.Contains(published, t.QualifiedName()) {
+			missing = append(missing, t.QualifiedName())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s",
+			name, strings.Join(missing, ", "), name, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func schemaOf(t events.Table) string {
+	if t.Schema == "" {
+		return "public"
+	}
+	return t.Schema
+}
+
+// CheckReplicaIdentity verifies that each table's replica identity makes a
+// DELETE carry the columns the mapping needs (events.Table.IdentityColumns).
+func CheckReplicaIdentity(ctx context.Context, pool *pgxpool.Pool, tables []events.Table) error {
+	const q = `
+SELECT c.relreplident::text,
+       coalesce(array_agg(a.attname::text) FILTER (WHERE a.attname IS NOT NULL), '{}')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_index i ON i.indrelid = c.oid
+      AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+WHERE n.nspname = $1 AND c.relname = $2
+GROUP BY c.relreplident`
+	for _, t := range tables {
+		var ident string
+		var cols []string
+		err := pool.QueryRow(ctx, q, schemaOf(t), t.Name).Scan(&ident, &cols)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("table %s does not exist (is this the app's database? walcast migrate creates the reference schema)", t.QualifiedName())
+		}
+		if err != nil {
+			return fmt.Errorf("read replica identity of %s: %w", t.QualifiedName(), err)
+		}
+		if ident == "f" {
+			continue
+		}
+		for _, need := range t.IdentityColumns() {
+			if !slices.Contains(cols, need) {
+				return fmt.Errorf("table %s: its replica identity does not carry column %s, so a DELETE cannot be mapped; run ALTER TABLE %s REPLICA IDENTITY FULL",
+					t.QualifiedName(), need, t.QualifiedName())
+			}
+		}
+	}
+	return nil
+}
+
+// EnsureSlot creates the permanent logical slot with pgoutput when missing,
+// and checks that an existing one uses pgoutput in this database.
+func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (created bool, err error) {
+	var plugin, slotType string
+	var sameDB bool
+	err = pool.QueryRow(ctx, `SELECT coalesce(plugin, ''), slot_type, database = current_database()
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &slotType, &sameDB)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		_, err = pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
+			return false, nil // another replica created it
+		}
+		if err != nil {
+			return false, fmt.Errorf("create replication slot %s: %w", slot, err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("read replication slot %s: %w", slot, err)
+	case slotType != "logical" || plugin != "pgoutput":
+		return false, fmt.Errorf("replication slot %s exists but is %s/%s, not logical/pgoutput; choose another slot name", slot, slotType, plugin)
+	case !sameDB:
+		return false, fmt.Errorf("replication slot %s belongs to another database; choose another slot name", slot)
+	}
+	return false, nil
+}

@@ -1,0 +1,102 @@
+package ws
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/events"
+)
+
+// Error codes of the error frame.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeRateLimited  = "rate_limited"
+	CodeInternal     = "internal"
+)
+
+// ClientFrame is a frame a client sends.
+type ClientFrame struct {
+	Action    string `json:"action"`
+	ProjectID string `json:"project_id,omitempty"`
+	Since     string `json:"since,omitempty"`
+}
+
+// Command is a validated client frame.
+type Command struct {
+	Action    string
+	ProjectID string
+	Since     *events.Position
+}
+
+// Actions a client may send.
+const (
+	ActionSubscribe   = "subscribe"
+	ActionUnsubscribe = "unsubscribe"
+	ActionPing        = "ping"
+)
+
+// ErrBadFrame wraps every reason a client frame is refused.
+var ErrBadFrame = errors.New("bad frame")
+
+// ParseFrame validates one client text frame.
+func ParseFrame(data []byte) (Command, error) {
+	var f ClientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return Command{}, fmt.Errorf("%w: not a JSON object with string fields", ErrBadFrame)
+	}
+	// The WAL carries uuids in lowercase; topics are keyed by that form.
+	cmd := Command{Action: f.Action, ProjectID: strings.ToLower(f.ProjectID)}
+	switch f.Action {
+	case ActionPing:
+		return cmd, nil
+	case ActionSubscribe, ActionUnsubscribe:
+	case "":
+		return Command{}, fmt.Errorf("%w: missing action", ErrBadFrame)
+	default:
+		return Command{}, fmt.Errorf("%w: unknown action (use subscribe, unsubscribe or ping)", ErrBadFrame)
+	}
+	if f.ProjectID == "" {
+		return Command{}, fmt.Errorf("%w: missing project_id", ErrBadFrame)
+	}
+	if !auth.IsUUID(f.ProjectID) {
+		return Command{}, fmt.Errorf("%w: project_id is not a UUID", ErrBadFrame)
+	}
+	if f.Since != "" {
+		if f.Action != ActionSubscribe {
+			return Command{}, fmt.Errorf("%w: since is only valid on subscribe", ErrBadFrame)
+		}
+		p, err := events.ParsePosition(f.Since)
+		if err != nil {
+			return Command{}, fmt.Errorf("%w: since is not a position", ErrBadFrame)
+		}
+		cmd.Since = &p
+	}
+	return cmd, nil
+}
+
+type errorFrame struct {
+	Type      string `json:"type"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	ProjectID string `json:"project_id,omitempty"`
+}
+
+func marshalError(code, message, projectID string) []byte {
+	b, _ := json.Marshal(errorFrame{Type: "error", Code: code, Message: message, ProjectID: projectID})
+	return b
+}
+
+var pongFrame = []byte(`{"type":"pong"}`)
+
+func unsubscribedFrame(projectID string) []byte {
+	b, _ := json.Marshal(struct {
+		Type      string `json:"type"`
+		ProjectID string `json:"project_id"`
+	}{"unsubscribed", projectID})
+	return b
+}

@@ -1,0 +1,336 @@
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+// Close codes beyond RFC 6455's.
+const (
+	CloseTokenExpired = websocket.StatusCode(4001)
+	CloseSlowConsumer = websocket.StatusCode(4008)
+)
+
+// Config configures the socket protocol.
+type Config struct {
+	WriteTimeout time.Duration
+	PingInterval time.Duration
+	// ReadLimit is the largest client frame in bytes; larger ones close the
+	// socket with 1009.
+	ReadLimit int64
+	// AllowedOrigins are host patterns (path.Match syntax) a browser's
+	// Origin may have besides the server's own host.
+	AllowedOrigins []string
+	// FrameRate and FrameBurst limit client frames per socket.
+	FrameRate  float64
+	FrameBurst int
+}
+
+// MembershipChecker answers whether a user may see a project.
+type MembershipChecker interface {
+	IsMember(ctx context.Context, projectID, userID string) (bool, error)
+}
+
+// Server accepts sockets on /ws.
+type Server struct {
+	cfg      Config
+	hub      *hub.Hub
+	verifier *auth.Verifier
+	members  MembershipChecker
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+
+	nextID   atomic.Uint64
+	shutdown chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	conns    atomic.Int64
+}
+
+// NewServer returns a Server.
+func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipChecker, log *slog.Logger, m *metrics.Metrics) *Server {
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.ReadLimit <= 0 {
+		cfg.ReadLimit = 4096
+	}
+	if cfg.FrameRate <= 0 {
+		cfg.FrameRate = 20
+	}
+	if cfg.FrameBurst <= 0 {
+		cfg.FrameBurst = 50
+	}
+	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m, shutdown: make(chan struct{})}
+}
+
+// Connections returns the number of open sockets.
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// TokenFromRequest takes the token from ?token= or Authorization: Bearer.
+func TokenFromRequest(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok)
+		}
+	}
+	return r.URL.Query().Get("token")
+}
+
+// WriteHTTPError writes the JSON error body REST and the upgrade share.
+func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
+
+// ServeHTTP upgrades an authenticated request and runs the socket.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.shutdown:
+		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "server is shutting down")
+		return
+	default:
+	}
+	claims, err := s.verifier.Verify(TokenFromRequest(r))
+	if err != nil {
+		s.metrics.WSRejected.WithLabelValues("unauthorized").Inc()
+		WriteHTTPError(w, http.StatusUnauthorized, CodeUnauthorized, err.Error())
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	if err != nil {
+		// Accept has answered the request (403 for a foreign origin).
+		s.metrics.WSRejected.WithLabelValues("handshake").Inc()
+		s.log.Debug("websocket handshake refused", "err", err)
+		return
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	s.conns.Add(1)
+	s.metrics.WSConnections.Inc()
+	defer func() {
+		s.conns.Add(-1)
+		s.metrics.WSConnections.Dec()
+	}()
+
+	sc := &socket{
+		srv:     s,
+		conn:    conn,
+		client:  s.hub.NewClient(claims.UserID),
+		id:      s.nextID.Add(1),
+		expires: claims.ExpiresAt,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
+	}
+	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID)
+	sc.run(r.Context())
+}
+
+// Shutdown closes every socket with 1001 and waits for them, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.shutdown) })
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type socket struct {
+	srv     *Server
+	conn    *websocket.Conn
+	client  *hub.Client
+	id      uint64
+	expires time.Time
+	limiter *rate.Limiter
+	log     *slog.Logger
+}
+
+func (sc *socket) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	defer cancel()
+	sc.log.Debug("socket open")
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); sc.writeLoop(ctx); cancel() }()
+	go func() { defer wg.Done(); sc.pingLoop(ctx) }()
+	sc.readLoop(ctx)
+	cancel()
+	wg.Wait()
+	sc.srv.hub.Remove(sc.client)
+	_ = sc.conn.CloseNow()
+	sc.log.Debug("socket closed")
+}
+
+func (sc *socket) readLoop(ctx context.Context) {
+	sc.conn.SetReadLimit(sc.srv.cfg.ReadLimit)
+	for {
+		typ, data, err := sc.conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		if !sc.limiter.Allow() {
+			sc.sendError(CodeRateLimited, "too many frames; slow down", "")
+			continue
+		}
+		if typ != websocket.MessageText {
+			sc.sendError(CodeBadRequest, "binary frames are not accepted; send JSON text frames", "")
+			continue
+		}
+		cmd, err := ParseFrame(data)
+		if err != nil {
+			sc.sendError(CodeBadRequest, err.Error(), "")
+			continue
+		}
+		sc.handle(ctx, cmd)
+	}
+}
+
+func (sc *socket) handle(ctx context.Context, cmd Command) {
+	h := sc.srv.hub
+	switch cmd.Action {
+	case ActionPing:
+		h.Send(sc.client, "pong", pongFrame)
+	case ActionUnsubscribe:
+		if err := h.Unsubscribe(sc.client, cmd.ProjectID, unsubscribedFrame(cmd.ProjectID)); err != nil {
+			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
+		}
+	case ActionSubscribe:
+		subCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		userID := sc.client.UserID()
+		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, cmd.Since, func(ctx context.Context) error {
+			ok, err := sc.srv.members.IsMember(ctx, cmd.ProjectID, userID)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return hub.ErrForbidden
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			sc.log.Debug("subscribed", "project_id", cmd.ProjectID, "position", res.Position.String(), "replayed", res.Replayed, "resync", res.Resync)
+		case errors.Is(err, hub.ErrForbidden):
+			sc.sendError(CodeForbidden, "not a member of this project", cmd.ProjectID)
+		case errors.Is(err, hub.ErrAlreadySubscribed), errors.Is(err, hub.ErrTooManySubs):
+			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
+		case errors.Is(err, hub.ErrClientClosed):
+		default:
+			sc.log.Error("subscribe", "project_id", cmd.ProjectID, "err", err)
+			sc.sendError(CodeInternal, "subscription could not be checked; try again", cmd.ProjectID)
+		}
+	}
+}
+
+func (sc *socket) sendError(code, message, projectID string) {
+	sc.srv.metrics.ClientErrors.WithLabelValues(code).Inc()
+	sc.srv.hub.Send(sc.client, "error", marshalError(code, message, projectID))
+}
+
+func (sc *socket) writeLoop(ctx context.Context) {
+	m := sc.srv.metrics
+	var expiry <-chan time.Time
+	if !sc.expires.IsZero() {
+		t := time.NewTimer(time.Until(sc.expires))
+		defer t.Stop()
+		expiry = t.C
+	}
+	for {
+		// An overflow wins over queued frames: the client gets the 4008
+		// right after what is already on the wire.
+		select {
+		case <-sc.client.Slow():
+			sc.closeSlow()
+			return
+		default:
+		}
+		select {
+		case it := <-sc.client.Queue():
+			wctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
+			err := sc.conn.Write(wctx, websocket.MessageText, it.Frame.Data)
+			cancel()
+			if err != nil {
+				sc.log.Debug("write failed", "err", err)
+				return
+			}
+			m.EventsSent.WithLabelValues(it.Frame.Type).Inc()
+			if !it.Replayed && !it.Frame.CommitTime.IsZero() {
+				m.DeliveryLatency.Observe(time.Since(it.Frame.CommitTime).Seconds())
+			}
+		case <-sc.client.Slow():
+			sc.closeSlow()
+			return
+		case <-expiry:
+			sc.close(CloseTokenExpired, "token expired")
+			return
+		case <-sc.srv.shutdown:
+			sc.close(websocket.StatusGoingAway, "server shutting down")
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (sc *socket) closeSlow() {
+	sc.log.Warn("slow consumer: closing socket", "queue", cap(sc.client.Queue()))
+	sc.close(CloseSlowConsumer, "slow consumer")
+}
+
+// close sends a close frame and waits briefly for the peer's.
+func (sc *socket) close(code websocket.StatusCode, reason string) {
+	done := make(chan struct{})
+	go func() {
+		_ = sc.conn.Close(code, reason)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(sc.srv.cfg.WriteTimeout):
+		_ = sc.conn.CloseNow()
+	}
+}
+
+func (sc *socket) pingLoop(ctx context.Context) {
+	if sc.srv.cfg.PingInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(sc.srv.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
+			err := sc.conn.Ping(pctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				sc.log.Debug("ping failed; closing", "err", err)
+				_ = sc.conn.CloseNow()
+				return
+			}
+		}
+	}
+}
