@@ -215,7 +215,7 @@ func TestMemberRemovedAndProjectDeleted(t *testing.T) {
 		t.Fatalf("removed member subscribe: %v", f)
 	}
 	db.Exec(t, `INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)`, project, bob)
-	b.subscribe(project) // at once: no stale negative answer is cached
+	b.subscribe(project)    // at once: no stale negative answer is cached
 	a.read(5 * time.Second) // cache_invalidate project_members INSERT
 	a.read(5 * time.Second) // member_added
 	// Bob subscribed before or after the hub took his re-adding; drain it.
