@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -48,9 +49,9 @@ func NewDecoder(watch func(schema, table string) bool) *Decoder {
 // Decode consumes the payload of one XLogData message. It returns the
 // transaction when the message is its Commit, and nil otherwise.
 func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
-	msg, err := pglogrepl.Parse(walData)
+	msg, err := parse(walData)
 	if err != nil {
-		return nil, fmt.Errorf("parse pgoutput message: %w", err)
+		return nil, err
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
@@ -154,4 +155,29 @@ func (d *Decoder) row(rel *relation, tuple *pglogrepl.TupleData) ([]events.Colum
 		cols = append(cols, col)
 	}
 	return cols, nil
+}
+
+// parse wraps pglogrepl.Parse, which indexes its input without checking
+// every length: a malformed message must be an error, never a panic.
+func parse(walData []byte) (msg pglogrepl.Message, err error) {
+	if len(walData) == 0 {
+		return nil, fmt.Errorf("%w: empty message", ErrProtocol)
+	}
+	// Truncate's relation count sizes an allocation before any length
+	// check: refuse counts the message cannot hold.
+	if walData[0] == byte(pglogrepl.MessageTypeTruncate) {
+		if len(walData) < 6 || uint64(len(walData)-6) < 4*uint64(binary.BigEndian.Uint32(walData[1:5])) {
+			return nil, fmt.Errorf("%w: truncate message shorter than its relation count", ErrProtocol)
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("%w: malformed %q message: %v", ErrProtocol, walData[0], r)
+		}
+	}()
+	msg, err = pglogrepl.Parse(walData)
+	if err != nil {
+		return nil, fmt.Errorf("%w: parse %q message: %w", ErrProtocol, walData[0], err)
+	}
+	return msg, nil
 }
