@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -74,7 +75,8 @@ func (v *Verifier) Verify(raw string) (Claims, error) {
 	if !IsUUID(rc.Subject) {
 		return Claims{}, fmt.Errorf("%w: sub is not a user id", ErrTokenInvalid)
 	}
-	return Claims{UserID: rc.Subject, ExpiresAt: rc.ExpiresAt.Time}, nil
+	// The WAL carries uuids in lowercase; revocations match on that form.
+	return Claims{UserID: strings.ToLower(rc.Subject), ExpiresAt: rc.ExpiresAt.Time}, nil
 }
 
 // describe names the cause without echoing any part of the token.

@@ -1,0 +1,285 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+const (
+	pA   = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+	pB   = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+	uBob = "22222222-2222-4222-8222-222222222222"
+)
+
+func newHub(t *testing.T, cfg Config) *Hub {
+	t.Helper()
+	h := New(cfg, metrics.New(prometheus.NewRegistry()))
+	h.SetFloor(0x100)
+	return h
+}
+
+func ev(lsn uint64, idx uint32, project, typ string) events.Event {
+	p := events.Position{LSN: lsn, Index: idx}
+	return events.Event{Position: p, ProjectID: project, Type: typ, CommitTime: time.Now(),
+		Payload: []byte(fmt.Sprintf(`{"type":%q,"project_id":%q,"position":%q}`, typ, project, p))}
+}
+
+func allow(context.Context) error { return nil }
+
+func subscribe(t *testing.T, h *Hub, c *Client, project string, since *events.Position) Subscription {
+	t.Helper()
+	s, err := h.Subscribe(context.Background(), c, project, since, allow)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	return s
+}
+
+// frames drains what is queued for c, as "type@position".
+func frames(c *Client) []string {
+	var out []string
+	for {
+		select {
+		case it := <-c.Queue():
+			out = append(out, it.Frame.Type+"@"+it.Frame.Position.String())
+		default:
+			return out
+		}
+	}
+}
+
+func pos(lsn uint64, idx uint32) string { return events.Position{LSN: lsn, Index: idx}.String() }
+
+func TestFanoutToSubscribersOnly(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	a, b, other := h.NewClient("a"), h.NewClient("b"), h.NewClient("c")
+	subscribe(t, h, a, pA, nil)
+	subscribe(t, h, b, pA, nil)
+	subscribe(t, h, other, pB, nil)
+	h.Publish([]events.Event{ev(0x200, 0, pA, "cache_invalidate"), ev(0x200, 1, pA, "message_created")})
+	want := []string{"subscribed@" + pos(0xFF, ^uint32(0)), "cache_invalidate@" + pos(0x200, 0), "message_created@" + pos(0x200, 1)}
+	for _, c := range []*Client{a, b} {
+		if got := frames(c); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if got := frames(other); len(got) != 1 {
+		t.Fatalf("other project's client got %v", got)
+	}
+	// Same bytes to every queue: marshaled once.
+}
+
+func TestPublishSkipsWhatItHas(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	c := h.NewClient("a")
+	subscribe(t, h, c, pA, nil)
+	frames(c)
+	h.Publish([]events.Event{ev(0x200, 0, pA, "x")})
+	h.Publish([]events.Event{ev(0x200, 0, pA, "x"), ev(0x50, 0, pA, "old")})
+	if got := frames(c); len(got) != 1 {
+		t.Fatalf("replayed events delivered twice: %v", got)
+	}
+}
+
+func TestSlowConsumerIsDroppedWithoutBlocking(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 4, HistorySize: 100})
+	slow, fast := h.NewClient("s"), h.NewClient("f")
+	subscribe(t, h, slow, pA, nil)
+	subscribe(t, h, fast, pA, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 50; i++ {
+			h.Publish([]events.Event{ev(0x200+uint64(i), 0, pA, "e")})
+			frames(fast) // the fast client keeps up
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Publish blocked on a full queue")
+	}
+	select {
+	case <-slow.Slow():
+	default:
+		t.Fatal("slow client not marked slow")
+	}
+	if n := h.SubscriptionCount(); n != 1 {
+		t.Fatalf("subscriptions = %d, want only the fast client's", n)
+	}
+	if _, err := h.Subscribe(context.Background(), slow, pB, nil, allow); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("dropped client subscribe: %v", err)
+	}
+}
+
+func TestRevocationAtItsPosition(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	bob, alice := h.NewClient(uBob), h.NewClient("alice")
+	bob2 := h.NewClient(uBob) // a second socket of the same user
+	for _, c := range []*Client{bob, alice, bob2} {
+		subscribe(t, h, c, pA, nil)
+		frames(c)
+	}
+	rev := &events.Revocation{UserID: uBob, Reason: events.ReasonMemberRemoved, At: events.Position{LSN: 0x300, Index: 1}}
+	e0, e1 := ev(0x300, 0, pA, "cache_invalidate"), ev(0x300, 1, pA, "member_removed")
+	e0.Revoke, e1.Revoke = rev, rev
+	h.Publish([]events.Event{e0, e1, ev(0x300, 2, pA, "message_created")})
+	for _, c := range []*Client{bob, bob2} {
+		if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"subscription_revoked@" + pos(0x300, 1)}) {
+			t.Fatalf("bob got %v", got)
+		}
+	}
+	if got := frames(alice); len(got) != 3 {
+		t.Fatalf("alice got %v", got)
+	}
+	h.Publish([]events.Event{ev(0x400, 0, pA, "later")})
+	if got := frames(bob); len(got) != 0 {
+		t.Fatalf("bob after revocation got %v", got)
+	}
+
+	// Project deletion revokes everyone.
+	del := ev(0x500, 0, pA, "cache_invalidate")
+	del.Revoke = &events.Revocation{Reason: events.ReasonProjectDeleted, At: del.Position}
+	h.Publish([]events.Event{del})
+	if got := frames(alice); fmt.Sprint(got) != fmt.Sprint([]string{"later@" + pos(0x400, 0), "subscription_revoked@" + pos(0x500, 0)}) {
+		t.Fatalf("alice got %v", got)
+	}
+}
+
+func TestRevocationWhileSubscribing(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	bob := h.NewClient(uBob)
+	_, err := h.Subscribe(context.Background(), bob, pA, nil, func(context.Context) error {
+		// The membership check said yes, but the removal arrives meanwhile.
+		e := ev(0x300, 0, pA, "member_removed")
+		e.Revoke = &events.Revocation{UserID: uBob, Reason: events.ReasonMemberRemoved, At: e.Position}
+		h.Publish([]events.Event{e})
+		return nil
+	})
+	if !errors.Is(err, ErrForbidden) {
+		t.Fatalf("err = %v, want ErrForbidden", err)
+	}
+	if got := frames(bob); len(got) != 0 {
+		t.Fatalf("bob got %v", got)
+	}
+}
+
+func TestEventsDuringSubscribeAreHeldInOrder(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	c := h.NewClient("a")
+	_, err := h.Subscribe(context.Background(), c, pA, nil, func(context.Context) error {
+		h.Publish([]events.Event{ev(0x300, 0, pA, "during")})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Publish([]events.Event{ev(0x400, 0, pA, "after")})
+	want := []string{"during@" + pos(0x300, 0), "subscribed@" + pos(0x300, 0), "after@" + pos(0x400, 0)}
+	if got := frames(c); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+func TestResume(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 64, HistorySize: 3})
+	for i := uint64(1); i <= 5; i++ {
+		h.Publish([]events.Event{ev(0x200+i, 0, pA, fmt.Sprint("e", i)), ev(0x200+i, 1, pB, "other")})
+	}
+	at := func(i uint64) *events.Position { return &events.Position{LSN: 0x200 + i} }
+	last := pos(0x205, 1)
+	cases := []struct {
+		name  string
+		since *events.Position
+		want  []string
+	}{
+		{"inside history", at(3), []string{"e4@" + pos(0x204, 0), "e5@" + pos(0x205, 0), "subscribed@" + last}},
+		{"at the newest", at(5), []string{"subscribed@" + last}},
+		{"evicted", at(1), []string{"resync_required@" + last, "subscribed@" + last}},
+		{"before the floor", &events.Position{LSN: 0x10}, []string{"resync_required@" + last, "subscribed@" + last}},
+		{"ahead of the hub", &events.Position{LSN: 0x900}, []string{"subscribed@" + pos(0x900, 0)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.NewClient("a")
+			subscribe(t, h, c, pA, tc.since)
+			if got := frames(c); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			h.Remove(c)
+		})
+	}
+
+	// A client ahead of the hub (back before walcast's replay) skips what
+	// it has seen when the replay arrives.
+	c := h.NewClient("a")
+	subscribe(t, h, c, pA, &events.Position{LSN: 0x207})
+	frames(c)
+	h.Publish([]events.Event{ev(0x206, 0, pA, "seen"), ev(0x207, 0, pA, "seen too"), ev(0x208, 0, pA, "new")})
+	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"new@" + pos(0x208, 0)}) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestHistoryAge(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 100, HistoryAge: time.Minute})
+	now := time.Now()
+	h.now = func() time.Time { return now }
+	h.Publish([]events.Event{ev(0x200, 0, pA, "old")})
+	now = now.Add(2 * time.Minute)
+	h.Publish([]events.Event{ev(0x300, 0, pA, "new")})
+	h.Sweep()
+	if h.Retained() != 1 {
+		t.Fatalf("retained %d", h.Retained())
+	}
+	c := h.NewClient("a")
+	subscribe(t, h, c, pA, &events.Position{LSN: 0x100})
+	if got := frames(c); got[0] != "resync_required@"+pos(0x300, 0) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestSubscribeLimitsAndUnsubscribe(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, MaxSubscriptions: 1})
+	c := h.NewClient("a")
+	subscribe(t, h, c, pA, nil)
+	if _, err := h.Subscribe(context.Background(), c, pA, nil, allow); !errors.Is(err, ErrAlreadySubscribed) {
+		t.Fatalf("twice: %v", err)
+	}
+	if _, err := h.Subscribe(context.Background(), c, pB, nil, allow); !errors.Is(err, ErrTooManySubs) {
+		t.Fatalf("over cap: %v", err)
+	}
+	if err := h.Unsubscribe(c, pA, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Unsubscribe(c, pA, []byte(`{}`)); !errors.Is(err, ErrNotSubscribed) {
+		t.Fatalf("unsubscribe twice: %v", err)
+	}
+	h.Publish([]events.Event{ev(0x200, 0, pA, "x")})
+	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"subscribed@" + pos(0xFF, ^uint32(0)), "unsubscribed@" + pos(0, 0)}) {
+		t.Fatalf("got %v", got)
+	}
+	if _, err := h.Subscribe(context.Background(), c, pB, nil, func(context.Context) error { return ErrForbidden }); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("forbidden: %v", err)
+	}
+	if h.SubscriptionCount() != 0 {
+		t.Fatal("subscriptions left")
+	}
+}
+
+func TestSubscribeWaitsForTheFloor(t *testing.T) {
+	h := New(Config{QueueSize: 4}, metrics.New(prometheus.NewRegistry()))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := h.Subscribe(ctx, h.NewClient("a"), pA, nil, allow); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("err = %v", err)
+	}
+}
