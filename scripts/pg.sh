@@ -68,7 +68,6 @@ max_replication_slots = 64
 max_wal_senders = 64
 max_connections = 300
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 shared_buffers = 256MB
 log_min_messages = warning
