@@ -1,0 +1,190 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/metrics"
+	"github.com/walcast/walcast/internal/pgtest"
+)
+
+const (
+	user    = "11111111-1111-4111-8111-111111111111"
+	project = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+)
+
+func fixture(t *testing.T) *pgtest.DB {
+	db := pgtest.New(t)
+	db.Exec(t, `INSERT INTO users (id, email, display_name) VALUES ($1, 'a@x', 'A')`, user)
+	db.Exec(t, `INSERT INTO projects (id, name, owner_id) VALUES ($1, 'P', $2)`, project, user)
+	return db
+}
+
+func confirmedFlush(t *testing.T, db *pgtest.DB, slot string) uint64 {
+	t.Helper()
+	var s string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(lsn)
+}
+
+type recorder struct {
+	mu    sync.Mutex
+	txns  []*events.Txn
+	fails int // fail this many deliveries first
+}
+
+func (r *recorder) sink(_ context.Context, txn *events.Txn) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fails > 0 {
+		r.fails--
+		return errors.New("hub refused")
+	}
+	r.txns = append(r.txns, txn)
+	return nil
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.txns)
+}
+
+func startReader(t *testing.T, db *pgtest.DB, cfg Config, rec *recorder) (*Reader, string) {
+	t.Helper()
+	ctx := context.Background()
+	slot := "walcast_t_" + pgtest.RandomSuffix()
+	if err := EnsurePublication(ctx, db.Pool, "pub", events.DefaultTables()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureSlot(ctx, db.Pool, slot); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DatabaseURL, cfg.Slot, cfg.Publication = db.URL, slot, "pub"
+	cfg.StatusInterval, cfg.ReconnectMin, cfg.ReconnectMax = 50*time.Millisecond, 20*time.Millisecond, 100*time.Millisecond
+	m := metrics.New(prometheus.NewRegistry())
+	r := NewReader(cfg, func(s, tb string) bool { return tb == "messages" }, rec.sink, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = r.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, slot
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A transaction the sink refuses is never confirmed, and is streamed again.
+func TestRefusedTransactionIsNotConfirmed(t *testing.T) {
+	db := fixture(t)
+	rec := &recorder{fails: 3}
+	r, slot := startReader(t, db, Config{}, rec)
+	waitFor(t, "stream live", r.Live)
+	before := confirmedFlush(t, db, slot)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'one')`, project, user)
+	waitFor(t, "delivery after refusals", func() bool { return rec.count() == 1 })
+	txn := rec.txns[0]
+	if txn.CommitLSN <= before || len(txn.Changes) != 1 || txn.Changes[0].New[3].Value != "one" {
+		t.Fatalf("txn %+v", txn)
+	}
+	waitFor(t, "confirmed past the delivered txn", func() bool { return confirmedFlush(t, db, slot) >= txn.EndLSN })
+	// Delivered once only, despite the replays.
+	time.Sleep(200 * time.Millisecond)
+	if rec.count() != 1 {
+		t.Fatalf("delivered %d times", rec.count())
+	}
+}
+
+// While refusing, the slot stays before the transaction.
+func TestSlotHeldWhileSinkRefuses(t *testing.T) {
+	db := fixture(t)
+	rec := &recorder{fails: 1 << 30}
+	r, slot := startReader(t, db, Config{}, rec)
+	waitFor(t, "stream live", r.Live)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'x')`, project, user)
+	var lsn string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	commitAfter, _ := pglogrepl.ParseLSN(lsn)
+	time.Sleep(500 * time.Millisecond) // several status intervals and retries
+	if got := confirmedFlush(t, db, slot); got >= uint64(commitAfter) {
+		t.Fatalf("slot confirmed %s past a refused transaction ending before %s", pglogrepl.LSN(got), lsn)
+	}
+	if r.LastError() == nil || !strings.Contains(r.LastError().Error(), "hub refused") {
+		t.Fatalf("LastError = %v", r.LastError())
+	}
+}
+
+// The hold-back window keeps the slot behind by age, and the bytes bound
+// forces it forward.
+func TestHoldBackWindow(t *testing.T) {
+	db := fixture(t)
+	rec := &recorder{}
+	r, slot := startReader(t, db, Config{HoldBackAge: time.Hour, HoldBackBytes: 64 << 10}, rec)
+	waitFor(t, "stream live", r.Live)
+	start := confirmedFlush(t, db, slot)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'x')`, project, user)
+	waitFor(t, "delivery", func() bool { return rec.count() == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if got := confirmedFlush(t, db, slot); got > rec.txns[0].CommitLSN {
+		t.Fatalf("window not held: confirmed %s, txn commit %s (start %s)", pglogrepl.LSN(got), pglogrepl.LSN(rec.txns[0].CommitLSN), pglogrepl.LSN(start))
+	}
+	// ~200 kB of WAL: more than the 64 kB bound.
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) SELECT $1, $2, md5(i::text) FROM generate_series(1, 2000) i`, project, user)
+	waitFor(t, "bytes bound advances the slot", func() bool { return confirmedFlush(t, db, slot) >= rec.txns[0].EndLSN })
+}
+
+func TestSetupChecks(t *testing.T) {
+	db := fixture(t)
+	ctx := context.Background()
+	tables := events.DefaultTables()
+	db.Exec(t, `CREATE PUBLICATION partial FOR TABLE messages`)
+	if err := EnsurePublication(ctx, db.Pool, "partial", tables); err == nil || !strings.Contains(err.Error(), "lacks table(s) public.projects") {
+		t.Fatalf("partial publication: %v", err)
+	}
+	if err := CheckReplicaIdentity(ctx, db.Pool, tables); err != nil {
+		t.Fatalf("reference schema: %v", err)
+	}
+	db.Exec(t, `ALTER TABLE tasks REPLICA IDENTITY DEFAULT`)
+	if err := CheckReplicaIdentity(ctx, db.Pool, tables); err == nil || !strings.Contains(err.Error(), "public.tasks") || !strings.Contains(err.Error(), "project_id") {
+		t.Fatalf("default identity: %v", err)
+	}
+	missing := append(tables, events.Table{Name: "nope", Resource: "x", ProjectIDColumn: "p"})
+	db.Exec(t, `ALTER TABLE tasks REPLICA IDENTITY FULL`)
+	if err := CheckReplicaIdentity(ctx, db.Pool, missing); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing table: %v", err)
+	}
+	if err := CheckWALLevel(ctx, db.Pool); err != nil {
+		t.Fatalf("test server has wal_level=logical: %v", err)
+	}
+	slot := "walcast_t_" + pgtest.RandomSuffix()
+	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot)
+	if _, err := EnsureSlot(ctx, db.Pool, slot); err == nil || !strings.Contains(err.Error(), "not logical/pgoutput") {
+		t.Fatalf("foreign slot: %v", err)
+	}
+}
