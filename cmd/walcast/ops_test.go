@@ -318,3 +318,21 @@ func parseLSN(t *testing.T, s string) uint64 {
 	}
 	return h<<32 | l
 }
+
+// TestProtocolDocInStep: docs/protocol.md part A is the shared contract,
+// verbatim, where the shared copy is beside the checkout (as in CI).
+func TestProtocolDocInStep(t *testing.T) {
+	shared, err := os.ReadFile("../../../shared/PROTOCOL.md")
+	if err != nil {
+		t.Logf("no shared/PROTOCOL.md beside the checkout (%v); comparing nothing", err)
+		return
+	}
+	doc, err := os.ReadFile("../../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(shared), "\n", 2)
+	if len(lines) == 2 && !strings.Contains(string(doc), lines[1]) {
+		t.Fatal("docs/protocol.md part A differs from shared/PROTOCOL.md: copy it again")
+	}
+}
