@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,13 +49,7 @@ func TestOperatorRoutes(t *testing.T) {
 		t.Errorf("status values: %v", st)
 	}
 
-	resp, err := http.Get(in.base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
+	text := scrape(t, in.base)
 	for _, name := range []string{
 		"walcast_ws_connections 1", "walcast_subscriptions 1",
 		`walcast_wal_changes_total{action="INSERT",table="messages"} 1`,
@@ -113,10 +106,7 @@ func TestReplicationLossIsRetried(t *testing.T) {
 		t.Fatalf("after reconnect: %v %v", inv, mc)
 	}
 	c.expectQuiet(500 * time.Millisecond)
-	resp, _ := http.Get(in.base + "/metrics")
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if strings.Contains(string(b), "walcast_wal_reconnects_total 0") {
+	if strings.Contains(scrape(t, in.base), "walcast_wal_reconnects_total 0") {
 		t.Error("walcast_wal_reconnects_total did not count the reconnect")
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,13 +75,7 @@ func TestSlowConsumerIsClosedWith4008(t *testing.T) {
 	if !errors.As(closeErr, &ce) || ce.Reason != "slow consumer" {
 		t.Fatalf("close reason: %v", closeErr)
 	}
-	resp, err := http.Get(in.base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "walcast_slow_consumer_closes_total 1") {
+	if !strings.Contains(scrape(t, in.base), "walcast_slow_consumer_closes_total 1") {
 		t.Error("walcast_slow_consumer_closes_total did not count the close")
 	}
 	// The healthy client is still served.
