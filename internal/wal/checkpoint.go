@@ -5,8 +5,10 @@ import "time"
 // heldTxn is a transaction the hub has taken but whose WAL the slot still
 // keeps, so that a restart replays it and rebuilds the hub's history.
 type heldTxn struct {
-	commit, end uint64
-	at          time.Time
+	// start is the transaction's first WAL position: replaying it needs
+	// the WAL from there on.
+	start, commit, end uint64
+	at                 time.Time
 }
 
 // checkpointer decides how far the slot may be confirmed. Every transaction
@@ -25,8 +27,11 @@ type checkpointer struct {
 }
 
 // delivered records a transaction the hub has taken.
-func (c *checkpointer) delivered(commit, end uint64, at time.Time) {
-	c.held = append(c.held, heldTxn{commit: commit, end: end, at: at})
+func (c *checkpointer) delivered(start, commit, end uint64, at time.Time) {
+	if start == 0 || start > commit {
+		start = commit
+	}
+	c.held = append(c.held, heldTxn{start: start, commit: commit, end: end, at: at})
 }
 
 // target returns the position the slot may be confirmed to at now. head is
@@ -37,7 +42,9 @@ func (c *checkpointer) target(now time.Time, head, openTxn uint64) uint64 {
 	n := 0
 	for _, h := range c.held {
 		old := c.maxAge <= 0 || now.Sub(h.at) >= c.maxAge
-		big := head > h.end && head-h.end > c.maxBytes
+		// A transaction whose WAL reaches back further than the bound
+		// cannot be kept for replay, however new it is.
+		big := head > h.start && head-h.start > c.maxBytes
 		if !old && !big {
 			break
 		}

@@ -31,10 +31,13 @@ func TestCheckpointerWindow(t *testing.T) {
 			{now: 91 * time.Second, head: 2000, want: 2000},
 		}},
 		{"bytes bound forces the position forward", time.Hour, 100, []step{
-			{deliver: &heldTxn{commit: 100, end: 120}, head: 120, want: 0},
-			{deliver: &heldTxn{commit: 150, end: 160}, head: 200, want: 0},
-			{head: 221, want: 120},   // 221-120 > 100
+			{deliver: &heldTxn{start: 110, commit: 115, end: 120}, head: 120, want: 0},
+			{deliver: &heldTxn{start: 140, commit: 150, end: 160}, head: 200, want: 0},
+			{head: 211, want: 120},   // 211-110 > 100
 			{head: 1000, want: 1000}, // both out: nothing held
+		}},
+		{"a transaction larger than the bound is not held", time.Hour, 100, []step{
+			{deliver: &heldTxn{start: 100, commit: 390, end: 400}, head: 400, want: 400},
 		}},
 		{"never moves back", 0, 0, []step{
 			{head: 500, want: 500},
@@ -47,7 +50,7 @@ func TestCheckpointerWindow(t *testing.T) {
 			for i, s := range c.steps {
 				now := t0.Add(s.now)
 				if s.deliver != nil {
-					cp.delivered(s.deliver.commit, s.deliver.end, now)
+					cp.delivered(s.deliver.start, s.deliver.commit, s.deliver.end, now)
 				}
 				if got := cp.target(now, s.head, s.openTxn); got != s.want {
 					t.Fatalf("step %d: target %d, want %d", i, got, s.want)

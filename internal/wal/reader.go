@@ -211,6 +211,7 @@ type session struct {
 	conn          *pgconn.PgConn
 	dec           *Decoder
 	openTxn       uint64 // commit LSN of the transaction being read
+	txnStart      uint64 // first WAL position of the transaction being read
 	lastStatus    time.Time
 	lastFlushSent uint64
 }
@@ -270,6 +271,7 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parse xlogdata: %w", err)
 		}
+		wasOpen := s.dec.InTransaction()
 		txn, err := s.dec.Decode(xld.WALData)
 		if err != nil {
 			r.metrics.WALDecodeErrors.Inc()
@@ -277,6 +279,10 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		}
 		if s.dec.InTransaction() {
 			s.openTxn = s.dec.txn.CommitLSN
+			if !wasOpen {
+				// pgoutput writes Begin at the transaction's first LSN.
+				s.txnStart = uint64(xld.WALStart)
+			}
 		} else {
 			s.openTxn = 0
 		}
@@ -310,7 +316,7 @@ func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
 		return fmt.Errorf("hand on txn %d at %s: %w", txn.Xid, pglogrepl.LSN(txn.CommitLSN), err)
 	}
 	r.delivered = txn.EndLSN
-	r.cp.delivered(txn.CommitLSN, txn.EndLSN, r.now())
+	r.cp.delivered(s.txnStart, txn.CommitLSN, txn.EndLSN, r.now())
 	r.metrics.WALTransactions.Inc()
 	r.metrics.LastEventTimestamp.Set(float64(txn.CommitTime.UnixNano()) / 1e9)
 	return nil

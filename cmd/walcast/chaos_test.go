@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
+)
+
+// chaosClient reconnects at random and resumes every project with the last
+// position it saw; it records the message ids it receives per project.
+type chaosClient struct {
+	user     string
+	projects []string
+	url      string
+
+	mu      sync.Mutex
+	last    map[string]string
+	got     map[string][]string
+	resyncs int
+	resumes int // subscribes sent with since
+	dups    []string
+	calm    bool // stop disconnecting at random
+}
+
+func (c *chaosClient) run(ctx context.Context, tok string) {
+	for ctx.Err() == nil {
+		c.session(ctx, tok)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
+		}
+	}
+}
+
+func (c *chaosClient) session(ctx context.Context, tok string) {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	conn, _, err := websocket.Dial(dctx, c.url+"/ws?token="+tok, nil)
+	cancel()
+	if err != nil {
+		return // walcast is down: try again
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(1 << 20)
+	c.mu.Lock()
+	for _, p := range c.projects {
+		msg := map[string]string{"action": "subscribe", "project_id": p}
+		if pos := c.last[p]; pos != "" {
+			msg["since"] = pos
+			c.resumes++
+		}
+		b, _ := json.Marshal(msg)
+		if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
+			c.mu.Unlock()
+			return
+		}
+	}
+	c.mu.Unlock()
+	life := time.Duration(200+rand.IntN(1200)) * time.Millisecond
+	lctx, lcancel := context.WithTimeout(ctx, life)
+	defer lcancel()
+	for {
+		_, b, err := conn.Read(lctx)
+		if err != nil {
+			c.mu.Lock()
+			calm := c.calm
+			c.mu.Unlock()
+			if calm && ctx.Err() == nil && lctx.Err() != nil {
+				// Calm phase: stay connected, read on.
+				lctx, lcancel = context.WithTimeout(ctx, time.Hour)
+				defer lcancel()
+				continue
+			}
+			return
+		}
+		var f frame
+		if err := json.Unmarshal(b, &f); err != nil {
+			continue
+		}
+		c.take(f)
+	}
+}
+
+func (c *chaosClient) take(f frame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, pos := f.str("project_id"), f.str("position")
+	switch f.str("type") {
+	case "resync_required":
+		c.resyncs++
+	case "subscribed":
+		// Everything up to it has been delivered (docs/protocol.md B.1).
+		if pos > c.last[p] {
+			c.last[p] = pos
+		}
+		return
+	case "message_created", "cache_invalidate":
+	default:
+		return
+	}
+	if pos <= c.last[p] {
+		c.dups = append(c.dups, f.str("type")+"@"+pos)
+		return
+	}
+	c.last[p] = pos
+	if f.str("type") == "message_created" {
+		c.got[p] = append(c.got[p], f.data()["id"].(string))
+	}
+}
+
+// TestChaos: a writer commits a few thousand messages across several
+// projects while walcast is killed with SIGKILL and restarted twice and
+// clients disconnect at random; every client ends with exactly the messages
+// committed to its projects, in commit order, without duplicates, and no
+// resync_required (every since stays inside the window).
+func TestChaos(t *testing.T) {
+	db := newDB(t)
+	var projects []string
+	for i := 0; i < 4; i++ {
+		p := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i+1)
+		projects = append(projects, p)
+		db.Exec(t, `INSERT INTO projects (id, name, owner_id) VALUES ($1, $2, $3)`, p, "chaos", alice)
+		db.Exec(t, `INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)`, p, alice)
+		if i%2 == 0 {
+			db.Exec(t, `INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)`, p, bob)
+		}
+	}
+	env := baseEnv(t, db)
+	env["WALCAST_HISTORY_SIZE"] = "20000"
+	env["WALCAST_LOG_LEVEL"] = "warn"
+	p := startProcess(t, env)
+	url := strings.Replace(p.base, "http", "ws", 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var clients []*chaosClient
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		c := &chaosClient{user: alice, projects: projects, url: url, last: map[string]string{}, got: map[string][]string{}}
+		if i%2 == 1 {
+			c.user, c.projects = bob, []string{projects[0], projects[2]}
+		}
+		clients = append(clients, c)
+		tok := token(t, c.user, time.Hour)
+		wg.Add(1)
+		go func() { defer wg.Done(); c.run(ctx, tok) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	// Let every client subscribe once before the first write.
+	waitFor(t, 10*time.Second, "clients subscribed", func() bool {
+		for _, c := range clients {
+			c.mu.Lock()
+			n := len(c.last)
+			c.mu.Unlock()
+			if n < len(c.projects) {
+				return false
+			}
+		}
+		return true
+	})
+
+	// The writer: one connection, so commit order per project is the order
+	// of its commits.
+	committed := map[string][]string{}
+	writerDone := make(chan error, 1)
+	go func() {
+		conn, err := pgx.Connect(ctx, db.URL)
+		if err != nil {
+			writerDone <- err
+			return
+		}
+		defer conn.Close(context.Background())
+		deadline := time.Now().Add(12 * time.Second)
+		for n := 0; n < 3000 && time.Now().Before(deadline); {
+			proj := projects[rand.IntN(len(projects))]
+			k := 1 + rand.IntN(3)
+			rows, err := conn.Query(ctx, `INSERT INTO messages (project_id, sender_id, content)
+				SELECT $1, $2, 'chaos ' || i FROM generate_series(1, $3) i RETURNING id::text`, proj, alice, k)
+			if err != nil {
+				writerDone <- err
+				return
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				writerDone <- err
+				return
+			}
+			committed[proj] = append(committed[proj], ids...)
+			n += k
+			time.Sleep(time.Duration(2+rand.IntN(4)) * time.Millisecond)
+		}
+		writerDone <- nil
+	}()
+
+	kills := 0
+	for i := 0; i < 2; i++ {
+		time.Sleep(time.Duration(1000+rand.IntN(1000)) * time.Millisecond)
+		select {
+		case err := <-writerDone:
+			writerDone <- err
+			t.Fatal("the writer finished before the kills: slow it down")
+		default:
+		}
+		p.kill(syscall.SIGKILL)
+		kills++
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
+		p = startProcess(t, env)
+	}
+	if err := <-writerDone; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	total := 0
+	for _, ids := range committed {
+		total += len(ids)
+	}
+	t.Logf("committed %d messages across %d projects", total, len(committed))
+	for _, c := range clients {
+		c.mu.Lock()
+		c.calm = true
+		c.mu.Unlock()
+	}
+
+	complete := func(c *chaosClient) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, proj := range c.projects {
+			if len(c.got[proj]) < len(committed[proj]) {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 30*time.Second, "every client has every message", func() bool {
+		for _, c := range clients {
+			if !complete(c) {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(200 * time.Millisecond) // anything extra would show now
+	for i, c := range clients {
+		c.mu.Lock()
+		t.Logf("client %d (%s): %d resumed subscriptions", i, c.user[:8], c.resumes)
+		if c.resumes < 3 {
+			t.Errorf("client %d resumed only %d times: the chaos did not happen", i, c.resumes)
+		}
+		if c.resyncs > 0 || len(c.dups) > 0 {
+			t.Errorf("client %d: %d resyncs, duplicates %v", i, c.resyncs, c.dups)
+		}
+		for _, proj := range c.projects {
+			if strings.Join(c.got[proj], ",") != strings.Join(committed[proj], ",") {
+				t.Errorf("client %d project %s: got %d messages, want %d in commit order", i, proj, len(c.got[proj]), len(committed[proj]))
+			}
+		}
+		c.mu.Unlock()
+	}
+}
