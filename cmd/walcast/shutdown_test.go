@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walcast/walcast/internal/migrate"
+	"github.com/walcast/walcast/internal/pgtest"
+	"github.com/walcast/walcast/migrations"
+)
+
+// TestPostgresFastShutdownWhileHoldingAWindow: walcast holds the slot's
+// confirmed position back (hold-back window), yet `pg_ctl stop -m fast`
+// completes promptly, because routine status updates report the flush
+// position as invalid; when PostgreSQL comes back walcast reconnects, and
+// clients keep their sockets and get the next change exactly once.
+func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, cluster.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrate.Apply(ctx, conn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, fixture); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+
+	env := map[string]string{
+		"WALCAST_DATABASE_URL":  cluster.URL,
+		"WALCAST_JWT_SECRET":    testSecret,
+		"WALCAST_HTTP_ADDR":     freeAddr(t),
+		"WALCAST_CONFIG":        "../../config/walcast.yaml",
+		"WALCAST_HOLD_BACK_AGE": "1h",
+	}
+	in := start(t, nil, env)
+	c := dial(t, in, alice)
+	c.subscribe(project)
+	insert := func(content string) {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, cluster.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, $3)`, project, alice, content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("before shutdown")
+	c.read(5 * time.Second)
+	if f := c.read(5 * time.Second); f.data()["content"] != "before shutdown" {
+		t.Fatalf("got %v", f)
+	}
+
+	// The window is held: the slot is confirmed before that transaction.
+	conn, err = pgx.Connect(ctx, cluster.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held bool
+	time.Sleep(1500 * time.Millisecond) // past a status interval
+	if err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn < pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name = 'walcast'`).Scan(&held); err != nil || !held {
+		t.Fatalf("window not held (%v)", err)
+	}
+	conn.Close(ctx)
+
+	took, err := cluster.StopFast(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("pg_ctl stop -m fast took %s while walcast held a window", took)
+	}
+	t.Logf("fast shutdown took %s", took)
+	waitFor(t, 10*time.Second, "readyz reports the lost database", func() bool {
+		status, _ := doJSON(t, http.MethodGet, in.base+"/readyz", "", "", "")
+		return status == http.StatusServiceUnavailable
+	})
+
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "walcast reconnects", func() bool {
+		status, _ := doJSON(t, http.MethodGet, in.base+"/readyz", "", "", "")
+		return status == http.StatusOK
+	})
+	insert("after restart")
+	// The replayed window is not delivered again; the new change is.
+	c.read(5 * time.Second)
+	if f := c.read(5 * time.Second); f.data()["content"] != "after restart" {
+		t.Fatalf("after restart got %v", f)
+	}
+	c.expectQuiet(300 * time.Millisecond)
+}
