@@ -184,9 +184,10 @@ func TestEveryTableAndAction(t *testing.T) {
 func TestMemberRemovedAndProjectDeleted(t *testing.T) {
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
-	a, b := dial(t, in, alice), dial(t, in, bob)
+	a, b, b2 := dial(t, in, alice), dial(t, in, bob), dial(t, in, bob)
 	a.subscribe(project)
 	b.subscribe(project)
+	b2.subscribe(project) // a second socket of the same user
 
 	// Bob is removed and a message follows in the same transaction.
 	tx(t, db, func(ctx context.Context, q querier) {
@@ -199,15 +200,18 @@ func TestMemberRemovedAndProjectDeleted(t *testing.T) {
 		removed.str("type") != "member_removed" || removed.data()["userId"] != bob {
 		t.Fatalf("alice: %v then %v", inv, removed)
 	}
-	rev := b.read(5 * time.Second)
-	if rev.str("type") != "subscription_revoked" || rev.str("reason") != "member_removed" || rev.str("project_id") != project || rev.str("position") != removed.str("position") {
-		t.Fatalf("bob: want subscription_revoked at %s, got %v", removed.str("position"), rev)
+	for _, c := range []*client{b, b2} {
+		rev := c.read(5 * time.Second)
+		if rev.str("type") != "subscription_revoked" || rev.str("reason") != "member_removed" || rev.str("project_id") != project || rev.str("position") != removed.str("position") {
+			t.Fatalf("bob: want subscription_revoked at %s, got %v", removed.str("position"), rev)
+		}
 	}
 	if f := a.read(5 * time.Second); f.str("type") != "cache_invalidate" || f.str("resource") != "message" {
 		t.Fatalf("alice after removal: %v", f)
 	}
 	a.read(5 * time.Second) // message_created
 	b.expectQuiet(300 * time.Millisecond)
+	b2.expectQuiet(0)
 
 	// Bob can no longer subscribe; added back, he can at once.
 	b.send(map[string]string{"action": "subscribe", "project_id": project})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ func TestSlowConsumerIsClosedWith4008(t *testing.T) {
 	db := newDB(t)
 	env := baseEnv(t, db)
 	env["WALCAST_QUEUE_SIZE"] = "256"
+	env["WALCAST_HISTORY_SIZE"] = "20000"
 	env["WALCAST_BULK_THRESHOLD"] = "0"
 	env["WALCAST_LOG_LEVEL"] = "info"
 	in := start(t, db, env)
@@ -58,13 +60,23 @@ func TestSlowConsumerIsClosedWith4008(t *testing.T) {
 
 	// Now the slow client reads: what was written, then the 4008 close.
 	var closeErr error
+	last, read := "", 0
 	for i := 0; i < 3*rows*batches; i++ {
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, _, err := raw.Read(rctx)
+		_, b, err := raw.Read(rctx)
 		cancel()
 		if err != nil {
 			closeErr = err
 			break
+		}
+		var f frame
+		_ = json.Unmarshal(b, &f)
+		if f.str("type") == "message_created" || f.str("type") == "cache_invalidate" {
+			if f.str("position") <= last {
+				t.Fatalf("slow client: %s after %s", f.str("position"), last)
+			}
+			last = f.str("position")
+			read++
 		}
 	}
 	if status := websocket.CloseStatus(closeErr); status != 4008 {
@@ -77,6 +89,28 @@ func TestSlowConsumerIsClosedWith4008(t *testing.T) {
 	if !strings.Contains(scrape(t, in.base), "walcast_slow_consumer_closes_total 1") {
 		t.Error("walcast_slow_consumer_closes_total did not count the close")
 	}
+	// The slow client reconnects and resumes from the last position it
+	// read: it gets exactly the rest.
+	if read == 0 || read >= 2*rows*batches {
+		t.Fatalf("slow client read %d of %d frames before the close", read, 2*rows*batches)
+	}
+	again := dial(t, in, bob)
+	again.send(map[string]string{"action": "subscribe", "project_id": project, "since": last})
+	for read < 2*rows*batches {
+		f := again.read(10 * time.Second)
+		if f.str("type") == "subscribed" {
+			t.Fatalf("subscribed after %d of %d frames", read, 2*rows*batches)
+		}
+		if f.str("position") <= last {
+			t.Fatalf("resumed: %s after %s", f.str("position"), last)
+		}
+		last = f.str("position")
+		read++
+	}
+	if f := again.read(5 * time.Second); f.str("type") != "subscribed" {
+		t.Fatalf("after the replay: %v", f)
+	}
+
 	// The healthy client is still served.
 	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'still here')`, project, alice)
 	healthy.read(5 * time.Second)

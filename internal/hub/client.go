@@ -107,11 +107,14 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since 
 		// History covers (since, s.from]; s.buf covers what came after.
 		res = h.replay(c, projectID, *since, s.from, res)
 	}
+	held := s.buf[:0]
 	for _, f := range s.buf {
-		if since != nil && f.Position.Compare(*since) <= 0 {
-			continue
+		if since == nil || f.Position.Compare(*since) > 0 {
+			held = append(held, f)
 		}
-		h.enqueue(c, Item{Frame: f})
+	}
+	if len(held) > 0 {
+		h.enqueue(c, Item{Batch: held})
 	}
 	s.buf = nil
 	if since != nil && since.Compare(h.last) > 0 {
@@ -161,8 +164,8 @@ func (h *Hub) replay(c *Client, projectID string, since, through events.Position
 		res.Resync = true
 		return res
 	}
-	for _, f := range frames {
-		h.enqueue(c, Item{Frame: f, Replayed: true})
+	if len(frames) > 0 {
+		h.enqueue(c, Item{Batch: frames, Replayed: true})
 	}
 	res.Replayed = len(frames)
 	return res

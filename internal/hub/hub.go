@@ -32,9 +32,13 @@ type Frame struct {
 	revoke *events.Revocation
 }
 
-// Item is one entry of a client queue.
+// Item is one entry of a client queue: one frame, or a batch of frames
+// (a replay, or what was published while a subscription was checked) that
+// takes one place in the queue however long it is, so resuming far back
+// never overflows a client.
 type Item struct {
 	Frame *Frame
+	Batch []*Frame
 	// Replayed marks history sent on resume, whose commit→write latency is
 	// not a delivery latency.
 	Replayed bool

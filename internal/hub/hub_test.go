@@ -49,7 +49,12 @@ func frames(c *Client) []string {
 	for {
 		select {
 		case it := <-c.Queue():
-			out = append(out, it.Frame.Type+"@"+it.Frame.Position.String())
+			if it.Frame != nil {
+				out = append(out, it.Frame.Type+"@"+it.Frame.Position.String())
+			}
+			for _, f := range it.Batch {
+				out = append(out, f.Type+"@"+f.Position.String())
+			}
 		default:
 			return out
 		}
@@ -281,5 +286,25 @@ func TestSubscribeWaitsForTheFloor(t *testing.T) {
 	defer cancel()
 	if _, err := h.Subscribe(ctx, h.NewClient("a"), pA, nil, allow); !errors.Is(err, ErrNotReady) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLongReplayDoesNotOverflowTheQueue(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 4, HistorySize: 100})
+	for i := uint64(1); i <= 50; i++ {
+		h.Publish([]events.Event{ev(0x200+i, 0, pA, "e")})
+	}
+	c := h.NewClient("a")
+	res := subscribe(t, h, c, pA, &events.Position{LSN: 0x200})
+	if res.Replayed != 50 || res.Resync {
+		t.Fatalf("replayed %d, resync %v", res.Replayed, res.Resync)
+	}
+	select {
+	case <-c.Slow():
+		t.Fatal("a 50-event replay overflowed a 4-frame queue")
+	default:
+	}
+	if got := frames(c); len(got) != 51 {
+		t.Fatalf("got %d frames", len(got))
 	}
 }

@@ -249,7 +249,6 @@ func (sc *socket) sendError(code, message, projectID string) {
 }
 
 func (sc *socket) writeLoop(ctx context.Context) {
-	m := sc.srv.metrics
 	var expiry <-chan time.Time
 	if !sc.expires.IsZero() {
 		t := time.NewTimer(time.Until(sc.expires))
@@ -267,16 +266,13 @@ func (sc *socket) writeLoop(ctx context.Context) {
 		}
 		select {
 		case it := <-sc.client.Queue():
-			wctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
-			err := sc.conn.Write(wctx, websocket.MessageText, it.Frame.Data)
-			cancel()
-			if err != nil {
-				sc.log.Debug("write failed", "err", err)
+			if it.Frame != nil && !sc.write(ctx, it.Frame, it.Replayed) {
 				return
 			}
-			m.EventsSent.WithLabelValues(it.Frame.Type).Inc()
-			if !it.Replayed && !it.Frame.CommitTime.IsZero() {
-				m.DeliveryLatency.Observe(time.Since(it.Frame.CommitTime).Seconds())
+			for _, f := range it.Batch {
+				if !sc.write(ctx, f, it.Replayed) {
+					return
+				}
 			}
 		case <-sc.client.Slow():
 			sc.closeSlow()
@@ -291,6 +287,23 @@ func (sc *socket) writeLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// write sends one frame under the write timeout and counts it.
+func (sc *socket) write(ctx context.Context, f *hub.Frame, replayed bool) bool {
+	wctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
+	err := sc.conn.Write(wctx, websocket.MessageText, f.Data)
+	cancel()
+	if err != nil {
+		sc.log.Debug("write failed", "err", err)
+		return false
+	}
+	m := sc.srv.metrics
+	m.EventsSent.WithLabelValues(f.Type).Inc()
+	if !replayed && !f.CommitTime.IsZero() {
+		m.DeliveryLatency.Observe(time.Since(f.CommitTime).Seconds())
+	}
+	return true
 }
 
 func (sc *socket) closeSlow() {
