@@ -139,10 +139,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
 		ReconnectMax: cfg.Replication.ReconnectMax,
 	}, mapper.Watches, pub.take, h.SetFloor, log, m)
-	monitor := wal.NewMonitor(pool, cfg.Replication.Slot, cfg.Replication.MonitorEvery, log, m)
+	monitor := wal.NewMonitor(pool, cfg.Replication.Slot, cfg.Replication.MonitorEvery, cfg.Replication.RetainedWALWarnBytes, log, m)
 	sockets := ws.NewServer(ws.Config{
 		WriteTimeout: cfg.WS.WriteTimeout, PingInterval: cfg.WS.PingInterval, ReadLimit: cfg.WS.ReadLimit,
 		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
+		MaxConnections: cfg.WS.MaxConnections, ConnectRate: cfg.WS.ConnectRate, ConnectBurst: cfg.WS.ConnectBurst,
 	}, h, verifier, members, log, m)
 
 	ready := func(ctx context.Context) error {

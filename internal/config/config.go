@@ -55,6 +55,9 @@ type Replication struct {
 	HoldBackBytes  int64         `yaml:"hold_back_bytes"`
 	ReconnectMax   time.Duration `yaml:"reconnect_max"`
 	MonitorEvery   time.Duration `yaml:"monitor_interval"`
+	// RetainedWALWarnBytes: above this much WAL kept for the slot, walcast
+	// logs a warning and sets walcast_retained_wal_warning.
+	RetainedWALWarnBytes int64 `yaml:"retained_wal_warn_bytes"`
 }
 
 // Auth configures tokens and membership.
@@ -73,6 +76,9 @@ type WS struct {
 	AllowedOrigins []string      `yaml:"allowed_origins"`
 	FrameRate      float64       `yaml:"frame_rate"`
 	FrameBurst     int           `yaml:"frame_burst"`
+	MaxConnections int64         `yaml:"max_connections"`
+	ConnectRate    float64       `yaml:"connect_rate"`
+	ConnectBurst   int           `yaml:"connect_burst"`
 }
 
 // Hub configures queues and history.
@@ -111,9 +117,11 @@ func Default() Config {
 			StatusInterval: time.Second, StandbyTimeout: 10 * time.Second,
 			HoldBackAge: 5 * time.Minute, HoldBackBytes: 64 << 20,
 			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second,
+			RetainedWALWarnBytes: 1 << 30,
 		},
-		Auth:   Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: time.Minute},
-		WS:     WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50},
+		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: time.Minute},
+		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
+			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50},
 		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, MaxSubscriptionsPerSocket: 100},
 		Events: Events{BulkThreshold: 500, Tables: events.DefaultTables()},
 		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
@@ -192,6 +200,15 @@ var envVars = []struct {
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
 	{"WALCAST_QUEUE_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.QueueSize, v) }},
 	{"WALCAST_HISTORY_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.HistorySize, v) }},
+	{"WALCAST_MAX_CONNECTIONS", func(c *Config, v string) error { return setInt64(&c.WS.MaxConnections, v) }},
+	{"WALCAST_CONNECT_RATE", func(c *Config, v string) error {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.WS.ConnectRate = x
+		return nil
+	}},
 	{"WALCAST_BULK_THRESHOLD", func(c *Config, v string) error { return setInt(&c.Events.BulkThreshold, v) }},
 	{"WALCAST_ALLOWED_ORIGINS", func(c *Config, v string) error {
 		c.WS.AllowedOrigins = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
@@ -275,6 +292,10 @@ func (c *Config) Validate() error {
 		return bad("websocket.write_timeout", "must be positive")
 	case c.WS.ReadLimit < 256:
 		return bad("websocket.read_limit", "must be at least 256 bytes")
+	case c.WS.MaxConnections < 0:
+		return bad("websocket.max_connections", "must not be negative")
+	case c.WS.ConnectRate < 0 || c.WS.ConnectBurst < 0:
+		return bad("websocket.connect_rate", "and connect_burst must not be negative")
 	case c.Events.BulkThreshold < 0:
 		return bad("events.bulk_threshold", "must not be negative")
 	case c.API.MaxBodyBytes < 1024:

@@ -30,6 +30,7 @@ type Metrics struct {
 	MappingProblems     prometheus.Counter
 	ReplicationLagBytes prometheus.Gauge
 	RetainedWALBytes    prometheus.Gauge
+	RetainedWALWarning  prometheus.Gauge
 	LastEventTimestamp  prometheus.Gauge
 
 	// Auth.
@@ -83,6 +84,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_replication_lag_bytes", Help: "WAL bytes between the server's current position and the slot's confirmed position."}),
 		RetainedWALBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "walcast_retained_wal_bytes", Help: "WAL bytes the slot makes the primary keep (current position minus restart_lsn)."}),
+		RetainedWALWarning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_retained_wal_warning", Help: "1 while the slot retains more WAL than replication.retained_wal_warn_bytes."}),
 		LastEventTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "walcast_last_event_timestamp_seconds", Help: "Commit time of the last transaction handed to the hub, as a Unix time."}),
 		MembershipLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -94,7 +97,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
-		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.LastEventTimestamp,
+		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.HTTPRequests,
 	)
 	return m

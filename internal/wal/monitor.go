@@ -32,6 +32,7 @@ type Monitor struct {
 	pool     *pgxpool.Pool
 	slot     string
 	interval time.Duration
+	warnAt   int64
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
@@ -40,12 +41,13 @@ type Monitor struct {
 	err  error
 }
 
-// NewMonitor returns a Monitor that reads every interval.
-func NewMonitor(pool *pgxpool.Pool, slot string, interval time.Duration, log *slog.Logger, m *metrics.Metrics) *Monitor {
+// NewMonitor returns a Monitor that reads every interval and warns when the
+// slot retains more than warnAt bytes of WAL (0: never).
+func NewMonitor(pool *pgxpool.Pool, slot string, interval time.Duration, warnAt int64, log *slog.Logger, m *metrics.Metrics) *Monitor {
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	return &Monitor{pool: pool, slot: slot, interval: interval, log: log, metrics: m}
+	return &Monitor{pool: pool, slot: slot, interval: interval, warnAt: warnAt, log: log, metrics: m}
 }
 
 // Run polls until ctx ends.
@@ -90,6 +92,17 @@ FROM pg_replication_slots WHERE slot_name = $1`, m.slot).Scan(
 	} else {
 		m.metrics.ReplicationLagBytes.Set(float64(st.LagBytes))
 		m.metrics.RetainedWALBytes.Set(float64(st.RetainedWAL))
+		switch {
+		case m.warnAt > 0 && st.RetainedWAL > m.warnAt:
+			m.metrics.RetainedWALWarning.Set(1)
+			m.log.Warn("replication slot retains a lot of WAL", "slot", m.slot, "retained_wal_bytes", st.RetainedWAL,
+				"threshold_bytes", m.warnAt, "wal_status", st.WALStatus, "safe_wal_size", st.SafeWALSize)
+		default:
+			m.metrics.RetainedWALWarning.Set(0)
+		}
+		if st.WALStatus == "unreserved" || st.WALStatus == "lost" {
+			m.log.Error("replication slot is losing WAL: events may be lost; see max_slot_wal_keep_size", "slot", m.slot, "wal_status", st.WALStatus)
+		}
 	}
 	m.mu.Lock()
 	if err == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
@@ -24,6 +25,7 @@ type ClientFrame struct {
 	Action    string `json:"action"`
 	ProjectID string `json:"project_id,omitempty"`
 	Since     string `json:"since,omitempty"`
+	Token     string `json:"token,omitempty"`
 }
 
 // Command is a validated client frame.
@@ -31,6 +33,8 @@ type Command struct {
 	Action    string
 	ProjectID string
 	Since     *events.Position
+	// Token is the new JWT of a refresh_token frame.
+	Token string
 }
 
 // Actions a client may send.
@@ -38,6 +42,9 @@ const (
 	ActionSubscribe   = "subscribe"
 	ActionUnsubscribe = "unsubscribe"
 	ActionPing        = "ping"
+	// ActionRefreshToken replaces the socket's token before it expires:
+	// {"action":"refresh_token","token":"<JWT>"} for the same user.
+	ActionRefreshToken = "refresh_token"
 )
 
 // ErrBadFrame wraps every reason a client frame is refused.
@@ -54,11 +61,17 @@ func ParseFrame(data []byte) (Command, error) {
 	switch f.Action {
 	case ActionPing:
 		return cmd, nil
+	case ActionRefreshToken:
+		if f.Token == "" {
+			return Command{}, fmt.Errorf("%w: missing token", ErrBadFrame)
+		}
+		cmd.Token = f.Token
+		return cmd, nil
 	case ActionSubscribe, ActionUnsubscribe:
 	case "":
 		return Command{}, fmt.Errorf("%w: missing action", ErrBadFrame)
 	default:
-		return Command{}, fmt.Errorf("%w: unknown action (use subscribe, unsubscribe or ping)", ErrBadFrame)
+		return Command{}, fmt.Errorf("%w: unknown action (use subscribe, unsubscribe, ping or refresh_token)", ErrBadFrame)
 	}
 	if f.ProjectID == "" {
 		return Command{}, fmt.Errorf("%w: missing project_id", ErrBadFrame)
@@ -98,5 +111,13 @@ func unsubscribedFrame(projectID string) []byte {
 		Type      string `json:"type"`
 		ProjectID string `json:"project_id"`
 	}{"unsubscribed", projectID})
+	return b
+}
+
+func tokenRefreshedFrame(expires time.Time) []byte {
+	b, _ := json.Marshal(struct {
+		Type      string `json:"type"`
+		ExpiresAt string `json:"expires_at"`
+	}{"token_refreshed", expires.UTC().Format(time.RFC3339)})
 	return b
 }

@@ -22,6 +22,8 @@ func TestParseFrame(t *testing.T) {
 		{`{"action":"subscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002"}`, Command{Action: "subscribe", ProjectID: pid, Since: &since}, false},
 		{`{"action":"unsubscribe","project_id":"` + pid + `"}`, Command{Action: "unsubscribe", ProjectID: pid}, false},
 		{`{"action":"subscribe","project_id":"` + pid + `","extra":1}`, Command{Action: "subscribe", ProjectID: pid}, false},
+		{`{"action":"refresh_token","token":"a.b.c"}`, Command{Action: "refresh_token"}, false},
+		{`{"action":"refresh_token"}`, Command{}, true},
 		{`not json`, Command{}, true},
 		{`[]`, Command{}, true},
 		{`{}`, Command{}, true},
@@ -65,7 +67,7 @@ func FuzzParseFrame(f *testing.F) {
 			return
 		}
 		switch cmd.Action {
-		case ActionPing, ActionSubscribe, ActionUnsubscribe:
+		case ActionPing, ActionSubscribe, ActionUnsubscribe, ActionRefreshToken:
 		default:
 			t.Fatalf("accepted action %q", cmd.Action)
 		}

@@ -38,6 +38,12 @@ type Config struct {
 	// FrameRate and FrameBurst limit client frames per socket.
 	FrameRate  float64
 	FrameBurst int
+	// MaxConnections caps open sockets (503 past it); 0 means no cap.
+	MaxConnections int64
+	// ConnectRate and ConnectBurst limit new sockets per client address
+	// (429 past it); 0 means no limit.
+	ConnectRate  float64
+	ConnectBurst int
 }
 
 // MembershipChecker answers whether a user may see a project.
@@ -54,6 +60,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
+	ips      *ipLimiter
 	nextID   atomic.Uint64
 	shutdown chan struct{}
 	stopOnce sync.Once
@@ -75,7 +82,11 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipCheck
 	if cfg.FrameBurst <= 0 {
 		cfg.FrameBurst = 50
 	}
-	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m, shutdown: make(chan struct{})}
+	if cfg.ConnectBurst <= 0 {
+		cfg.ConnectBurst = 1
+	}
+	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m, shutdown: make(chan struct{}),
+		ips: newIPLimiter(cfg.ConnectRate, cfg.ConnectBurst)}
 }
 
 // Connections returns the number of open sockets.
@@ -107,12 +118,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	if !s.ips.allow(clientIP(r), time.Now()) {
+		s.metrics.WSRejected.WithLabelValues("ip_rate").Inc()
+		w.Header().Set("Retry-After", "1")
+		WriteHTTPError(w, http.StatusTooManyRequests, CodeRateLimited, "too many new connections from this address; retry later")
+		return
+	}
 	claims, err := s.verifier.Verify(TokenFromRequest(r))
 	if err != nil {
 		s.metrics.WSRejected.WithLabelValues("unauthorized").Inc()
 		WriteHTTPError(w, http.StatusUnauthorized, CodeUnauthorized, err.Error())
 		return
 	}
+	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > s.cfg.MaxConnections {
+		s.conns.Add(-1)
+		s.metrics.WSRejected.WithLabelValues("connection_cap").Inc()
+		w.Header().Set("Retry-After", "5")
+		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "connection limit reached; retry later")
+		return
+	}
+	defer s.conns.Add(-1)
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
 	if err != nil {
 		// Accept has answered the request (403 for a foreign origin).
@@ -122,12 +147,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	defer s.wg.Done()
-	s.conns.Add(1)
 	s.metrics.WSConnections.Inc()
-	defer func() {
-		s.conns.Add(-1)
-		s.metrics.WSConnections.Dec()
-	}()
+	defer s.metrics.WSConnections.Dec()
 
 	sc := &socket{
 		srv:     s,
@@ -135,6 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		client:  s.hub.NewClient(claims.UserID),
 		id:      s.nextID.Add(1),
 		expires: claims.ExpiresAt,
+		refresh: make(chan time.Time, 1),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
 	}
 	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID)
@@ -160,6 +182,7 @@ type socket struct {
 	client  *hub.Client
 	id      uint64
 	expires time.Time
+	refresh chan time.Time // new expiry from refresh_token, to the writer
 	limiter *rate.Limiter
 	log     *slog.Logger
 }
@@ -210,6 +233,21 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 	switch cmd.Action {
 	case ActionPing:
 		h.Send(sc.client, "pong", pongFrame)
+	case ActionRefreshToken:
+		claims, err := sc.srv.verifier.Verify(cmd.Token)
+		switch {
+		case err != nil:
+			sc.sendError(CodeUnauthorized, err.Error(), "")
+		case claims.UserID != sc.client.UserID():
+			sc.sendError(CodeUnauthorized, "the new token is for another user", "")
+		default:
+			select {
+			case <-sc.refresh:
+			default:
+			}
+			sc.refresh <- claims.ExpiresAt
+			h.Send(sc.client, "token_refreshed", tokenRefreshedFrame(claims.ExpiresAt))
+		}
 	case ActionUnsubscribe:
 		if err := h.Unsubscribe(sc.client, cmd.ProjectID, unsubscribedFrame(cmd.ProjectID)); err != nil {
 			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
@@ -249,12 +287,8 @@ func (sc *socket) sendError(code, message, projectID string) {
 }
 
 func (sc *socket) writeLoop(ctx context.Context) {
-	var expiry <-chan time.Time
-	if !sc.expires.IsZero() {
-		t := time.NewTimer(time.Until(sc.expires))
-		defer t.Stop()
-		expiry = t.C
-	}
+	expiry := time.NewTimer(time.Until(sc.expires))
+	defer expiry.Stop()
 	for {
 		// An overflow wins over queued frames: the client gets the 4008
 		// right after what is already on the wire.
@@ -277,7 +311,9 @@ func (sc *socket) writeLoop(ctx context.Context) {
 		case <-sc.client.Slow():
 			sc.closeSlow()
 			return
-		case <-expiry:
+		case exp := <-sc.refresh:
+			expiry.Reset(time.Until(exp))
+		case <-expiry.C:
 			sc.close(CloseTokenExpired, "token expired")
 			return
 		case <-sc.srv.shutdown:
