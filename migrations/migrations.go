@@ -14,3 +14,9 @@ var Schema embed.FS
 //
 //go:embed notify/*.sql
 var Notify embed.FS
+
+// Role holds the least-privilege role for walcast (role/*.sql, applied only
+// with --with-role).
+//
+//go:embed role/*.sql
+var Role embed.FS

@@ -95,11 +95,11 @@ func newDB(t *testing.T) *pgtest.DB {
 // baseEnv is the environment of a walcast on db with a unique slot.
 func baseEnv(t *testing.T, db *pgtest.DB) map[string]string {
 	return map[string]string{
-		"WALCAST_DATABASE_URL":     db.URL,
+		"WALCAST_DATABASE_URL":     db.AppURL, // least privilege, as in production
 		"WALCAST_JWT_SECRET":       testSecret,
 		"WALCAST_HTTP_ADDR":        freeAddr(t),
 		"WALCAST_SLOT_NAME":        "walcast_" + pgtest.RandomSuffix(),
-		"WALCAST_PUBLICATION_NAME": "walcast_pub",
+		"WALCAST_PUBLICATION_NAME": pgtest.Publication,
 		"WALCAST_CONFIG":           "../../config/walcast.yaml",
 		"WALCAST_LOG_LEVEL":        "debug",
 	}

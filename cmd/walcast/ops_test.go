@@ -30,6 +30,21 @@ func TestOperatorRoutes(t *testing.T) {
 	c.read(5 * time.Second)
 	c.read(5 * time.Second)
 
+	// walcast runs as the least-privilege role, not as a superuser.
+	var users []string
+	rows, err := db.Pool.Query(context.Background(), `SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'walcast%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var u string
+		_ = rows.Scan(&u)
+		users = append(users, u)
+	}
+	if len(users) != 1 || users[0] != "walcast" {
+		t.Fatalf("walcast connects as %v, want only the walcast role", users)
+	}
+
 	if status, body := doJSON(t, http.MethodGet, in.base+"/healthz", "", "", ""); status != 200 || body["status"] != "ok" {
 		t.Fatalf("healthz: %d %v", status, body)
 	}

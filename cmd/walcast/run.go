@@ -20,7 +20,7 @@ import (
 )
 
 const usage = `usage: walcast [serve] [--config PATH] [--http-addr ADDR] [--log-level LEVEL]
-       walcast migrate [--with-notify-triggers] [--config PATH]
+       walcast migrate [--with-notify-triggers] [--with-role] [--config PATH]
        walcast token --user UUID [--ttl 1h] [--config PATH]`
 
 // run is the whole program; main only calls it. args excludes the program
@@ -69,13 +69,14 @@ func splitFlags(args []string, own map[string]bool) (mine, shared []string) {
 	return mine, shared
 }
 
-func isBoolFlag(name string) bool { return name == "with-notify-triggers" }
+func isBoolFlag(name string) bool { return name == "with-notify-triggers" || name == "with-role" }
 
 func migrateCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	mine, shared := splitFlags(args, map[string]bool{"with-notify-triggers": true})
+	mine, shared := splitFlags(args, map[string]bool{"with-notify-triggers": true, "with-role": true})
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	withNotify := fs.Bool("with-notify-triggers", false, "also install the legacy pg_notify triggers")
+	withRole := fs.Bool("with-role", false, "also create the least-privilege walcast role and its grants")
 	if err := fs.Parse(mine); err != nil {
 		return err
 	}
@@ -94,6 +95,9 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 	sets := []migrate.Set{{Name: "schema", FS: migrations.Schema, Dir: "."}}
 	if *withNotify {
 		sets = append(sets, migrate.Set{Name: "notify", FS: migrations.Notify, Dir: "notify"})
+	}
+	if *withRole {
+		sets = append(sets, migrate.Set{Name: "role", FS: migrations.Role, Dir: "role"})
 	}
 	applied, err := migrate.Apply(ctx, conn, sets...)
 	for _, name := range applied {

@@ -31,10 +31,17 @@ const EnvURL = "WALCAST_TEST_DATABASE_URL"
 // DB is one test's database.
 type DB struct {
 	Name string
-	// URL connects to this database.
-	URL  string
-	Pool *pgxpool.Pool
+	// URL connects to this database as the superuser.
+	URL string
+	// AppURL connects as the least-privilege walcast role
+	// (migrations/role), which is what walcast runs as in the tests.
+	AppURL string
+	Pool   *pgxpool.Pool
 }
+
+// Publication is created in every test database by the superuser, as an
+// operator would: the walcast role may not create it.
+const Publication = "walcast_pub"
 
 // AdminURL returns the server URL, failing the test with a clear message
 // when the integration environment is missing.
@@ -66,7 +73,7 @@ func New(t testing.TB) *DB {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+tmpl); err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
-	d := &DB{Name: name, URL: withDatabase(admin, name)}
+	d := &DB{Name: name, URL: withDatabase(admin, name), AppURL: withUser(withDatabase(admin, name), "walcast")}
 	d.Pool, err = pgxpool.New(ctx, d.URL)
 	if err != nil {
 		t.Fatalf("pgtest: pool: %v", err)
@@ -117,6 +124,15 @@ func RandomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
+func withUser(raw, user string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.User = url.User(user)
+	return u.String()
+}
+
 func withDatabase(raw, db string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -137,6 +153,8 @@ func template(ctx context.Context, admin string) (string, error) {
 		h.Write([]byte(f))
 		h.Write(b)
 	}
+	role, _ := fs.ReadFile(migrations.Role, "role/001_walcast_role.sql")
+	h.Write(role)
 	name := "walcast_tmpl_" + hex.EncodeToString(h.Sum(nil))[:12]
 
 	conn, err := pgx.Connect(ctx, admin)
@@ -167,7 +185,12 @@ func template(ctx context.Context, admin string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_, err = migrate.Apply(ctx, bconn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."})
+	_, err = migrate.Apply(ctx, bconn,
+		migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."},
+		migrate.Set{Name: "role", FS: migrations.Role, Dir: "role"})
+	if err == nil {
+		_, err = bconn.Exec(ctx, "CREATE PUBLICATION "+Publication+" FOR TABLE projects, sprints, tasks, messages, project_members")
+	}
 	bconn.Close(ctx)
 	if err != nil {
 		return "", fmt.Errorf("migrate template: %w", err)
