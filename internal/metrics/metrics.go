@@ -93,12 +93,17 @@ func New(reg prometheus.Registerer) *Metrics {
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
 	}
-	reg.MustRegister(
+	reg.MustRegister(m.Collectors()...)
+	return m
+}
+
+// Collectors lists every collector of m, for registration and for checks.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.HTTPRequests,
-	)
-	return m
+	}
 }
