@@ -12,4 +12,9 @@ if [[ -n "$unformatted" ]]; then
 	echo "$unformatted" >&2
 	exit 1
 fi
+# A short run of every fuzz target (seed corpus plus a few seconds of new
+# inputs); FUZZTIME=0 skips it for a quick local loop.
+if [[ "${FUZZTIME:-4s}" != "0" ]]; then
+	scripts/fuzz.sh
+fi
 go test -race -count=1 -timeout 15m "$@" ./...
