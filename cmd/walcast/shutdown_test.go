@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,4 +101,54 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 		t.Fatalf("after restart got %v", f)
 	}
 	c.expectQuiet(300 * time.Millisecond)
+}
+
+// TestStartRefusals: walcast stops at start with one clear line when the
+// server lacks wal_level=logical, when the publication lacks a table, and
+// when a table's replica identity cannot carry a DELETE's project.
+func TestStartRefusals(t *testing.T) {
+	t.Run("wal_level", func(t *testing.T) {
+		cluster := pgtest.NewCluster(t, "wal_level = replica")
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, cluster.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := migrate.Apply(ctx, conn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."}); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(ctx)
+		env := map[string]string{"WALCAST_DATABASE_URL": cluster.URL, "WALCAST_JWT_SECRET": testSecret, "WALCAST_HTTP_ADDR": freeAddr(t), "WALCAST_CONFIG": "../../config/walcast.yaml"}
+		err = run(ctx, []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "wal_level=replica") || !strings.Contains(err.Error(), "wal_level = logical") || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	cases := map[string]struct {
+		sql  string
+		want string
+	}{
+		"publication lacks a table": {`CREATE PUBLICATION partial FOR TABLE messages`, "publication partial lacks table(s)"},
+		"replica identity":          {`ALTER TABLE messages REPLICA IDENTITY DEFAULT`, "public.messages: its replica identity does not carry column project_id"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			db := newDB(t)
+			db.Exec(t, c.sql)
+			env := baseEnv(t, db)
+			if name == "publication lacks a table" {
+				env["WALCAST_PUBLICATION_NAME"] = "partial"
+			}
+			err := run(context.Background(), []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+	t.Run("missing setting", func(t *testing.T) {
+		err := run(context.Background(), []string{"serve", "--config", "../../config/walcast.yaml"}, func(string) string { return "" }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "database.url (WALCAST_DATABASE_URL) is required") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }

@@ -26,8 +26,9 @@ type Cluster struct {
 }
 
 // NewCluster initializes and starts a cluster with wal_level=logical; it is
-// stopped and removed when the test ends.
-func NewCluster(t testing.TB) *Cluster {
+// stopped and removed when the test ends. Extra postgresql.conf lines come
+// after the defaults and so override them (e.g. "wal_level = replica").
+func NewCluster(t testing.TB, conf ...string) *Cluster {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
@@ -58,12 +59,16 @@ func NewCluster(t testing.TB) *Cluster {
 	if out, err := c.output("initdb", "--pgdata", c.data(), "--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync"); err != nil {
 		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
 	}
-	conf := fmt.Sprintf("\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nwal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\nfsync = off\n", c.Port, dir)
+	extra := conf
+	settings := fmt.Sprintf("\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nwal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\nfsync = off\n", c.Port, dir)
 	f, err := os.OpenFile(filepath.Join(c.data(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = f.WriteString(conf)
+	_, _ = f.WriteString(settings)
+	for _, line := range extra {
+		_, _ = f.WriteString(line + "\n")
+	}
 	f.Close()
 	if err := c.Start(); err != nil {
 		t.Fatal(err)

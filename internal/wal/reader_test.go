@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/metrics"
@@ -202,5 +203,32 @@ func TestSetupChecks(t *testing.T) {
 	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot)
 	if _, err := EnsureSlot(ctx, db.Pool, slot); err == nil || !strings.Contains(err.Error(), "not logical/pgoutput") {
 		t.Fatalf("foreign slot: %v", err)
+	}
+}
+
+// The monitor reads the slot and warns past the retained-WAL threshold.
+func TestMonitorWarnsOnRetainedWAL(t *testing.T) {
+	db := fixture(t)
+	ctx := context.Background()
+	slot := "walcast_t_" + pgtest.RandomSuffix()
+	if _, err := EnsureSlot(ctx, db.Pool, slot); err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) SELECT $1, $2, md5(i::text) FROM generate_series(1, 500) i`, project, user)
+	m := metrics.New(prometheus.NewRegistry())
+	var logs strings.Builder
+	mon := NewMonitor(db.Pool, slot, time.Second, 1024, slog.New(slog.NewJSONHandler(&logs, nil)), m)
+	st, err := mon.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RetainedWAL <= 1024 || st.WALStatus == "" || st.ConfirmedLSN == "" {
+		t.Fatalf("stats %+v", st)
+	}
+	if testutil.ToFloat64(m.RetainedWALWarning) != 1 || !strings.Contains(logs.String(), "retains a lot of WAL") {
+		t.Fatalf("no warning: gauge %v, logs %s", testutil.ToFloat64(m.RetainedWALWarning), logs.String())
+	}
+	if testutil.ToFloat64(m.RetainedWALBytes) != float64(st.RetainedWAL) {
+		t.Fatal("retained WAL gauge not set")
 	}
 }
