@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only on http.debug_addr
+	"os"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -175,6 +177,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			"subscriptions":      h.SubscriptionCount(),
 			"history_events":     h.Retained(),
 			"last_event_at":      nil,
+			"pid":                os.Getpid(),
 		}
 		if serr != nil {
 			doc["slot_error"] = "slot statistics unavailable"
@@ -197,6 +200,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("walcast listening", "addr", ln.Addr().String(), "slot", cfg.Replication.Slot, "publication", cfg.Replication.Publication)
+
+	if cfg.HTTP.DebugAddr != "" {
+		dbg := &http.Server{Addr: cfg.HTTP.DebugAddr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = dbg.ListenAndServe() }()
+		defer dbg.Close()
+		log.Info("pprof listening", "addr", cfg.HTTP.DebugAddr)
+	}
 
 	readerCtx, stopReader := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReader()

@@ -37,6 +37,8 @@ type HTTP struct {
 	Addr              string        `yaml:"addr"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	// DebugAddr, when set, serves net/http/pprof there (keep it private).
+	DebugAddr string `yaml:"debug_addr"`
 }
 
 // Database is the app's PostgreSQL.
@@ -195,6 +197,7 @@ var envVars = []struct {
 	{"WALCAST_SLOT_NAME", func(c *Config, v string) error { c.Replication.Slot = v; return nil }},
 	{"WALCAST_PUBLICATION_NAME", func(c *Config, v string) error { c.Replication.Publication = v; return nil }},
 	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
+	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},

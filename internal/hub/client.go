@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/walcast/walcast/internal/events"
 )
@@ -12,6 +13,8 @@ type Client struct {
 	userID string
 	queue  chan Item
 	slow   chan struct{}
+	// queued counts frames put on the queue and not yet written.
+	queued atomic.Int64
 
 	// Guarded by the hub's mutex.
 	subs    map[string]*subscription
@@ -25,6 +28,9 @@ func (h *Hub) NewClient(userID string) *Client {
 
 // Queue is the client's send queue, drained by its socket writer.
 func (c *Client) Queue() <-chan Item { return c.queue }
+
+// Written tells the hub the socket wrote it, freeing its place in the bound.
+func (c *Client) Written(it Item) { c.queued.Add(-it.weight) }
 
 // Slow is closed when the client's queue overflowed: the socket must close
 // with 4008 after what it already wrote.

@@ -42,6 +42,8 @@ type Item struct {
 	// Replayed marks history sent on resume, whose commit→write latency is
 	// not a delivery latency.
 	Replayed bool
+	// weight is what the item counts against the queue bound.
+	weight int64
 }
 
 // Errors of Subscribe.
@@ -148,27 +150,72 @@ func (h *Hub) Publish(evs []events.Event) {
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for i := range evs {
+	for i := 0; i < len(evs); {
 		ev := &evs[i]
 		if ev.Position.Compare(h.last) <= 0 {
+			i++
 			continue // already published (a replay of what the hub has)
 		}
-		h.last = ev.Position
-		h.lastCommit = ev.CommitTime
 		if ev.AllProjects {
+			h.last, h.lastCommit = ev.Position, ev.CommitTime
 			for pid, t := range h.topics {
 				f := &Frame{Data: events.ResyncFrame(pid, ev.Position), Type: events.TypeResyncRequired, Position: ev.Position, CommitTime: ev.CommitTime}
 				h.append(t, f, now)
 				h.fanout(t, f)
 			}
+			i++
 			continue
 		}
+		// A run of consecutive events of one project without revocations
+		// (typically a row's cache_invalidate and domain event) goes to each
+		// subscriber as one queue item: one channel send and one wake-up.
+		j := i + 1
+		for j < len(evs) && evs[j].ProjectID == ev.ProjectID && evs[j].Revoke == nil && !evs[j].AllProjects && ev.Revoke == nil {
+			j++
+		}
 		t := h.topic(ev.ProjectID)
-		f := &Frame{Data: ev.Payload, Type: ev.Type, Position: ev.Position, CommitTime: ev.CommitTime, revoke: ev.Revoke}
-		h.append(t, f, now)
-		h.fanout(t, f)
+		run := make([]*Frame, 0, j-i)
+		for k := i; k < j; k++ {
+			e := &evs[k]
+			if e.Position.Compare(h.last) <= 0 {
+				continue
+			}
+			f := &Frame{Data: e.Payload, Type: e.Type, Position: e.Position, CommitTime: e.CommitTime, revoke: e.Revoke}
+			h.last, h.lastCommit = e.Position, e.CommitTime
+			h.append(t, f, now)
+			run = append(run, f)
+		}
+		if len(run) == 1 {
+			h.fanout(t, run[0])
+		} else if len(run) > 1 {
+			h.fanoutRun(t, run)
+		}
+		i = j
 	}
 	h.metrics.HistoryEvents.Set(float64(h.retained))
+}
+
+// fanoutRun delivers frames of one project, none of them revoking, as one
+// item per subscriber.
+func (h *Hub) fanoutRun(t *topic, run []*Frame) {
+	for c, s := range t.subs {
+		if s.state == subPending {
+			s.buf = append(s.buf, run...)
+			if len(s.buf) > h.cfg.QueueSize {
+				h.dropSlow(c)
+			}
+			continue
+		}
+		if !s.skipThrough.IsZero() && run[0].Position.Compare(s.skipThrough) <= 0 {
+			for _, f := range run {
+				if f.Position.Compare(s.skipThrough) > 0 {
+					h.enqueue(c, Item{Frame: f})
+				}
+			}
+			continue
+		}
+		h.enqueue(c, Item{Batch: run})
+	}
 }
 
 func (h *Hub) topic(pid string) *topic {
@@ -248,13 +295,24 @@ func (h *Hub) detach(s *subscription) {
 	}
 }
 
-// enqueue puts one item on c's queue, or marks c slow when it is full.
+// enqueue puts one item on c's queue, or marks c slow when the frames
+// queued and not yet written would pass the bound. A replay counts as one:
+// its length is bounded by the history, not by how fast the client reads.
 func (h *Hub) enqueue(c *Client, it Item) {
 	if c.dropped {
 		return
 	}
+	it.weight = 1
+	if !it.Replayed && len(it.Batch) > 1 {
+		it.weight = int64(len(it.Batch))
+	}
+	if c.queued.Load()+it.weight > int64(h.cfg.QueueSize) {
+		h.dropSlow(c)
+		return
+	}
 	select {
 	case c.queue <- it:
+		c.queued.Add(it.weight)
 	default:
 		h.dropSlow(c)
 	}

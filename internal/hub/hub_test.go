@@ -49,6 +49,7 @@ func frames(c *Client) []string {
 	for {
 		select {
 		case it := <-c.Queue():
+			c.Written(it)
 			if it.Frame != nil {
 				out = append(out, it.Frame.Type+"@"+it.Frame.Position.String())
 			}
@@ -306,5 +307,30 @@ func TestLongReplayDoesNotOverflowTheQueue(t *testing.T) {
 	}
 	if got := frames(c); len(got) != 51 {
 		t.Fatalf("got %d frames", len(got))
+	}
+}
+
+// A transaction's events travel as one item but count frame by frame.
+func TestRunCountsEachFrameAgainstTheBound(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 4, HistorySize: 100})
+	c := h.NewClient("a")
+	subscribe(t, h, c, pA, nil)
+	var run []events.Event
+	for i := uint32(0); i < 6; i++ {
+		run = append(run, ev(0x200, i, pA, "e"))
+	}
+	h.Publish(run)
+	select {
+	case <-c.Slow():
+	default:
+		t.Fatal("6 queued frames did not overflow a 4-frame bound")
+	}
+	ok := h.NewClient("b")
+	subscribe(t, h, ok, pA, nil)
+	frames(ok)
+	h.Publish(run[:0])
+	h.Publish([]events.Event{ev(0x300, 0, pA, "x"), ev(0x300, 1, pA, "y")})
+	if got := frames(ok); len(got) != 2 {
+		t.Fatalf("got %v", got)
 	}
 }

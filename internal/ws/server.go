@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/walcast/walcast/internal/auth"
@@ -138,7 +139,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.conns.Add(-1)
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
+	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
 	if err != nil {
 		// Accept has answered the request (403 for a foreign origin).
 		s.metrics.WSRejected.WithLabelValues("handshake").Inc()
@@ -150,9 +152,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.WSConnections.Inc()
 	defer s.metrics.WSConnections.Dec()
 
+	if cw.conn == nil {
+		_ = conn.CloseNow()
+		return
+	}
 	sc := &socket{
 		srv:     s,
 		conn:    conn,
+		cork:    cw.conn,
+		sent:    make(map[string]prometheus.Counter),
 		client:  s.hub.NewClient(claims.UserID),
 		id:      s.nextID.Add(1),
 		expires: claims.ExpiresAt,
@@ -179,6 +187,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 type socket struct {
 	srv     *Server
 	conn    *websocket.Conn
+	cork    *corkConn
+	sent    map[string]prometheus.Counter // events_sent_total by type, owned by the writer
 	client  *hub.Client
 	id      uint64
 	expires time.Time
@@ -300,13 +310,21 @@ func (sc *socket) writeLoop(ctx context.Context) {
 		}
 		select {
 		case it := <-sc.client.Queue():
-			if it.Frame != nil && !sc.write(ctx, it.Frame, it.Replayed) {
-				return
-			}
-			for _, f := range it.Batch {
-				if !sc.write(ctx, f, it.Replayed) {
-					return
+			// Gather what is queued now into one TCP write.
+			sc.cork.cork()
+			ok := sc.writeItem(it)
+			for n := 0; ok && n < 256; n++ {
+				select {
+				case more := <-sc.client.Queue():
+					ok = sc.writeItem(more)
+					continue
+				default:
 				}
+				break
+			}
+			if err := sc.cork.uncork(); err != nil || !ok {
+				sc.log.Debug("write failed", "err", err)
+				return
 			}
 		case <-sc.client.Slow():
 			sc.closeSlow()
@@ -325,19 +343,35 @@ func (sc *socket) writeLoop(ctx context.Context) {
 	}
 }
 
-// write sends one frame under the write timeout and counts it.
-func (sc *socket) write(ctx context.Context, f *hub.Frame, replayed bool) bool {
-	wctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
-	err := sc.conn.Write(wctx, websocket.MessageText, f.Data)
-	cancel()
-	if err != nil {
+func (sc *socket) writeItem(it hub.Item) bool {
+	defer sc.client.Written(it)
+	if it.Frame != nil && !sc.write(it.Frame, it.Replayed) {
+		return false
+	}
+	for _, f := range it.Batch {
+		if !sc.write(f, it.Replayed) {
+			return false
+		}
+	}
+	return true
+}
+
+// write hands one frame to the library. While the writer is corked this
+// only copies into the cork's buffer, so it needs no timeout of its own:
+// the deadline applies to the real write in uncork.
+func (sc *socket) write(f *hub.Frame, replayed bool) bool {
+	if err := sc.conn.Write(context.Background(), websocket.MessageText, f.Data); err != nil {
 		sc.log.Debug("write failed", "err", err)
 		return false
 	}
-	m := sc.srv.metrics
-	m.EventsSent.WithLabelValues(f.Type).Inc()
+	c, ok := sc.sent[f.Type]
+	if !ok {
+		c = sc.srv.metrics.EventsSent.WithLabelValues(f.Type)
+		sc.sent[f.Type] = c
+	}
+	c.Inc()
 	if !replayed && !f.CommitTime.IsZero() {
-		m.DeliveryLatency.Observe(time.Since(f.CommitTime).Seconds())
+		sc.srv.metrics.DeliveryLatency.Observe(time.Since(f.CommitTime).Seconds())
 	}
 	return true
 }

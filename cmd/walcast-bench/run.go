@@ -1,0 +1,480 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/walcast/walcast/internal/auth"
+)
+
+type options struct {
+	url, db, secret    string
+	subscribers        int
+	projects           int
+	writers            int
+	rate               float64
+	duration           time.Duration
+	slow               int
+	idle               bool
+	pid                int
+	jsonOut, svgOut    string
+	label              string
+	drain              time.Duration
+	connectConcurrency int
+	keep               bool
+	notify             bool
+}
+
+func parse(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("walcast-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "walcast base URL")
+	fs.StringVar(&o.db, "db", os.Getenv("WALCAST_DATABASE_URL"), "database URL for setup and writes (superuser or the app's role)")
+	fs.StringVar(&o.secret, "secret", os.Getenv("WALCAST_JWT_SECRET"), "JWT secret walcast verifies with")
+	fs.IntVar(&o.subscribers, "subscribers", 100, "WebSocket subscribers")
+	fs.IntVar(&o.projects, "projects", 10, "projects the subscribers are spread over")
+	fs.IntVar(&o.writers, "writers", 4, "concurrent SQL writers")
+	fs.Float64Var(&o.rate, "rate", 200, "message inserts per second over all writers (0: as fast as possible)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the writers run")
+	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), in the first project")
+	fs.BoolVar(&o.idle, "idle", false, "open and subscribe the sockets, write nothing, report memory per socket")
+	fs.IntVar(&o.pid, "pid", 0, "walcast's pid for CPU and RSS (default: from /api/v1/status)")
+	fs.StringVar(&o.jsonOut, "json", "", "write the summary as JSON to this file")
+	fs.StringVar(&o.svgOut, "svg", "", "write a latency chart (distribution and over time) to this SVG file")
+	fs.StringVar(&o.label, "label", "", "a name for this run in the outputs")
+	fs.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait for the last frames after the writers stop")
+	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 32, "sockets opened at once during setup")
+	fs.BoolVar(&o.keep, "keep", false, "keep the bench's rows in the database")
+	fs.BoolVar(&o.notify, "notify", false, "walcast runs in NOTIFY mode (source: notify): one frame per message")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case o.db == "":
+		return o, errors.New("--db (or WALCAST_DATABASE_URL) is required")
+	case len(o.secret) < 16:
+		return o, errors.New("--secret (or WALCAST_JWT_SECRET) is required")
+	case o.subscribers < 1 || o.projects < 1 || o.writers < 1:
+		return o, errors.New("--subscribers, --projects and --writers must be at least 1")
+	}
+	return o, nil
+}
+
+// sample is one received event: when (since start) and how late.
+type sample struct {
+	at  time.Duration
+	lat time.Duration
+}
+
+type subscriber struct {
+	user, project string
+	conn          *websocket.Conn
+	samples       []sample
+	received      int64
+	closeCode     websocket.StatusCode
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, o.db)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	pid := o.pid
+	if pid == 0 {
+		pid = walcastPID(o.url)
+	}
+
+	runID := fmt.Sprintf("%x", rand.Uint32())
+	fmt.Fprintf(stderr, "bench %s: setting up %d users and %d projects\n", runID, o.subscribers+o.slow, o.projects)
+	fx, err := setup(ctx, pool, runID, o.subscribers+o.slow, o.projects)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	if !o.keep {
+		defer fx.cleanup(pool)
+	}
+
+	rssBefore := rssKB(pid)
+	start := time.Now()
+	subs, err := connectAll(ctx, o, fx, start)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.conn.CloseNow()
+		}
+	}()
+	healthy := subs[:o.subscribers]
+	fmt.Fprintf(stderr, "bench %s: %d sockets subscribed in %s\n", runID, len(subs), time.Since(start).Round(time.Millisecond))
+
+	res := result{Label: o.label, Subscribers: o.subscribers, Projects: o.projects, Writers: o.writers, Rate: o.rate, Slow: o.slow}
+	if o.idle {
+		time.Sleep(2 * time.Second)
+		after := rssKB(pid)
+		res.RSSKB = after
+		if rssBefore > 0 && after > 0 {
+			res.RSSPerConnKB = float64(after-rssBefore) / float64(len(subs))
+		}
+		return report(o, res, nil, stdout)
+	}
+
+	cpu0, cpuAt0 := cpuSeconds(pid), time.Now()
+	committed, sent := drive(ctx, o, pool, fx, healthy, stderr)
+	// Each message is a cache_invalidate and, in WAL mode, a message_created.
+	perMessage := int64(2)
+	if o.notify {
+		perMessage = 1
+	}
+	var expected int64
+	for proj, n := range committed {
+		expected += perMessage * n * int64(fx.subsPerProject[proj])
+	}
+	deadline := time.Now().Add(o.drain)
+	for time.Now().Before(deadline) && total(healthy) < expected {
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(cpuAt0)
+	cpu1 := cpuSeconds(pid)
+
+	var all []sample
+	for _, s := range healthy {
+		all = append(all, s.samples...)
+	}
+	res.Sent = sent
+	res.Expected = expected
+	res.Delivered = total(healthy)
+	res.Lost = expected - res.Delivered
+	res.DurationS = o.duration.Seconds()
+	res.DeliveriesPerS = float64(res.Delivered) / o.duration.Seconds()
+	res.fill(all)
+	res.RSSKB = rssKB(pid)
+	if cpu0 >= 0 && cpu1 >= 0 {
+		res.CPUSeconds = cpu1 - cpu0
+		res.CPUPercent = 100 * res.CPUSeconds / elapsed.Seconds()
+		if res.Delivered > 0 {
+			res.CPUPerFrameUS = 1e6 * res.CPUSeconds / float64(res.Delivered)
+		}
+	}
+	for _, s := range subs[o.subscribers:] {
+		if s.closeCodeAfterDrain() == 4008 {
+			res.SlowClosed++
+		}
+	}
+	return report(o, res, all, stdout)
+}
+
+func total(subs []*subscriber) int64 {
+	var n int64
+	for _, s := range subs {
+		n += atomic.LoadInt64(&s.received)
+	}
+	return n
+}
+
+type fixture struct {
+	runID          string
+	users          []string
+	projects       []string
+	subsPerProject map[string]int
+}
+
+func setup(ctx context.Context, pool *pgxpool.Pool, runID string, users, projects int) (*fixture, error) {
+	fx := &fixture{runID: runID, subsPerProject: map[string]int{}}
+	rows, err := pool.Query(ctx, `INSERT INTO users (email, display_name)
+		SELECT 'bench-' || $1 || '-' || i || '@bench.invalid', 'bench ' || i FROM generate_series(1, $2) i RETURNING id::text`, runID, users)
+	if err != nil {
+		return nil, err
+	}
+	if fx.users, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, err
+	}
+	rows, err = pool.Query(ctx, `INSERT INTO projects (name, owner_id)
+		SELECT 'bench ' || $1 || ' ' || i, $2 FROM generate_series(1, $3) i RETURNING id::text`, runID, fx.users[0], projects)
+	if err != nil {
+		return nil, err
+	}
+	if fx.projects, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, err
+	}
+	members := make([][]any, len(fx.users))
+	for i, u := range fx.users {
+		members[i] = []any{fx.projects[i%len(fx.projects)], u}
+	}
+	_, err = pool.CopyFrom(ctx, pgx.Identifier{"project_members"}, []string{"project_id", "user_id"}, pgx.CopyFromRows(members))
+	return fx, err
+}
+
+func (fx *fixture) cleanup(pool *pgxpool.Pool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _ = pool.Exec(ctx, `DELETE FROM projects WHERE name LIKE 'bench ' || $1 || ' %'`, fx.runID)
+	_, _ = pool.Exec(ctx, `DELETE FROM users WHERE email LIKE 'bench-' || $1 || '-%'`, fx.runID)
+}
+
+func connectAll(ctx context.Context, o options, fx *fixture, start time.Time) ([]*subscriber, error) {
+	wsURL := strings.Replace(o.url, "http", "ws", 1) + "/ws"
+	subs := make([]*subscriber, len(fx.users))
+	sem := make(chan struct{}, o.connectConcurrency)
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for i, u := range fx.users {
+		proj := fx.projects[i%len(fx.projects)]
+		slow := i >= o.subscribers
+		if slow {
+			proj = fx.projects[0]
+		} else {
+			fx.subsPerProject[proj]++
+		}
+		s := &subscriber{user: u, project: proj}
+		subs[i] = s
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.connect(ctx, wsURL, o.secret, slow, start); err != nil {
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return nil, err
+	}
+	return subs, nil
+}
+
+func (s *subscriber) connect(ctx context.Context, url, secret string, slow bool, start time.Time) error {
+	tok, err := auth.Issue([]byte(secret), "HS256", s.user, 2*time.Hour, time.Now())
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(dctx, url+"?token="+tok, nil)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	conn.SetReadLimit(1 << 20)
+	s.conn = conn
+	if err := conn.Write(dctx, websocket.MessageText, []byte(`{"action":"subscribe","project_id":"`+s.project+`"}`)); err != nil {
+		return err
+	}
+	for { // frames held while the subscription was checked come first
+		_, b, err := conn.Read(dctx)
+		if err != nil || strings.Contains(string(b), `"error"`) {
+			return fmt.Errorf("subscribe: %s %v", b, err)
+		}
+		if strings.Contains(string(b), `"subscribed"`) {
+			break
+		}
+	}
+	if !slow { // a slow subscriber reads nothing until the run ends
+		go s.read(ctx, start)
+	}
+	return nil
+}
+
+// closeCodeAfterDrain reads what a slow subscriber left unread and returns
+// how the server closed it (4008 expected), or 0 if it is still open.
+func (s *subscriber) closeCodeAfterDrain() websocket.StatusCode {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _, err := s.conn.Read(ctx)
+		cancel()
+		if err != nil {
+			return websocket.CloseStatus(err)
+		}
+	}
+}
+
+var tsKey = []byte(`"timestamp":"`)
+
+func (s *subscriber) read(ctx context.Context, start time.Time) {
+	for {
+		_, b, err := s.conn.Read(ctx)
+		if err != nil {
+			s.closeCode = websocket.CloseStatus(err)
+			return
+		}
+		now := time.Now()
+		head := string(b[:min(len(b), 64)])
+		if strings.Contains(head, `"message_created"`) {
+			atomic.AddInt64(&s.received, 1)
+			continue
+		}
+		// Latency is read from the cache_invalidate of resource "message",
+		// which walcast sends in WAL and in NOTIFY mode alike.
+		if !strings.Contains(head, `"cache_invalidate"`) || !strings.Contains(string(b), `"resource":"message"`) {
+			continue
+		}
+		i := strings.Index(string(b), string(tsKey))
+		if i < 0 || i+len(tsKey)+27 > len(b) {
+			continue
+		}
+		ts, err := time.Parse(time.RFC3339Nano, string(b[i+len(tsKey):i+len(tsKey)+27]))
+		if err != nil {
+			continue
+		}
+		s.samples = append(s.samples, sample{at: now.Sub(start), lat: now.Sub(ts)})
+		atomic.AddInt64(&s.received, 1)
+	}
+}
+
+// drive runs the writers for o.duration and returns the messages committed
+// per project and in all.
+func drive(ctx context.Context, o options, pool *pgxpool.Pool, fx *fixture, healthy []*subscriber, stderr io.Writer) (map[string]int64, int64) {
+	committed := make([]map[string]int64, o.writers)
+	var sent atomic.Int64
+	ctx, cancel := context.WithTimeout(ctx, o.duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := 0; w < o.writers; w++ {
+		committed[w] = map[string]int64{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pool.Acquire(context.Background())
+			if err != nil {
+				return
+			}
+			defer conn.Release()
+			var tick <-chan time.Time
+			if o.rate > 0 {
+				t := time.NewTicker(time.Duration(float64(time.Second) * float64(o.writers) / o.rate))
+				defer t.Stop()
+				tick = t.C
+			}
+			for ctx.Err() == nil {
+				if tick != nil {
+					select {
+					case <-tick:
+					case <-ctx.Done():
+						return
+					}
+				}
+				proj := fx.projects[rand.IntN(len(fx.projects))]
+				// Not ctx: a commit cut off by the deadline would be
+				// counted as not sent though it reached the WAL.
+				if _, err := conn.Exec(context.Background(), `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'bench message')`, proj, fx.users[0]); err != nil {
+					return
+				}
+				committed[w][proj]++
+				sent.Add(1)
+			}
+		}()
+	}
+	progressDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		startAt := time.Now()
+		for {
+			select {
+			case <-progressDone:
+				return
+			case <-t.C:
+				fmt.Fprintf(stderr, "  t=%2.0fs committed=%d delivered=%d\n", time.Since(startAt).Seconds(), sent.Load(), total(healthy))
+			}
+		}
+	}()
+	wg.Wait()
+	close(progressDone)
+	out := map[string]int64{}
+	for _, m := range committed {
+		for p, n := range m {
+			out[p] += n
+		}
+	}
+	return out, sent.Load()
+}
+
+// walcastPID asks walcast's status document for its pid.
+func walcastPID(base string) int {
+	resp, err := http.Get(base + "/api/v1/status")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var st struct {
+		PID int `json:"pid"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&st)
+	return st.PID
+}
+
+// cpuSeconds reads utime+stime of pid from /proc, or -1.
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var ut, st float64
+	fmt.Sscan(fields[11], &ut)
+	fmt.Sscan(fields[12], &st)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// rssKB reads VmRSS of pid, or 0.
+func rssKB(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb
+		}
+	}
+	return 0
+}
+
+func sortedLatencies(all []sample) []time.Duration {
+	l := make([]time.Duration, len(all))
+	for i, s := range all {
+		l[i] = s.lat
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	return l
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[i]
+}

@@ -1,0 +1,112 @@
+package ws
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// corkConn sits between coder/websocket and the TCP connection. While
+// corked it gathers every frame the library flushes, and uncork sends them
+// in one write: a socket writer that finds several frames queued (a
+// transaction's cache_invalidate and domain event, a backlog) pays one
+// syscall for all of them instead of one each. Every real write carries the
+// write timeout as a deadline.
+type corkConn struct {
+	net.Conn
+	timeout time.Duration
+
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+// maxCorked bounds what a cork gathers before it writes anyway.
+const maxCorked = 64 << 10
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked && len(c.buf)+len(p) <= maxCorked {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return c.writeLocked(p)
+}
+
+func (c *corkConn) writeLocked(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *corkConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.writeLocked(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// uncork writes what was gathered.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	err := c.flushLocked()
+	if cap(c.buf) > maxCorked {
+		c.buf = nil // do not keep a large buffer on an idle socket
+	}
+	return err
+}
+
+// corkingWriter hands coder/websocket a corkConn when it hijacks the
+// connection.
+type corkingWriter struct {
+	http.ResponseWriter
+	timeout time.Duration
+	conn    *corkConn
+}
+
+func (w *corkingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		var rw http.ResponseWriter = w.ResponseWriter
+		for {
+			u, ok := rw.(interface{ Unwrap() http.ResponseWriter })
+			if !ok {
+				return nil, nil, errors.New("response writer cannot hijack")
+			}
+			rw = u.Unwrap()
+			if hj, ok = rw.(http.Hijacker); ok {
+				break
+			}
+		}
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The 101 response may still sit in the server's buffer.
+	if err := brw.Writer.Flush(); err != nil {
+		return nil, nil, err
+	}
+	w.conn = &corkConn{Conn: conn, timeout: w.timeout}
+	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 8<<10)), nil
+}
