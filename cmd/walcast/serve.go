@@ -24,6 +24,7 @@ import (
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
+	"github.com/walcast/walcast/internal/notify"
 	"github.com/walcast/walcast/internal/wal"
 	"github.com/walcast/walcast/internal/ws"
 )
@@ -78,6 +79,39 @@ func (p *publisher) take(_ context.Context, txn *events.Txn) error {
 	return nil
 }
 
+// source is where changes come from: the WAL reader or the NOTIFY listener.
+type source interface {
+	Run(ctx context.Context) error
+	Live() bool
+	LastError() error
+}
+
+// recheck re-verifies a project's subscribers for the NOTIFY source, whose
+// notifications do not say whose membership ended.
+type recheck struct {
+	hub     *hub.Hub
+	members *auth.Memberships
+	log     *slog.Logger
+}
+
+func (r recheck) Recheck(ctx context.Context, projectID string, all bool) {
+	r.members.Forget(projectID, "")
+	if all {
+		r.hub.Revoke(projectID, "", events.ReasonProjectDeleted)
+		return
+	}
+	for _, u := range r.hub.SubscriberIDs(projectID) {
+		ok, err := r.members.IsMember(ctx, projectID, u)
+		if err != nil {
+			r.log.Error("membership recheck", "project_id", projectID, "err", err)
+			continue
+		}
+		if !ok {
+			r.hub.Revoke(projectID, u, events.ReasonMemberRemoved)
+		}
+	}
+}
+
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, rest, err := config.Load(args, getenv, stderr)
 	if err != nil {
@@ -101,21 +135,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer pool.Close()
 
-	if err := wal.CheckWALLevel(ctx, pool); err != nil {
-		return err
-	}
-	if err := wal.CheckReplicaIdentity(ctx, pool, cfg.Events.Tables); err != nil {
-		return err
-	}
-	if err := wal.EnsurePublication(ctx, pool, cfg.Replication.Publication, cfg.Events.Tables); err != nil {
-		return err
-	}
-	created, err := wal.EnsureSlot(ctx, pool, cfg.Replication.Slot)
-	if err != nil {
-		return err
-	}
-	if created {
-		log.Info("replication slot created", "slot", cfg.Replication.Slot)
+	if cfg.Source == "wal" {
+		if err := wal.CheckWALLevel(ctx, pool); err != nil {
+			return err
+		}
+		if err := wal.CheckReplicaIdentity(ctx, pool, cfg.Events.Tables); err != nil {
+			return err
+		}
+		if err := wal.EnsurePublication(ctx, pool, cfg.Replication.Publication, cfg.Events.Tables); err != nil {
+			return err
+		}
+		created, err := wal.EnsureSlot(ctx, pool, cfg.Replication.Slot)
+		if err != nil {
+			return err
+		}
+		if created {
+			log.Info("replication slot created", "slot", cfg.Replication.Slot)
+		}
 	}
 
 	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold})
@@ -135,13 +171,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
 	}, m)
 	pub := &publisher{mapper: mapper, hub: h, members: members, log: log, metrics: m}
-	reader := wal.NewReader(wal.Config{
-		DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
-		StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
-		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
-		ReconnectMax: cfg.Replication.ReconnectMax,
-	}, mapper.Watches, pub.take, h.SetFloor, log, m)
+	var reader source
+	var walReader *wal.Reader
 	monitor := wal.NewMonitor(pool, cfg.Replication.Slot, cfg.Replication.MonitorEvery, cfg.Replication.RetainedWALWarnBytes, log, m)
+	if cfg.Source == "notify" {
+		reader = notify.NewListener(cfg.Database.URL, cfg.Notify.Channel, mt.Resource, cfg.ProjectTable().Resource,
+			h.Publish, recheck{hub: h, members: members, log: log}, h.SetFloor, log, m)
+		log.Warn("source: notify — cache_invalidate only, no resume across restarts; use source: wal where logical replication is allowed")
+	} else {
+		walReader = wal.NewReader(wal.Config{
+			DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
+			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
+			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
+			ReconnectMax: cfg.Replication.ReconnectMax,
+		}, mapper.Watches, pub.take, h.SetFloor, log, m)
+		reader = walReader
+	}
 	sockets := ws.NewServer(ws.Config{
 		WriteTimeout: cfg.WS.WriteTimeout, PingInterval: cfg.WS.PingInterval, ReadLimit: cfg.WS.ReadLimit,
 		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
@@ -161,13 +206,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return nil
 	}
 	status := func(ctx context.Context) map[string]any {
-		st, serr := monitor.Read(ctx)
+		var st wal.SlotStats
+		var serr error
+		var confirmed, received uint64
+		if walReader != nil {
+			st, serr = monitor.Read(ctx)
+			confirmed, received = walReader.ConfirmedLSN(), walReader.ReceivedLSN()
+		}
 		doc := map[string]any{
+			"source":             cfg.Source,
 			"slot":               cfg.Replication.Slot,
 			"publication":        cfg.Replication.Publication,
 			"wal_connected":      reader.Live(),
-			"confirmed_lsn":      pglogrepl.LSN(reader.ConfirmedLSN()).String(),
-			"received_lsn":       pglogrepl.LSN(reader.ReceivedLSN()).String(),
+			"confirmed_lsn":      pglogrepl.LSN(confirmed).String(),
+			"received_lsn":       pglogrepl.LSN(received).String(),
 			"position":           h.Last().String(),
 			"lag_bytes":          st.LagBytes,
 			"retained_wal_bytes": st.RetainedWAL,
@@ -213,7 +265,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reader.Run(readerCtx) })
 	g.Go(func() error { return h.Run(gctx) })
-	g.Go(func() error { return monitor.Run(gctx) })
+	if walReader != nil {
+		g.Go(func() error { return monitor.Run(gctx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

@@ -21,6 +21,10 @@ import (
 // Config is every setting of walcast. YAML keys are the snake_case names in
 // the tags; config/walcast.yaml documents each.
 type Config struct {
+	// Source is where changes come from: "wal" (logical replication, the
+	// default) or "notify" (the legacy triggers' NOTIFY channel).
+	Source      string      `yaml:"source"`
+	Notify      Notify      `yaml:"notify"`
 	HTTP        HTTP        `yaml:"http"`
 	Database    Database    `yaml:"database"`
 	Replication Replication `yaml:"replication"`
@@ -30,6 +34,11 @@ type Config struct {
 	Events      Events      `yaml:"events"`
 	API         API         `yaml:"api"`
 	Log         Log         `yaml:"log"`
+}
+
+// Notify configures the NOTIFY source.
+type Notify struct {
+	Channel string `yaml:"channel"`
 }
 
 // HTTP is the listener.
@@ -112,6 +121,8 @@ type Log struct {
 // Default returns the built-in settings.
 func Default() Config {
 	return Config{
+		Source:   "wal",
+		Notify:   Notify{Channel: "cache_invalidate"},
 		HTTP:     HTTP{Addr: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second, ShutdownTimeout: 10 * time.Second},
 		Database: Database{MaxConns: 10},
 		Replication: Replication{
@@ -198,6 +209,7 @@ var envVars = []struct {
 	{"WALCAST_PUBLICATION_NAME", func(c *Config, v string) error { c.Replication.Publication = v; return nil }},
 	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
 	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
+	{"WALCAST_SOURCE", func(c *Config, v string) error { c.Source = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
@@ -306,6 +318,14 @@ func (c *Config) Validate() error {
 	case c.API.MaxMessageChars < 1:
 		return bad("api.max_message_chars", "must be at least 1")
 	}
+	switch c.Source {
+	case "wal", "notify":
+	default:
+		return bad("source (WALCAST_SOURCE)", "must be wal or notify")
+	}
+	if c.Source == "notify" && !identRE.MatchString(c.Notify.Channel) {
+		return bad("notify.channel", "must be lowercase letters, digits and '_'")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -330,6 +350,16 @@ func (c *Config) Validate() error {
 func (c *Config) MembershipTable() events.Table {
 	for _, t := range c.Events.Tables {
 		if t.UserIDColumn != "" {
+			return t
+		}
+	}
+	return events.Table{}
+}
+
+// ProjectTable returns the table marked revokes_project.
+func (c *Config) ProjectTable() events.Table {
+	for _, t := range c.Events.Tables {
+		if t.RevokesProject {
 			return t
 		}
 	}

@@ -1,5 +1,7 @@
 package events
 
+import "time"
+
 // Control frames that carry a position. They are built here, next to the
 // change events, so every frame with a position is written the same way.
 
@@ -31,4 +33,10 @@ func positionFrame(typ, projectID string, pos Position, reason string) []byte {
 	b = append(b, `,"position":"`...)
 	b = pos.AppendText(b)
 	return append(b, `"}`...)
+}
+
+// InvalidateFrame is a cache_invalidate frame built from parts, for sources
+// other than the WAL (the legacy NOTIFY triggers).
+func InvalidateFrame(resource, id, action, projectID string, ts time.Time, pos Position) []byte {
+	return appendInvalidate(make([]byte, 0, 256), resource, id, action, projectID, appendTime(nil, ts), pos)
 }

@@ -210,3 +210,41 @@ func (h *Hub) Subscribed(c *Client) []string {
 	}
 	return out
 }
+
+// SubscriberIDs lists the distinct users subscribed to projectID.
+func (h *Hub) SubscriberIDs(projectID string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.topics[projectID]
+	if !ok {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for c := range t.subs {
+		if !seen[c.userID] {
+			seen[c.userID] = true
+			out = append(out, c.userID)
+		}
+	}
+	return out
+}
+
+// Revoke ends userID's subscriptions to projectID (everyone's when userID is
+// empty) now, with a subscription_revoked frame at the newest position. The
+// NOTIFY source uses it; the WAL source revokes through events instead.
+func (h *Hub) Revoke(projectID, userID, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.topics[projectID]
+	if !ok {
+		return
+	}
+	rev := &events.Revocation{UserID: userID, Reason: reason, At: h.last}
+	f := &Frame{Type: "subscription_revoked", Position: h.last, revoke: rev}
+	for c, s := range t.subs {
+		if applies(rev, c.userID) {
+			h.revoke(s, f)
+		}
+	}
+}
