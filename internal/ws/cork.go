@@ -22,6 +22,11 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    []byte
+	// deadline is the write deadline last set; it is moved forward only
+	// when less than half the timeout is left, so a busy socket does not
+	// reprogram a timer on every write. A write therefore gets between
+	// half the timeout and the whole of it.
+	deadline time.Time
 }
 
 // maxCorked bounds what a cork gathers before it writes anyway.
@@ -41,8 +46,11 @@ func (c *corkConn) Write(p []byte) (int, error) {
 }
 
 func (c *corkConn) writeLocked(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
+	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
+		c.deadline = now.Add(c.timeout)
+		if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
+			return 0, err
+		}
 	}
 	return c.Conn.Write(p)
 }

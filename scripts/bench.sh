@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# bench.sh reproduces docs/benchmarks.md on this machine: it owns a bench
+# database on the throwaway PostgreSQL (scripts/pg.sh), starts walcast in WAL
+# and in NOTIFY mode, runs walcast-bench and pgbench, and writes JSON and SVG
+# results to docs/bench/. Takes about 6 minutes.
+#
+#   scripts/bench.sh            # everything
+#   scripts/bench.sh latency    # one part: writes | latency | max | slow | idle | go
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PART="${1:-all}"
+OUT="docs/bench"
+mkdir -p "$OUT" bin
+BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+scripts/pg.sh start
+ADMIN="$(scripts/pg.sh url)"
+PORT="${WALCAST_PG_PORT:-54329}"
+DB="walcast_bench"
+DBURL="postgres://postgres@127.0.0.1:$PORT/$DB?sslmode=disable"
+export WALCAST_JWT_SECRET="bench-secret-0123456789abcdef"
+go build -o bin/walcast ./cmd/walcast
+go build -o bin/walcast-bench ./cmd/walcast-bench
+
+WALCAST_PID=""
+stop_walcast() {
+	if [[ -n "$WALCAST_PID" ]]; then
+		kill -TERM "$WALCAST_PID" 2>/dev/null || true
+		wait "$WALCAST_PID" 2>/dev/null || true
+		WALCAST_PID=""
+	fi
+}
+trap stop_walcast EXIT
+
+# fresh_db [notify]: a new bench database, migrated, optionally with the
+# legacy triggers; no slot left from a previous run.
+fresh_db() {
+	psql "$ADMIN" -qtAc "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '$DB'" >/dev/null 2>&1 || true
+	psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" 2>/dev/null
+	psql "$ADMIN" -qc "CREATE DATABASE $DB"
+	if [[ "${1:-}" == notify ]]; then
+		WALCAST_DATABASE_URL="$DBURL" bin/walcast migrate --with-notify-triggers >/dev/null
+	else
+		WALCAST_DATABASE_URL="$DBURL" bin/walcast migrate >/dev/null
+	fi
+}
+
+# start_walcast wal|notify
+start_walcast() {
+	WALCAST_DATABASE_URL="$DBURL" WALCAST_SOURCE="$1" WALCAST_HTTP_ADDR=127.0.0.1:8090 \
+		WALCAST_SLOT_NAME=walcast_bench WALCAST_CONNECT_RATE=0 WALCAST_MAX_CONNECTIONS=50000 \
+		WALCAST_QUEUE_SIZE=4096 WALCAST_LOG_LEVEL=warn bin/walcast serve >"/tmp/walcast-bench-$1.log" 2>&1 &
+	WALCAST_PID=$!
+	for _ in $(seq 1 100); do
+		curl -sf http://127.0.0.1:8090/readyz >/dev/null && return 0
+		sleep 0.1
+	done
+	echo "walcast did not become ready" >&2
+	cat "/tmp/walcast-bench-$1.log" >&2
+	exit 1
+}
+
+bench() { bin/walcast-bench --url http://127.0.0.1:8090 --db "$DBURL" "$@"; }
+
+if [[ "$PART" == all || "$PART" == writes ]]; then
+	echo "== write overhead (pgbench, 10 s each)"
+	cat >/tmp/walcast-insert.sql <<'SQL'
+INSERT INTO messages (project_id, sender_id, content) VALUES ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', '11111111-1111-4111-8111-111111111111', 'pgbench message');
+SQL
+	seed() { psql "$DBURL" -q -f scripts/demo.sql; }
+	tps() { "$BIN/pgbench" -n -c "$1" -j 2 -T 10 -f /tmp/walcast-insert.sql "$DBURL" 2>/dev/null | awk '/^tps/ {print $3}'; }
+	: >"$OUT/writes.txt"
+	for clients in 8 32; do
+		fresh_db; seed
+		a=$(tps "$clients")
+		fresh_db notify; seed
+		start_walcast notify
+		b=$(tps "$clients")
+		stop_walcast
+		fresh_db; seed
+		psql "$DBURL" -qc "SELECT pg_create_logical_replication_slot('recv_bench', 'pgoutput')" >/dev/null
+		psql "$DBURL" -qc "CREATE PUBLICATION recv_pub FOR TABLE projects, sprints, tasks, messages, project_members" >/dev/null
+		"$BIN/pg_recvlogical" -d "$DBURL" --slot recv_bench --start -o proto_version=1 -o publication_names=recv_pub -f /dev/null &
+		RECV=$!
+		sleep 1
+		c=$(tps "$clients")
+		kill "$RECV"; wait "$RECV" 2>/dev/null || true
+		fresh_db; seed
+		start_walcast wal
+		d=$(tps "$clients")
+		stop_walcast
+		echo "clients=$clients none=$a notify=$b recvlogical=$c walcast=$d" | tee -a "$OUT/writes.txt"
+	done
+fi
+
+if [[ "$PART" == all || "$PART" == latency ]]; then
+	echo "== latency, WAL vs NOTIFY"
+	for mode in wal notify; do
+		if [[ $mode == notify ]]; then fresh_db notify; else fresh_db; fi
+		start_walcast $mode
+		flag=""; [[ $mode == notify ]] && flag="--notify"
+		for rate in 200 1000; do
+			bench $flag --subscribers 100 --projects 1 --writers 4 --rate $rate --duration 20s \
+				--label "$mode $rate/s x 100" --json "$OUT/latency-$mode-$rate.json" --svg "$OUT/latency-$mode-$rate.svg" 2>/dev/null
+		done
+		stop_walcast
+	done
+fi
+
+if [[ "$PART" == all || "$PART" == max ]]; then
+	echo "== highest sustained delivery rate (100 subscribers, one project)"
+	fresh_db
+	start_walcast wal
+	for rate in 1000 1500 2000 3000 0; do
+		bench --subscribers 100 --projects 1 --writers 8 --rate $rate --duration 15s \
+			--label "wal $rate/s x 100" --json "$OUT/max-$rate.json" 2>/dev/null | grep -E "run|committed|deliveries|latency|CPU|lost"
+	done
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == slow ]]; then
+	echo "== a subscriber that never reads, beside 100 healthy ones"
+	fresh_db
+	start_walcast wal
+	bench --subscribers 100 --projects 1 --rate 1000 --duration 20s --label "wal 1000/s x 100, no slow" --json "$OUT/slow-0.json" 2>/dev/null
+	bench --subscribers 100 --projects 1 --rate 1000 --duration 20s --slow 1 --label "wal 1000/s x 100, 1 slow" --json "$OUT/slow-1.json" 2>/dev/null
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == idle ]]; then
+	echo "== 10,000 idle subscribed sockets"
+	fresh_db
+	start_walcast wal
+	bench --idle --subscribers 10000 --projects 100 --label "10k idle" --json "$OUT/idle-10k.json" 2>/dev/null
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == go ]]; then
+	echo "== Go benchmarks"
+	go test -run '^$' -bench . -benchtime 2s ./internal/wal ./internal/hub | tee "$OUT/go-bench.txt" | grep -E "^Benchmark"
+fi
