@@ -97,7 +97,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, o.db)
+	pcfg, err := pgxpool.ParseConfig(o.db)
+	if err != nil {
+		return err
+	}
+	pcfg.MaxConns = int32(o.writers + 2) // every writer holds one for the run
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return err
 	}

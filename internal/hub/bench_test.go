@@ -32,8 +32,10 @@ func BenchmarkFanout(b *testing.B) {
 					defer wg.Done()
 					for {
 						select {
-						case it := <-c.Queue():
-							c.Written(it)
+						case <-c.Ready():
+							for _, it := range c.Take(nil) {
+								c.Written(it)
+							}
 						case <-done:
 							return
 						}

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/walcast/walcast/internal/events"
@@ -11,8 +12,13 @@ import (
 // Client is one socket's side of the hub: its queue and its subscriptions.
 type Client struct {
 	userID string
-	queue  chan Item
 	slow   chan struct{}
+	// ready has a token whenever items are waiting; the writer takes them
+	// all at once, so a socket's memory follows what is queued, not the
+	// bound (an idle socket holds no queue at all).
+	ready chan struct{}
+	qmu   sync.Mutex
+	items []Item
 	// queued counts frames put on the queue and not yet written.
 	queued atomic.Int64
 
@@ -23,11 +29,38 @@ type Client struct {
 
 // NewClient registers nothing yet; it makes the queue a socket drains.
 func (h *Hub) NewClient(userID string) *Client {
-	return &Client{userID: userID, queue: make(chan Item, h.cfg.QueueSize), slow: make(chan struct{}), subs: make(map[string]*subscription)}
+	return &Client{userID: userID, ready: make(chan struct{}, 1), slow: make(chan struct{}), subs: make(map[string]*subscription)}
 }
 
-// Queue is the client's send queue, drained by its socket writer.
-func (c *Client) Queue() <-chan Item { return c.queue }
+// Ready has a token when items wait to be taken.
+func (c *Client) Ready() <-chan struct{} { return c.ready }
+
+// Take appends every waiting item to dst, oldest first, and returns it.
+func (c *Client) Take(dst []Item) []Item {
+	c.qmu.Lock()
+	dst = append(dst, c.items...)
+	clear(c.items)
+	if cap(c.items) > 1024 {
+		c.items = nil // let a burst's backing array go
+	} else {
+		c.items = c.items[:0]
+	}
+	c.qmu.Unlock()
+	return dst
+}
+
+// Len returns the frames queued and not yet written.
+func (c *Client) Len() int64 { return c.queued.Load() }
+
+func (c *Client) push(it Item) {
+	c.qmu.Lock()
+	c.items = append(c.items, it)
+	c.qmu.Unlock()
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
 
 // Written tells the hub the socket wrote it, freeing its place in the bound.
 func (c *Client) Written(it Item) { c.queued.Add(-it.weight) }

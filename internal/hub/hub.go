@@ -310,12 +310,8 @@ func (h *Hub) enqueue(c *Client, it Item) {
 		h.dropSlow(c)
 		return
 	}
-	select {
-	case c.queue <- it:
-		c.queued.Add(it.weight)
-	default:
-		h.dropSlow(c)
-	}
+	c.queued.Add(it.weight)
+	c.push(it)
 }
 
 // dropSlow detaches every subscription of c and tells its socket to close

@@ -46,20 +46,16 @@ func subscribe(t *testing.T, h *Hub, c *Client, project string, since *events.Po
 // frames drains what is queued for c, as "type@position".
 func frames(c *Client) []string {
 	var out []string
-	for {
-		select {
-		case it := <-c.Queue():
-			c.Written(it)
-			if it.Frame != nil {
-				out = append(out, it.Frame.Type+"@"+it.Frame.Position.String())
-			}
-			for _, f := range it.Batch {
-				out = append(out, f.Type+"@"+f.Position.String())
-			}
-		default:
-			return out
+	for _, it := range c.Take(nil) {
+		c.Written(it)
+		if it.Frame != nil {
+			out = append(out, it.Frame.Type+"@"+it.Frame.Position.String())
+		}
+		for _, f := range it.Batch {
+			out = append(out, f.Type+"@"+f.Position.String())
 		}
 	}
+	return out
 }
 
 func pos(lsn uint64, idx uint32) string { return events.Position{LSN: lsn, Index: idx}.String() }

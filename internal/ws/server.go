@@ -203,9 +203,8 @@ func (sc *socket) run(parent context.Context) {
 	sc.log.Debug("socket open")
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); sc.writeLoop(ctx); cancel() }()
-	go func() { defer wg.Done(); sc.pingLoop(ctx) }()
 	sc.readLoop(ctx)
 	cancel()
 	wg.Wait()
@@ -299,6 +298,13 @@ func (sc *socket) sendError(code, message, projectID string) {
 func (sc *socket) writeLoop(ctx context.Context) {
 	expiry := time.NewTimer(time.Until(sc.expires))
 	defer expiry.Stop()
+	interval := sc.srv.cfg.PingInterval
+	if interval <= 0 {
+		interval = 24 * time.Hour
+	}
+	ping := time.NewTicker(interval)
+	defer ping.Stop()
+	var items []hub.Item
 	for {
 		// An overflow wins over queued frames: the client gets the 4008
 		// right after what is already on the wire.
@@ -309,23 +315,26 @@ func (sc *socket) writeLoop(ctx context.Context) {
 		default:
 		}
 		select {
-		case it := <-sc.client.Queue():
-			// Gather what is queued now into one TCP write.
+		case <-sc.client.Ready():
+			// Everything queued now goes out in one TCP write.
+			items = sc.client.Take(items[:0])
 			sc.cork.cork()
-			ok := sc.writeItem(it)
-			for n := 0; ok && n < 256; n++ {
-				select {
-				case more := <-sc.client.Queue():
-					ok = sc.writeItem(more)
-					continue
-				default:
+			ok := true
+			for _, it := range items {
+				if ok = sc.writeItem(it); !ok {
+					break
 				}
-				break
 			}
+			clear(items)
 			if err := sc.cork.uncork(); err != nil || !ok {
 				sc.log.Debug("write failed", "err", err)
 				return
 			}
+			if cap(items) > 1024 {
+				items = nil
+			}
+		case <-ping.C:
+			go sc.ping(ctx)
 		case <-sc.client.Slow():
 			sc.closeSlow()
 			return
@@ -377,7 +386,7 @@ func (sc *socket) write(f *hub.Frame, replayed bool) bool {
 }
 
 func (sc *socket) closeSlow() {
-	sc.log.Warn("slow consumer: closing socket", "queue", cap(sc.client.Queue()))
+	sc.log.Warn("slow consumer: closing socket", "queued_frames", sc.client.Len())
 	sc.close(CloseSlowConsumer, "slow consumer")
 }
 
@@ -395,25 +404,15 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 	}
 }
 
-func (sc *socket) pingLoop(ctx context.Context) {
-	if sc.srv.cfg.PingInterval <= 0 {
-		return
-	}
-	t := time.NewTicker(sc.srv.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
-			err := sc.conn.Ping(pctx)
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				sc.log.Debug("ping failed; closing", "err", err)
-				_ = sc.conn.CloseNow()
-				return
-			}
-		}
+// ping sends a WebSocket ping and closes the socket when no pong comes
+// within the write timeout. It runs on a short-lived goroutine because a
+// ping waits for its pong, which the read loop receives.
+func (sc *socket) ping(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
+	err := sc.conn.Ping(pctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		sc.log.Debug("ping failed; closing", "err", err)
+		_ = sc.conn.CloseNow()
 	}
 }
