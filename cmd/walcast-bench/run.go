@@ -40,6 +40,7 @@ type options struct {
 	connectConcurrency int
 	keep               bool
 	notify             bool
+	hold               time.Duration
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -56,6 +57,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the writers run")
 	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), in the first project")
 	fs.BoolVar(&o.idle, "idle", false, "open and subscribe the sockets, write nothing, report memory per socket")
+	fs.DurationVar(&o.hold, "hold", 2*time.Second, "with --idle: how long the sockets stay open before memory is read")
 	fs.IntVar(&o.pid, "pid", 0, "walcast's pid for CPU and RSS (default: from /api/v1/status)")
 	fs.StringVar(&o.jsonOut, "json", "", "write the summary as JSON to this file")
 	fs.StringVar(&o.svgOut, "svg", "", "write a latency chart (distribution and over time) to this SVG file")
@@ -138,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	res := result{Label: o.label, Subscribers: o.subscribers, Projects: o.projects, Writers: o.writers, Rate: o.rate, Slow: o.slow}
 	if o.idle {
-		time.Sleep(2 * time.Second)
+		time.Sleep(o.hold)
 		after := rssKB(pid)
 		res.RSSKB = after
 		if rssBefore > 0 && after > 0 {

@@ -138,24 +138,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "connection limit reached; retry later")
 		return
 	}
-	defer s.conns.Add(-1)
 	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
 	if err != nil {
 		// Accept has answered the request (403 for a foreign origin).
+		s.conns.Add(-1)
 		s.metrics.WSRejected.WithLabelValues("handshake").Inc()
 		s.log.Debug("websocket handshake refused", "err", err)
 		return
 	}
-	s.wg.Add(1)
-	defer s.wg.Done()
-	s.metrics.WSConnections.Inc()
-	defer s.metrics.WSConnections.Dec()
-
 	if cw.conn == nil {
+		s.conns.Add(-1)
 		_ = conn.CloseNow()
 		return
 	}
+	s.wg.Add(1)
+	s.metrics.WSConnections.Inc()
 	sc := &socket{
 		srv:     s,
 		conn:    conn,
@@ -168,7 +166,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
 	}
 	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID)
-	sc.run(r.Context())
+	// The socket runs on a goroutine of its own and the handler returns:
+	// the HTTP server's goroutine has grown a deep stack serving the
+	// request, and at ten thousand sockets those stacks are most of the
+	// memory. Shutdown waits for sockets through s.wg.
+	go func() {
+		defer s.wg.Done()
+		defer s.conns.Add(-1)
+		defer s.metrics.WSConnections.Dec()
+		sc.run(context.WithoutCancel(r.Context()))
+	}()
 }
 
 // Shutdown closes every socket with 1001 and waits for them, or for ctx.
