@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,22 +219,37 @@ type session struct {
 
 func (s *session) loop(ctx context.Context) error {
 	r := s.r
+	// Receives are bounded by a read deadline on the socket, set once per
+	// status tick, rather than by a context per message: pgconn watches a
+	// cancellable context with a goroutine and a timer on every receive,
+	// which at tens of thousands of messages a second is most of the
+	// reader's cost. Shutdown moves the deadline to now.
+	netConn := s.conn.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Now()) })
+	defer stop()
+	defer func() { _ = netConn.SetReadDeadline(time.Time{}) }()
 	nextTick := r.now().Add(r.cfg.StatusInterval)
+	if err := netConn.SetReadDeadline(nextTick); err != nil {
+		return err
+	}
 	for {
 		if !r.now().Before(nextTick) {
 			if err := s.sendStatus(statusTick); err != nil {
 				return err
 			}
 			nextTick = r.now().Add(r.cfg.StatusInterval)
+			if ctx.Err() == nil {
+				if err := netConn.SetReadDeadline(nextTick); err != nil {
+					return err
+				}
+			}
 		}
-		recvCtx, cancel := context.WithDeadline(ctx, nextTick)
-		raw, err := s.conn.ReceiveMessage(recvCtx)
-		cancel()
+		raw, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if pgconn.Timeout(err) {
+			if pgconn.Timeout(err) || isNetTimeout(err) {
 				continue
 			}
 			return fmt.Errorf("receive: %w", err)
@@ -408,3 +424,8 @@ func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (
 
 // ErrNoSlot reports that the configured replication slot does not exist.
 var ErrNoSlot = errors.New("replication slot does not exist")
+
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
