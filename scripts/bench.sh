@@ -45,11 +45,11 @@ fresh_db() {
 	fi
 }
 
-# start_walcast wal|notify
+# start_walcast wal|notify [queue size]
 start_walcast() {
 	WALCAST_DATABASE_URL="$DBURL" WALCAST_SOURCE="$1" WALCAST_HTTP_ADDR=127.0.0.1:8090 \
 		WALCAST_SLOT_NAME=walcast_bench WALCAST_CONNECT_RATE=0 WALCAST_MAX_CONNECTIONS=50000 \
-		WALCAST_QUEUE_SIZE=4096 WALCAST_LOG_LEVEL=warn bin/walcast serve >"/tmp/walcast-bench-$1.log" 2>&1 &
+		WALCAST_QUEUE_SIZE="${2:-4096}" WALCAST_LOG_LEVEL=warn bin/walcast serve >"/tmp/walcast-bench-$1.log" 2>&1 &
 	WALCAST_PID=$!
 	for _ in $(seq 1 100); do
 		curl -sf http://127.0.0.1:8090/readyz >/dev/null && return 0
@@ -111,7 +111,7 @@ if [[ "$PART" == all || "$PART" == max ]]; then
 	echo "== highest sustained delivery rate (100 subscribers, one project)"
 	fresh_db
 	start_walcast wal
-	for rate in 1000 1500 2000 3000 0; do
+	for rate in 1000 1500 2000 2500 3000; do
 		bench --subscribers 100 --projects 1 --writers 8 --rate $rate --duration 15s \
 			--label "wal $rate/s x 100" --json "$OUT/max-$rate.json" 2>/dev/null | grep -E "run|committed|deliveries|latency|CPU|lost"
 	done
@@ -121,9 +121,9 @@ fi
 if [[ "$PART" == all || "$PART" == slow ]]; then
 	echo "== a subscriber that never reads, beside 100 healthy ones"
 	fresh_db
-	start_walcast wal
-	bench --subscribers 100 --projects 1 --rate 1000 --duration 20s --label "wal 1000/s x 100, no slow" --json "$OUT/slow-0.json" 2>/dev/null
-	bench --subscribers 100 --projects 1 --rate 1000 --duration 20s --slow 1 --label "wal 1000/s x 100, 1 slow" --json "$OUT/slow-1.json" 2>/dev/null
+	start_walcast wal 1024 # the default queue: the slow one must reach 4008
+	bench --subscribers 100 --projects 1 --rate 1000 --duration 30s --label "wal 1000/s x 100, no slow" --json "$OUT/slow-0.json" 2>/dev/null
+	bench --subscribers 100 --projects 1 --rate 1000 --duration 30s --slow 1 --label "wal 1000/s x 100, 1 slow" --json "$OUT/slow-1.json" 2>/dev/null
 	stop_walcast
 fi
 

@@ -112,7 +112,7 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 			ev := base
 			ev.Type = TypeCacheInvalidate
 			ev.Position = next()
-			ev.Payload = appendInvalidate(nil, t.Resource, "", "BULK", r.projectID, ts, ev.Position)
+			ev.Payload = appendInvalidate(make([]byte, 0, 192), t.Resource, "", "BULK", r.projectID, ts, ev.Position)
 			dst = append(dst, ev)
 			continue
 		}
@@ -128,7 +128,7 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 		inv := base
 		inv.Type = TypeCacheInvalidate
 		inv.Position = next()
-		inv.Payload = appendInvalidate(nil, t.Resource, textOf(id), ch.Action.String(), r.projectID, ts, inv.Position)
+		inv.Payload = appendInvalidate(make([]byte, 0, 256), t.Resource, textOf(id), ch.Action.String(), r.projectID, ts, inv.Position)
 		first := len(dst)
 		dst = append(dst, inv)
 
@@ -136,7 +136,7 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 			ev := base
 			ev.Type = name
 			ev.Position = next()
-			ev.Payload = m.appendDomain(nil, name, r.projectID, ts, ev.Position, ch)
+			ev.Payload = m.appendDomain(make([]byte, 0, 192+rowSize(ch)), name, r.projectID, ts, ev.Position, ch)
 			dst = append(dst, ev)
 		}
 
@@ -232,4 +232,25 @@ func textOf(v any) string {
 		return string(x)
 	}
 	return fmt.Sprint(v)
+}
+
+// rowSize estimates the JSON size of a change's row, to size its buffer once.
+func rowSize(ch *Change) int {
+	row := ch.New
+	if ch.Action == Delete {
+		row = ch.Old
+	}
+	n := 2
+	for i := range row {
+		n += len(row[i].Name) + 8
+		switch v := row[i].Value.(type) {
+		case string:
+			n += len(v) + len(v)/8
+		case []byte:
+			n += len(v)
+		default:
+			n += 32
+		}
+	}
+	return n
 }

@@ -45,6 +45,11 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 			return json.RawMessage(append([]byte(nil), src...))
 		}
 	case pgtype.TimestamptzOID:
+		// The session's DateStyle=ISO, TimeZone=UTC form, parsed directly;
+		// anything else goes through pgtype.
+		if t, err := time.Parse("2006-01-02 15:04:05.999999Z07", string(src)); err == nil {
+			return t.UTC()
+		}
 		var ts pgtype.Timestamptz
 		if err := m.Scan(oid, pgtype.TextFormatCode, src, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite {
 			return ts.Time.UTC()
