@@ -21,6 +21,7 @@ type result struct {
 	Rate           float64 `json:"rate_target"`
 	Slow           int     `json:"slow_subscribers"`
 	SlowClosed     int     `json:"slow_closed_4008"`
+	SlowDropped    int     `json:"slow_dropped_after_write_timeout"`
 	DurationS      float64 `json:"duration_s"`
 	Sent           int64   `json:"messages_committed"`
 	Expected       int64   `json:"frames_expected"`
@@ -69,7 +70,7 @@ func report(o options, r result, all []sample, stdout io.Writer) error {
 	row("walcast CPU", fmt.Sprintf("%.2f s (%.0f%%), %.2f µs per delivered frame", r.CPUSeconds, r.CPUPercent, r.CPUPerFrameUS))
 	row("walcast RSS", fmt.Sprintf("%d KiB", r.RSSKB))
 	if r.Slow > 0 {
-		row("slow subscribers closed with 4008", fmt.Sprintf("%d of %d", r.SlowClosed, r.Slow))
+		row("slow subscribers closed", fmt.Sprintf("%d of %d (4008: %d, write timeout: %d)", r.SlowClosed+r.SlowDropped, r.Slow, r.SlowClosed, r.SlowDropped))
 	}
 	tw.Flush()
 	return writeOutputs(o, r, all)

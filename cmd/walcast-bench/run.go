@@ -187,8 +187,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	for _, s := range subs[o.subscribers:] {
-		if s.closeCodeAfterDrain() == 4008 {
+		// 4008 when it resumed reading within the write timeout; a reset
+		// connection (-1) when the blocked write timed out first.
+		switch s.closeCodeAfterDrain() {
+		case 4008:
 			res.SlowClosed++
+		case -1:
+			res.SlowDropped++
 		}
 	}
 	return report(o, res, all, stdout)
