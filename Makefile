@@ -1,5 +1,5 @@
 # walcast: the two commands a fresh machine needs are `make run` and `make test`.
-.PHONY: run test build pg-start pg-stop fuzz clean
+.PHONY: run test build bench fuzz pg-start pg-stop clean
 
 build:
 	go build -o bin/walcast ./cmd/walcast
@@ -11,6 +11,14 @@ run:
 ## test: throwaway PostgreSQL, go vet, gofmt check, go test -race ./...
 test:
 	scripts/test.sh
+
+## bench: reproduce docs/benchmarks.md (about 7 minutes)
+bench:
+	scripts/bench.sh
+
+## fuzz: every fuzz target for FUZZTIME (default 4s) each
+fuzz:
+	scripts/fuzz.sh
 
 pg-start:
 	scripts/pg.sh start
