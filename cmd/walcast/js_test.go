@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJSClient runs web/walcast-client.test.mjs with Node's test runner
+// against a real walcast: subscribe and receive, resume after a drop,
+// resync, token refresh, and the TanStack adapter.
+func TestJSClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is needed for the JavaScript client's tests (Debian's nodejs, ≥ 20)")
+	}
+	db := newDB(t)
+	in := start(t, db, baseEnv(t, db))
+	const short = 1500 * time.Millisecond
+	cmd := exec.Command(node, "--experimental-websocket", "--test", "web/walcast-client.test.mjs")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(),
+		"WALCAST_WS_URL="+strings.Replace(in.base, "http", "ws", 1)+"/ws",
+		"WALCAST_HTTP_URL="+in.base,
+		"PROJECT="+project,
+		"ALICE="+alice,
+		"ALICE_TOKEN="+token(t, alice, time.Hour),
+		"BOB_TOKEN="+token(t, bob, time.Hour),
+		"BOB_SHORT_TOKEN="+token(t, bob, short),
+		"SHORT_TOKEN_MS=1500",
+	)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test:\n%s", out)
+	if err != nil {
+		t.Fatalf("JavaScript client tests failed: %v", err)
+	}
+	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 5") {
+		t.Fatal("node reported failures")
+	}
+}

@@ -1,0 +1,289 @@
+// walcast-client.js — the browser (and Node ≥ 20) client for walcast.
+// A plain ES module: import it as it is, no build step.
+//
+//   import { WalcastClient, tanstackInvalidator } from "./walcast-client.js";
+//   const client = new WalcastClient({ url: "wss://rt.example.com/ws", token });
+//   client.on("event", (ev) => console.log(ev.type, ev));
+//   client.on("resync", ({ projectId }) => refetchEverything(projectId));
+//   client.subscribe(projectId);
+//   client.connect();
+//
+// It reconnects with jittered exponential backoff, resubscribes every
+// project with `since` = the last position it saw (so nothing is lost within
+// walcast's retained history), drops anything it has already seen, pings to
+// notice dead connections, and refreshes its token without reconnecting.
+// See docs/protocol.md for the frames.
+
+const DEFAULTS = {
+  minBackoffMs: 250,
+  maxBackoffMs: 15000,
+  pingIntervalMs: 20000,
+  // A connection that hears nothing (not even a pong) this long is dead.
+  deadAfterMs: 45000,
+};
+
+/** Compares walcast positions ("%016X/%08X"): they sort as strings. */
+export function comparePositions(a, b) {
+  if (a === b) return 0;
+  if (!a) return -1;
+  if (!b) return 1;
+  return a < b ? -1 : 1;
+}
+
+export class WalcastClient {
+  /**
+   * @param {object} opts
+   * @param {string} opts.url        ws(s)://host/ws
+   * @param {string} [opts.token]    the JWT
+   * @param {() => Promise<string>|string} [opts.getToken] called for a fresh token
+   *        before reconnecting after the token expired (close 4001)
+   * @param {typeof WebSocket} [opts.WebSocket] an implementation (default: global)
+   */
+  constructor(opts) {
+    this.opts = { ...DEFAULTS, ...opts };
+    this.token = opts.token || "";
+    this.WS = opts.WebSocket || globalThis.WebSocket;
+    this.ws = null;
+    this.projects = new Map(); // projectId -> { last: position|null, live: bool }
+    this.handlers = new Map();
+    this.state = "idle"; // idle | connecting | open | closed
+    this.attempt = 0;
+    this.paused = false;
+    this.timers = { reconnect: null, ping: null };
+    this.lastHeard = 0;
+  }
+
+  /** Registers fn for "event", "resync", "revoked", "error", "status", "subscribed". */
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, new Set());
+    this.handlers.get(type).add(fn);
+    return () => this.handlers.get(type).delete(fn);
+  }
+
+  emit(type, payload) {
+    for (const fn of this.handlers.get(type) || []) {
+      try {
+        fn(payload);
+      } catch (err) {
+        console.error("walcast handler failed", err);
+      }
+    }
+  }
+
+  /** The last position seen per project, to persist across page loads. */
+  positions() {
+    const out = {};
+    for (const [id, p] of this.projects) if (p.last) out[id] = p.last;
+    return out;
+  }
+
+  /** Starts (or restarts) the connection. */
+  connect() {
+    this.paused = false;
+    this.open();
+  }
+
+  /** Subscribes to a project; since resumes from a stored position. */
+  subscribe(projectId, since = null) {
+    const p = this.projects.get(projectId) || { last: null, live: false };
+    if (since && comparePositions(since, p.last) > 0) p.last = since;
+    this.projects.set(projectId, p);
+    if (this.state === "open") this.sendSubscribe(projectId, p);
+  }
+
+  unsubscribe(projectId) {
+    this.projects.delete(projectId);
+    this.send({ action: "unsubscribe", project_id: projectId });
+  }
+
+  /** Uses a new token: on the open socket (refresh_token) and for reconnects. */
+  setToken(token) {
+    this.token = token;
+    this.send({ action: "refresh_token", token });
+  }
+
+  /** Closes the socket and stays closed until connect() or resume(). */
+  pause() {
+    this.paused = true;
+    clearTimeout(this.timers.reconnect);
+    this.teardown(1000, "paused");
+    this.setState("closed");
+  }
+
+  resume() {
+    this.connect();
+  }
+
+  close() {
+    this.pause();
+  }
+
+  // --- internals ---
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit("status", state);
+  }
+
+  send(frame) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(frame));
+  }
+
+  sendSubscribe(projectId, p) {
+    const frame = { action: "subscribe", project_id: projectId };
+    if (p.last) frame.since = p.last;
+    p.live = false;
+    this.send(frame);
+  }
+
+  open() {
+    if (this.paused) return;
+    this.teardown(1000, "reconnecting");
+    this.setState("connecting");
+    const url = this.opts.url + (this.opts.url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(this.token);
+    let ws;
+    try {
+      ws = new this.WS(url);
+    } catch (err) {
+      this.emit("error", { code: "connect", message: String(err) });
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      this.attempt = 0;
+      this.lastHeard = Date.now();
+      this.setState("open");
+      for (const [id, p] of this.projects) this.sendSubscribe(id, p);
+      this.startPing();
+    };
+    ws.onmessage = (msg) => {
+      if (this.ws !== ws) return;
+      this.lastHeard = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(msg.data);
+      } catch {
+        return;
+      }
+      this.handle(frame);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.stopPing();
+      this.setState("closed");
+      if (this.paused) return;
+      if (ev.code === 4001 && this.opts.getToken) {
+        Promise.resolve(this.opts.getToken()).then(
+          (tok) => {
+            this.token = tok;
+            this.scheduleReconnect();
+          },
+          () => this.scheduleReconnect(),
+        );
+        return;
+      }
+      this.scheduleReconnect();
+    };
+    ws.onerror = () => {};
+  }
+
+  handle(frame) {
+    const p = frame.project_id ? this.projects.get(frame.project_id) : null;
+    switch (frame.type) {
+      case "pong":
+      case "token_refreshed":
+      case "unsubscribed":
+        return;
+      case "error":
+        this.emit("error", frame);
+        return;
+      case "subscribed":
+        // Everything up to this position has been delivered (docs/protocol.md B.1).
+        if (p) {
+          p.live = true;
+          if (comparePositions(frame.position, p.last) > 0) p.last = frame.position;
+        }
+        this.emit("subscribed", { projectId: frame.project_id, position: frame.position });
+        return;
+      case "resync_required":
+        if (p && comparePositions(frame.position, p.last) > 0) p.last = frame.position;
+        this.emit("resync", { projectId: frame.project_id, position: frame.position });
+        return;
+      case "subscription_revoked":
+        this.projects.delete(frame.project_id);
+        this.emit("revoked", { projectId: frame.project_id, reason: frame.reason, position: frame.position });
+        return;
+    }
+    if (!p || !frame.position) return; // not ours (any more)
+    if (comparePositions(frame.position, p.last) <= 0) return; // seen already
+    p.last = frame.position;
+    this.emit("event", frame);
+  }
+
+  scheduleReconnect() {
+    if (this.paused) return;
+    clearTimeout(this.timers.reconnect);
+    const base = Math.min(this.opts.maxBackoffMs, this.opts.minBackoffMs * 2 ** this.attempt);
+    this.attempt++;
+    const delay = base / 2 + Math.random() * (base / 2);
+    this.timers.reconnect = setTimeout(() => this.open(), delay);
+  }
+
+  startPing() {
+    this.stopPing();
+    this.timers.ping = setInterval(() => {
+      if (Date.now() - this.lastHeard > this.opts.deadAfterMs) {
+        this.teardown(4000, "no answer");
+        this.setState("closed");
+        this.scheduleReconnect();
+        return;
+      }
+      this.send({ action: "ping" });
+    }, this.opts.pingIntervalMs);
+  }
+
+  stopPing() {
+    clearInterval(this.timers.ping);
+  }
+
+  teardown(code, reason) {
+    this.stopPing();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(code, reason);
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+}
+
+/**
+ * tanstackInvalidator turns walcast events into TanStack Query
+ * invalidations, the way the app's frontend does: cache_invalidate →
+ * the resource's key, message_created → the project's messages key.
+ *
+ *   client.on("event", tanstackInvalidator(queryClient));
+ *   client.on("resync", ({ projectId }) => queryClient.invalidateQueries({ queryKey: ["projects", projectId] }));
+ */
+export function tanstackInvalidator(queryClient, keys = {}) {
+  const k = {
+    resource: (resource, ev) => (resource === "message" ? ["messages", ev.project_id] : [resource + "s", ev.project_id]),
+    messages: (projectId) => ["messages", projectId],
+    ...keys,
+  };
+  return (ev) => {
+    if (ev.type === "cache_invalidate") {
+      queryClient.invalidateQueries({ queryKey: k.resource(ev.resource, ev) });
+    } else if (ev.type === "message_created") {
+      queryClient.invalidateQueries({ queryKey: k.messages(ev.project_id) });
+    }
+  };
+}

@@ -1,0 +1,123 @@
+// Tests of walcast-client.js against a real walcast, run by
+// TestJSClient (cmd/walcast) with node --test, which starts walcast and a
+// fresh database and passes their addresses in the environment.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { WalcastClient, tanstackInvalidator, comparePositions } from "./walcast-client.js";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set: run this through go test -run TestJSClient ./cmd/walcast`);
+  return v;
+};
+const WS = env("WALCAST_WS_URL");
+const HTTP = env("WALCAST_HTTP_URL");
+const PROJECT = env("PROJECT");
+
+async function post(token, content) {
+  const res = await fetch(`${HTTP}/api/v1/projects/${PROJECT}/messages`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ content }),
+  });
+  assert.equal(res.status, 201);
+  return res.json();
+}
+
+function waitFor(pred, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const start = Date.now();
+    const tick = () => {
+      if (pred()) return resolve();
+      if (Date.now() - start > ms) return reject(new Error("timed out"));
+      setTimeout(tick, 10);
+    };
+    tick();
+  });
+}
+
+function collect(client) {
+  const got = { events: [], resyncs: [], statuses: [] };
+  client.on("event", (ev) => got.events.push(ev));
+  client.on("resync", (r) => got.resyncs.push(r));
+  client.on("status", (s) => got.statuses.push(s));
+  return got;
+}
+
+const contents = (got) => got.events.filter((e) => e.type === "message_created").map((e) => e.data.content);
+
+test("positions compare as strings in commit order", () => {
+  assert.equal(comparePositions("0000000000000001/00000002", "0000000000000001/00000010"), -1);
+  assert.equal(comparePositions("00000000000000A0/00000000", "0000000000000099/FFFFFFFF"), 1);
+  assert.equal(comparePositions(null, "0000000000000001/00000000"), -1);
+});
+
+test("a member receives a message posted through the REST route, and the TanStack adapter invalidates its keys", async () => {
+  const bob = new WalcastClient({ url: WS, token: env("BOB_TOKEN") });
+  const got = collect(bob);
+  const invalidated = [];
+  bob.on("event", tanstackInvalidator({ invalidateQueries: (q) => invalidated.push(JSON.stringify(q.queryKey)) }));
+  let subscribed = false;
+  bob.on("subscribed", () => (subscribed = true));
+  bob.subscribe(PROJECT);
+  bob.connect();
+  await waitFor(() => subscribed);
+  await post(env("ALICE_TOKEN"), "hello from node");
+  await waitFor(() => contents(got).includes("hello from node"));
+  const mc = got.events.find((e) => e.type === "message_created");
+  assert.equal(mc.project_id, PROJECT);
+  assert.equal(mc.data.senderId, env("ALICE"));
+  assert.deepEqual(invalidated, [JSON.stringify(["messages", PROJECT]), JSON.stringify(["messages", PROJECT])]);
+  bob.close();
+});
+
+test("after a dropped connection it resumes from its last position: every missed event, once, in order", async () => {
+  const bob = new WalcastClient({ url: WS, token: env("BOB_TOKEN"), minBackoffMs: 20 });
+  const got = collect(bob);
+  let subscribed = 0;
+  bob.on("subscribed", () => subscribed++);
+  bob.subscribe(PROJECT);
+  bob.connect();
+  await waitFor(() => subscribed === 1);
+  await post(env("ALICE_TOKEN"), "before drop");
+  await waitFor(() => contents(got).includes("before drop"));
+  bob.pause();
+  for (const c of ["missed 1", "missed 2", "missed 3"]) await post(env("ALICE_TOKEN"), c);
+  bob.resume();
+  await waitFor(() => contents(got).length >= 4);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(contents(got), ["before drop", "missed 1", "missed 2", "missed 3"]);
+  const positions = got.events.map((e) => e.position);
+  assert.deepEqual([...positions].sort(), positions, "events arrive in position order");
+  assert.equal(new Set(positions).size, positions.length, "no duplicates");
+  assert.equal(got.resyncs.length, 0);
+  assert.ok(got.statuses.includes("closed") && got.statuses.at(-1) === "open");
+  bob.close();
+});
+
+test("a position older than walcast retains surfaces as a resync callback", async () => {
+  const bob = new WalcastClient({ url: WS, token: env("BOB_TOKEN") });
+  const got = collect(bob);
+  bob.subscribe(PROJECT, "0000000000000001/00000000");
+  bob.connect();
+  await waitFor(() => got.resyncs.length === 1);
+  assert.equal(got.resyncs[0].projectId, PROJECT);
+  bob.close();
+});
+
+test("a refreshed token keeps the socket open", async () => {
+  const bob = new WalcastClient({ url: WS, token: env("BOB_SHORT_TOKEN"), minBackoffMs: 20 });
+  const got = collect(bob);
+  let subscribed = false;
+  bob.on("subscribed", () => (subscribed = true));
+  bob.subscribe(PROJECT);
+  bob.connect();
+  await waitFor(() => subscribed);
+  bob.setToken(env("BOB_TOKEN"));
+  // The short token has expired by now; the socket must still be the same.
+  await new Promise((r) => setTimeout(r, Number(env("SHORT_TOKEN_MS")) + 500));
+  await post(env("ALICE_TOKEN"), "after refresh");
+  await waitFor(() => contents(got).includes("after refresh"));
+  assert.deepEqual(got.statuses.filter((s) => s === "closed"), [], "the socket was never closed");
+  bob.close();
+});
