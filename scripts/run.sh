@@ -14,6 +14,7 @@ psql "$ADMIN_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'walcast_demo
 export WALCAST_DATABASE_URL="${WALCAST_DATABASE_URL:-postgres://postgres@127.0.0.1:${WALCAST_PG_PORT:-54329}/walcast_demo?sslmode=disable}"
 export WALCAST_JWT_SECRET="${WALCAST_JWT_SECRET:-dev-only-secret-change-me-0123456789}"
 export WALCAST_HTTP_ADDR="${WALCAST_HTTP_ADDR:-127.0.0.1:8080}"
+export WALCAST_DEMO="${WALCAST_DEMO:-1}"
 
 mkdir -p bin
 go build -o bin/walcast ./cmd/walcast
@@ -36,6 +37,10 @@ walcast is starting on http://$WALCAST_HTTP_ADDR  (Ctrl-C stops it and the datab
   alice    $ALICE_TOKEN
   bob      $BOB_TOKEN
   mallory  $MALLORY_TOKEN
+
+Open the demo in two browser windows, one per user:
+  http://$WALCAST_HTTP_ADDR/demo/?user=$ALICE
+  http://$WALCAST_HTTP_ADDR/demo/?user=$BOB
 
 Listen as bob (websocat, or: npx wscat -c ...):
   websocat 'ws://$WALCAST_HTTP_ADDR/ws?token=$BOB_TOKEN'

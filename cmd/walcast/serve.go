@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,7 @@ import (
 	"github.com/walcast/walcast/internal/api"
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/config"
+	"github.com/walcast/walcast/internal/demo"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
@@ -240,7 +242,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		return doc
 	}
+	var demoRoutes func(chi.Router)
+	if cfg.Demo.Enabled {
+		log.Warn("demo mode is on: /demo/ issues tokens to anyone; never use it in production")
+		demoRoutes = func(r chi.Router) {
+			demo.Mount(r, demo.Deps{Pool: pool, Verifier: verifier, Members: members, Secret: []byte(cfg.Auth.JWTSecret), Algorithm: cfg.Auth.JWTAlgorithm})
+		}
+	}
 	router := api.NewRouter(api.Deps{
+		Demo:   demoRoutes,
 		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken},
 		Pool:   pool, Verifier: verifier, Members: members, WS: sockets, Gatherer: reg,
 		Ready: ready, Status: status, Log: log, Metrics: m,

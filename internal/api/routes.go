@@ -43,7 +43,9 @@ type Deps struct {
 	// Ready returns nil when walcast can serve, or why not.
 	Ready func(ctx context.Context) error
 	// Status builds the /api/v1/status document.
-	Status  func(ctx context.Context) map[string]any
+	Status func(ctx context.Context) map[string]any
+	// Demo, when set, mounts the demo page and its routes (demo mode).
+	Demo    func(r chi.Router)
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
 }
@@ -73,6 +75,9 @@ func NewRouter(d Deps) http.Handler {
 			r.Post("/", h.createMessage)
 		})
 	})
+	if d.Demo != nil {
+		d.Demo(r)
+	}
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such route")
 	})

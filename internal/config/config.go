@@ -34,6 +34,13 @@ type Config struct {
 	Events      Events      `yaml:"events"`
 	API         API         `yaml:"api"`
 	Log         Log         `yaml:"log"`
+	Demo        Demo        `yaml:"demo"`
+}
+
+// Demo turns on the demo page (make run does). It issues tokens to anyone:
+// never in production.
+type Demo struct {
+	Enabled bool `yaml:"enabled"`
 }
 
 // Notify configures the NOTIFY source.
@@ -210,6 +217,10 @@ var envVars = []struct {
 	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
 	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
 	{"WALCAST_SOURCE", func(c *Config, v string) error { c.Source = v; return nil }},
+	{"WALCAST_DEMO", func(c *Config, v string) error {
+		c.Demo.Enabled = v == "1" || v == "true"
+		return nil
+	}},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},

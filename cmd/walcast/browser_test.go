@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestDemoInRealBrowsers is the bug walcast ends, in headless Chromium: two
+// members on the demo page; A sends a message and B's page shows it without
+// reload within a second; a non-member's page never shows it; B's socket
+// drops while A sends three more, and B ends with all of them in order.
+// Screenshots go to artifacts/.
+func TestDemoInRealBrowsers(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("the browser test needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
+	}
+	db := newDB(t)
+	db.Exec(t, `INSERT INTO tasks (project_id, title, status, story_points) VALUES ($1, 'Ship walcast', 'todo', 5)`, project)
+	env := baseEnv(t, db)
+	env["WALCAST_DATABASE_URL"] = db.URL // demo routes move tasks: more than the walcast role may do
+	env["WALCAST_DEMO"] = "1"
+	in := start(t, db, env)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1200, 800),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	browser, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	if err := chromedp.Do(browser); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	page := func(user string) context.Context {
+		ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+		t.Cleanup(cancel)
+		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+		t.Cleanup(cancelT)
+		if err := chromedp.Do(ctx,
+			chromedp.Navigate(in.base+"/demo/?user="+user),
+			chromedp.WaitVisible(chromedp.CSS(`#status.open`)),
+		); err != nil {
+			t.Fatalf("open the demo as %s: %v", user, err)
+		}
+		return ctx
+	}
+	a, b, m := page(alice), page(bob), page(mallory)
+
+	texts := func(ctx context.Context) []string {
+		out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#messages li .text")].map(e => e.textContent)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	send := func(text string) {
+		t.Helper()
+		if err := chromedp.Do(a,
+			chromedp.SetValue(chromedp.CSS(`#message-input`), text),
+			chromedp.Click(chromedp.CSS(`#send`)),
+		); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitText := func(ctx context.Context, want []string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			got := texts(ctx)
+			if strings.Join(got, "\n") == strings.Join(want, "\n") {
+				return time.Since(start)
+			}
+			if time.Since(start) > within {
+				t.Fatalf("page shows %q, want %q", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	send("hello from alice's browser")
+	took := waitText(b, []string{"hello from alice's browser"}, time.Second)
+	t.Logf("bob's page showed alice's message %s after she clicked send", took.Round(time.Millisecond))
+	waitText(a, []string{"hello from alice's browser"}, time.Second)
+
+	// Bob's connection drops; alice sends three more; bob comes back.
+	if _, err := chromedp.Run(b, chromedp.Evaluate[any](`walcastDemo.client.pause(), true`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"one", "two", "three"} {
+		send(s)
+	}
+	waitText(a, []string{"hello from alice's browser", "one", "two", "three"}, 3*time.Second)
+	if _, err := chromedp.Run(b, chromedp.Evaluate[any](`walcastDemo.client.resume(), true`)); err != nil {
+		t.Fatal(err)
+	}
+	waitText(b, []string{"hello from alice's browser", "one", "two", "three"}, 5*time.Second)
+
+	// Moving a task on alice's board moves it on bob's.
+	if err := chromedp.Do(a, chromedp.Click(chromedp.CSS(`.column[data-status="todo"] .task button[data-move="right"]`))); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(b, chromedp.WaitVisible(chromedp.CSS(`.column[data-status="in_progress"] .task`))); err != nil {
+		t.Fatalf("bob's board: %v", err)
+	}
+
+	// Mallory is no member: her page shows none of it.
+	if got := texts(m); len(got) != 0 {
+		t.Fatalf("mallory's page shows %q", got)
+	}
+	banner, err := chromedp.Run(m, chromedp.Text(chromedp.CSS(`#banner`)))
+	if err != nil || !strings.Contains(banner, "not a member") {
+		t.Fatalf("mallory's banner %q (%v)", banner, err)
+	}
+
+	dir := filepath.Join("..", "..", "artifacts")
+	_ = os.MkdirAll(dir, 0o755)
+	for name, ctx := range map[string]context.Context{"alice": a, "bob": b, "mallory": m} {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("demo-%s.png", name))
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", path)
+	}
+}

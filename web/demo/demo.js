@@ -1,0 +1,170 @@
+// The walcast demo: chat and a task board of one project, live through
+// walcast-client.js. Served by walcast only in demo mode.
+import { WalcastClient } from "../walcast-client.js";
+
+const $ = (sel) => document.querySelector(sel);
+const params = new URLSearchParams(location.search);
+const statuses = ["todo", "in_progress", "done"];
+let me = null;
+let token = "";
+let projectId = "";
+let client = null;
+
+async function api(path, opts = {}) {
+  const res = await fetch(path, {
+    ...opts,
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...(opts.headers || {}) },
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw Object.assign(new Error(body.error?.message || res.statusText), { status: res.status });
+  return body;
+}
+
+function banner(text) {
+  const b = $("#banner");
+  b.textContent = text;
+  b.hidden = !text;
+}
+
+function setStatus(state) {
+  const s = $("#status");
+  s.className = state;
+  s.querySelector("b").textContent = state === "open" ? "live" : state;
+}
+
+function renderMessages(messages) {
+  const ul = $("#messages");
+  ul.replaceChildren(
+    ...messages.map((m) => {
+      const li = document.createElement("li");
+      li.className = "message" + (m.senderId === me.id ? " mine" : "");
+      li.dataset.id = m.id;
+      const who = document.createElement("small");
+      who.textContent = `${m.senderName || m.senderId.slice(0, 8)} · ${new Date(m.createdAt).toLocaleTimeString()}`;
+      const text = document.createElement("span");
+      text.className = "text";
+      text.textContent = m.content;
+      li.append(who, text);
+      return li;
+    }),
+  );
+  ul.scrollTop = ul.scrollHeight;
+}
+
+async function loadMessages() {
+  const { messages } = await api(`/api/v1/projects/${projectId}/messages?limit=100`);
+  renderMessages(messages.reverse().map((m) => ({ ...m, senderName: names.get(m.senderId) })));
+}
+
+function renderTasks(tasks) {
+  for (const col of document.querySelectorAll(".column")) col.querySelector("ul").replaceChildren();
+  for (const t of tasks) {
+    const li = document.createElement("li");
+    li.className = "task";
+    li.dataset.id = t.id;
+    const title = document.createElement("div");
+    title.className = "title";
+    title.textContent = t.title;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const i = statuses.indexOf(t.status);
+    const left = button("←", i > 0, () => move(t.id, statuses[i - 1]));
+    const right = button("→", i >= 0 && i < statuses.length - 1, () => move(t.id, statuses[i + 1]));
+    left.className = right.className = "ghost";
+    right.dataset.move = "right";
+    const pts = document.createElement("span");
+    pts.textContent = t.storyPoints != null ? `${t.storyPoints} pts` : "";
+    meta.append(left, pts, right);
+    li.append(title, meta);
+    const col = document.querySelector(`.column[data-status="${t.status}"] ul`) || document.querySelector(`.column ul`);
+    col.append(li);
+  }
+}
+
+function button(label, enabled, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.disabled = !enabled;
+  b.style.visibility = enabled ? "visible" : "hidden";
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function loadTasks() {
+  const { tasks } = await api(`/demo/api/projects/${projectId}/tasks`);
+  renderTasks(tasks);
+}
+
+async function move(taskId, status) {
+  await api(`/demo/api/tasks/${taskId}`, { method: "PATCH", body: JSON.stringify({ status }) });
+}
+
+const names = new Map();
+
+async function start() {
+  const users = await (await fetch("/demo/api/users")).json();
+  const select = $("#user");
+  for (const u of users.users) {
+    names.set(u.id, u.displayName);
+    const o = document.createElement("option");
+    o.value = u.id;
+    o.textContent = u.displayName;
+    select.append(o);
+  }
+  me = users.users.find((u) => u.id === params.get("user")) || users.users[0];
+  select.value = me.id;
+  select.addEventListener("change", () => {
+    location.search = `?user=${select.value}`;
+  });
+  token = (await (await fetch(`/demo/api/token?user=${me.id}`)).json()).token;
+  projectId = params.get("project") || users.project;
+  $("#project-name").textContent = users.projectName || "";
+
+  client = new WalcastClient({
+    url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+    token,
+    getToken: async () => (await (await fetch(`/demo/api/token?user=${me.id}`)).json()).token,
+  });
+  window.walcastDemo = { client };
+  client.on("status", setStatus);
+  client.on("event", (ev) => {
+    if (ev.type === "message_created") {
+      loadMessages();
+    } else if (ev.type === "cache_invalidate" && (ev.resource === "task" || ev.resource === "sprint")) {
+      loadTasks();
+    }
+  });
+  client.on("resync", () => {
+    loadMessages();
+    loadTasks();
+  });
+  client.on("revoked", ({ reason }) => banner(`You lost access to this project (${reason}).`));
+  client.on("error", (e) => {
+    if (e.code === "forbidden") banner(`${me.displayName} is not a member of this project: nothing of it is shown.`);
+  });
+  client.subscribe(projectId);
+  client.connect();
+
+  $("#composer").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = $("#message-input");
+    const content = input.value.trim();
+    if (!content) return;
+    input.value = "";
+    await api(`/api/v1/projects/${projectId}/messages`, { method: "POST", body: JSON.stringify({ content }) });
+  });
+
+  try {
+    await Promise.all([loadMessages(), loadTasks()]);
+  } catch (err) {
+    if (err.status === 403) {
+      banner(`${me.displayName} is not a member of this project: nothing of it is shown.`);
+      $("#composer").hidden = true;
+    } else {
+      banner(String(err.message || err));
+    }
+  }
+}
+
+start();
