@@ -14,6 +14,7 @@ targets=(
 	"./internal/events FuzzParsePosition"
 	"./internal/events FuzzAppendString"
 	"./internal/events FuzzMap"
+	"./internal/notify FuzzEventFromPayload"
 )
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
