@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"runtime/debug"
@@ -16,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/httpjson"
 )
 
 type ctxKey int
@@ -27,16 +27,10 @@ const (
 
 type handlers struct{ d Deps }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": message}})
-}
+var (
+	writeJSON  = httpjson.Write
+	writeError = httpjson.Error
+)
 
 // requestID takes a sane X-Request-Id or makes one, and echoes it.
 func requestID(next http.Handler) http.Handler {

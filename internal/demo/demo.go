@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/httpjson"
 	"github.com/walcast/walcast/web"
 )
 
@@ -69,16 +70,10 @@ func query(r *http.Request) string {
 
 type handlers struct{ d Deps }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func fail(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
-}
+var (
+	writeJSON = httpjson.Write
+	fail      = httpjson.Error
+)
 
 func (h *handlers) users(w http.ResponseWriter, r *http.Request) {
 	type user struct {

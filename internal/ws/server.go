@@ -2,7 +2,6 @@ package ws
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/httpjson"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
 )
@@ -105,10 +105,7 @@ func TokenFromRequest(r *http.Request) string {
 
 // WriteHTTPError writes the JSON error body REST and the upgrade share.
 func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
+	httpjson.Error(w, status, code, message)
 }
 
 // ServeHTTP upgrades an authenticated request and runs the socket.
