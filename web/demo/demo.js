@@ -51,8 +51,11 @@ function renderMessages(messages) {
   ul.scrollTop = ul.scrollHeight;
 }
 
+let messagesLoad = 0;
 async function loadMessages() {
+  const n = ++messagesLoad;
   const { messages } = await api(`/api/v1/projects/${projectId}/messages?limit=100`);
+  if (n !== messagesLoad) return; // a newer load is under way: it renders
   renderMessages(messages.reverse().map((m) => ({ ...m, senderName: names.get(m.senderId) })));
 }
 
@@ -91,8 +94,11 @@ function button(label, enabled, onClick) {
   return b;
 }
 
+let tasksLoad = 0;
 async function loadTasks() {
+  const n = ++tasksLoad;
   const { tasks } = await api(`/demo/api/projects/${projectId}/tasks`);
+  if (n !== tasksLoad) return;
   renderTasks(tasks);
 }
 
@@ -146,13 +152,18 @@ async function start() {
   client.subscribe(projectId);
   client.connect();
 
-  $("#composer").addEventListener("submit", async (e) => {
+  // Posts go one after another, so a user's messages commit in the order
+  // they were sent.
+  let sending = Promise.resolve();
+  $("#composer").addEventListener("submit", (e) => {
     e.preventDefault();
     const input = $("#message-input");
     const content = input.value.trim();
     if (!content) return;
     input.value = "";
-    await api(`/api/v1/projects/${projectId}/messages`, { method: "POST", body: JSON.stringify({ content }) });
+    sending = sending
+      .then(() => api(`/api/v1/projects/${projectId}/messages`, { method: "POST", body: JSON.stringify({ content }) }))
+      .catch((err) => banner(`Not sent: ${err.message}`));
   });
 
   try {
