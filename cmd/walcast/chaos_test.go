@@ -21,6 +21,10 @@ type chaosClient struct {
 	user     string
 	projects []string
 	url      string
+	// urls, when set, are replicas to move between: a failed dial tries
+	// the next one.
+	urls []string
+	next int
 
 	mu      sync.Mutex
 	last    map[string]string
@@ -42,11 +46,16 @@ func (c *chaosClient) run(ctx context.Context, tok string) {
 }
 
 func (c *chaosClient) session(ctx context.Context, tok string) {
+	url := c.url
+	if len(c.urls) > 0 {
+		url = c.urls[c.next%len(c.urls)]
+	}
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	conn, _, err := websocket.Dial(dctx, c.url+"/ws?token="+tok, nil)
+	conn, _, err := websocket.Dial(dctx, url+"/ws?token="+tok, nil)
 	cancel()
 	if err != nil {
-		return // walcast is down: try again
+		c.next++ // this replica is down: try another
+		return
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(1 << 20)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/walcast/walcast/internal/api"
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/cluster"
 	"github.com/walcast/walcast/internal/config"
 	"github.com/walcast/walcast/internal/demo"
 	"github.com/walcast/walcast/internal/events"
@@ -61,13 +62,22 @@ type publisher struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	buf     []events.Event
+	// bus, in cluster mode, takes the events instead of the hub: every
+	// replica's hub is fed from the stream (deliver).
+	bus *cluster.Bus
 }
 
-func (p *publisher) take(_ context.Context, txn *events.Txn) error {
+func (p *publisher) take(ctx context.Context, txn *events.Txn) error {
 	evs, problems := p.mapper.Map(txn, p.buf[:0])
 	for _, err := range problems {
 		p.metrics.MappingProblems.Inc()
 		p.log.Warn("change left out", "err", err, "lsn", pglogrepl.LSN(txn.CommitLSN).String())
+	}
+	if p.bus != nil {
+		err := p.bus.Publish(ctx, evs)
+		clear(evs)
+		p.buf = evs[:0]
+		return err
 	}
 	for i := range evs {
 		if r := evs[i].Revoke; r != nil && r.At == evs[i].Position {
@@ -79,6 +89,14 @@ func (p *publisher) take(_ context.Context, txn *events.Txn) error {
 	clear(evs)
 	p.buf = evs[:0]
 	return nil
+}
+
+// deliver feeds one event from the cluster stream to this replica's hub.
+func (p *publisher) deliver(ev events.Event) {
+	if r := ev.Revoke; r != nil && r.At == ev.Position {
+		p.members.Forget(ev.ProjectID, r.UserID)
+	}
+	p.hub.Publish([]events.Event{ev})
 }
 
 // source is where changes come from: the WAL reader or the NOTIFY listener.
@@ -173,6 +191,43 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
 	}, m)
 	pub := &publisher{mapper: mapper, hub: h, members: members, log: log, metrics: m}
+	clustered := cfg.Cluster.NATSURL != ""
+	onStart := h.SetFloor
+	reconnectMax, standbyPoll := cfg.Replication.ReconnectMax, time.Duration(0)
+	if clustered {
+		bus, err := cluster.Connect(ctx, cluster.Config{
+			URL: cfg.Cluster.NATSURL, Stream: cfg.Cluster.Stream, SubjectPrefix: cfg.Cluster.SubjectPrefix,
+			MaxAge: cfg.Cluster.MaxAge, MaxMsgs: cfg.Cluster.MaxMsgs, Duplicates: cfg.Cluster.Duplicates,
+		}, log, m)
+		if err != nil {
+			return err
+		}
+		defer bus.Close()
+		pub.bus = bus
+		onStart = nil
+		reconnectMax, standbyPoll = cfg.Cluster.FailoverPoll, cfg.Cluster.FailoverPoll
+		// History comes from the stream: the hub knows everything after
+		// its oldest retained event, or, for an empty stream, after the
+		// slot's confirmed position.
+		floor, ok, err := bus.Floor(ctx)
+		if err != nil {
+			return fmt.Errorf("read stream %s: %w", cfg.Cluster.Stream, err)
+		}
+		if ok {
+			h.SetFloorAt(floor)
+		} else {
+			var lsn string
+			if err := pool.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, pg_current_wal_lsn())::text FROM pg_replication_slots WHERE slot_name = $1`, cfg.Replication.Slot).Scan(&lsn); err != nil {
+				return fmt.Errorf("read slot %s: %w", cfg.Replication.Slot, err)
+			}
+			l, err := pglogrepl.ParseLSN(lsn)
+			if err != nil {
+				return err
+			}
+			h.SetFloor(uint64(l))
+		}
+		log.Info("cluster mode", "nats", cfg.Cluster.NATSURL, "stream", cfg.Cluster.Stream)
+	}
 	var reader source
 	var walReader *wal.Reader
 	monitor := wal.NewMonitor(pool, cfg.Replication.Slot, cfg.Replication.MonitorEvery, cfg.Replication.RetainedWALWarnBytes, log, m)
@@ -185,8 +240,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
 			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
-			ReconnectMax: cfg.Replication.ReconnectMax,
-		}, mapper.Watches, pub.take, h.SetFloor, log, m)
+			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll,
+		}, mapper.Watches, pub.take, onStart, log, m)
 		reader = walReader
 	}
 	sockets := ws.NewServer(ws.Config{
@@ -196,7 +251,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}, h, verifier, members, log, m)
 
 	ready := func(ctx context.Context) error {
-		if !reader.Live() {
+		if clustered {
+			// A standby serves sockets from the stream: it is ready while
+			// NATS and the database are.
+			if !pub.bus.Connected() {
+				return errors.New("NATS unreachable")
+			}
+		} else if !reader.Live() {
 			if err := reader.LastError(); err != nil {
 				return fmt.Errorf("replication stream down: %w", err)
 			}
@@ -220,6 +281,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			"slot":               cfg.Replication.Slot,
 			"publication":        cfg.Replication.Publication,
 			"wal_connected":      reader.Live(),
+			"cluster":            clustered,
+			"leader":             clustered && reader.Live(),
 			"confirmed_lsn":      pglogrepl.LSN(confirmed).String(),
 			"received_lsn":       pglogrepl.LSN(received).String(),
 			"position":           h.Last().String(),
@@ -274,6 +337,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer stopReader()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reader.Run(readerCtx) })
+	if clustered {
+		g.Go(func() error { return pub.bus.Run(gctx, pub.deliver) })
+		g.Go(func() error {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				leader := 0.0
+				if reader.Live() {
+					leader = 1
+				}
+				m.ClusterLeader.Set(leader)
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
+		})
+	}
 	g.Go(func() error { return h.Run(gctx) })
 	if walReader != nil {
 		g.Go(func() error { return monitor.Run(gctx) })

@@ -35,6 +35,19 @@ type Config struct {
 	API         API         `yaml:"api"`
 	Log         Log         `yaml:"log"`
 	Demo        Demo        `yaml:"demo"`
+	Cluster     Cluster     `yaml:"cluster"`
+}
+
+// Cluster turns on cluster mode when NATSURL is set: replicas share events
+// through NATS JetStream (internal/cluster).
+type Cluster struct {
+	NATSURL       string        `yaml:"nats_url"`
+	Stream        string        `yaml:"stream"`
+	SubjectPrefix string        `yaml:"subject_prefix"`
+	MaxAge        time.Duration `yaml:"max_age"`
+	MaxMsgs       int64         `yaml:"max_msgs"`
+	Duplicates    time.Duration `yaml:"duplicates"`
+	FailoverPoll  time.Duration `yaml:"failover_poll"`
 }
 
 // Demo turns on the demo page (make run does). It issues tokens to anyone:
@@ -146,6 +159,8 @@ func Default() Config {
 		Events: Events{BulkThreshold: 500, Tables: events.DefaultTables()},
 		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
 		Log:    Log{Level: "info"},
+		Cluster: Cluster{Stream: "WALCAST", SubjectPrefix: "walcast.events", MaxAge: time.Hour, MaxMsgs: 1_000_000,
+			Duplicates: 10 * time.Minute, FailoverPoll: time.Second},
 	}
 }
 
@@ -221,6 +236,8 @@ var envVars = []struct {
 		c.Demo.Enabled = v == "1" || v == "true"
 		return nil
 	}},
+	{"WALCAST_NATS_URL", func(c *Config, v string) error { c.Cluster.NATSURL = v; return nil }},
+	{"WALCAST_NATS_STREAM", func(c *Config, v string) error { c.Cluster.Stream = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
@@ -336,6 +353,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Source == "notify" && !identRE.MatchString(c.Notify.Channel) {
 		return bad("notify.channel", "must be lowercase letters, digits and '_'")
+	}
+	if c.Cluster.NATSURL != "" {
+		switch {
+		case c.Source != "wal":
+			return bad("cluster.nats_url", "needs source: wal")
+		case c.Cluster.Stream == "" || c.Cluster.SubjectPrefix == "":
+			return bad("cluster.stream", "and cluster.subject_prefix are required in cluster mode")
+		case c.Cluster.FailoverPoll <= 0:
+			return bad("cluster.failover_poll", "must be positive")
+		case c.Cluster.Duplicates < c.Replication.HoldBackAge:
+			// A new leader republishes the hold-back window; JetStream must
+			// still recognise those message ids.
+			return bad("cluster.duplicates", "must be at least replication.hold_back_age")
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

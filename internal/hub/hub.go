@@ -134,6 +134,20 @@ func (h *Hub) SetFloor(confirmedLSN uint64) {
 	close(h.ready)
 }
 
+// SetFloorAt is SetFloor for a floor that is a position: the events the
+// hub will be given are exactly those after pos (cluster mode, where the
+// floor is the stream's oldest retained event).
+func (h *Hub) SetFloorAt(pos events.Position) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.floorSet {
+		return
+	}
+	h.floorSet = true
+	h.last, h.floor = pos, pos
+	close(h.ready)
+}
+
 // Last returns the newest published position (or the floor).
 func (h *Hub) Last() events.Position {
 	h.mu.Lock()

@@ -38,6 +38,12 @@ type Metrics struct {
 
 	// HTTP.
 	HTTPRequests *prometheus.CounterVec // route, code
+
+	// Cluster mode.
+	ClusterLeader         prometheus.Gauge
+	ClusterPublishSeconds prometheus.Histogram
+	ClusterPublishErrors  prometheus.Counter
+	ClusterConsumerLag    prometheus.Gauge
 }
 
 // New creates the collectors and registers them on reg.
@@ -93,6 +99,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
 	}
+	m.ClusterLeader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "walcast_cluster_leader", Help: "1 while this replica holds the replication slot (cluster mode), else 0."})
+	m.ClusterPublishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "walcast_cluster_publish_seconds", Help: "Time for JetStream to acknowledge one transaction's events.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, 1}})
+	m.ClusterPublishErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "walcast_cluster_publish_errors_total", Help: "JetStream publishes that failed; the transaction is streamed again."})
+	m.ClusterConsumerLag = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "walcast_cluster_consumer_lag_messages", Help: "Stream messages this replica has not consumed yet."})
 	reg.MustRegister(m.Collectors()...)
 	return m
 }
@@ -105,5 +120,6 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.HTTPRequests,
+		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
 	}
 }

@@ -39,6 +39,9 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the backoff between attempts.
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// StandbyPoll is how often a replica whose slot another replica holds
+	// tries again (cluster mode); 0 means the ordinary backoff.
+	StandbyPoll time.Duration
 }
 
 // Sink takes one committed transaction. When it returns nil, the
@@ -57,6 +60,7 @@ type Reader struct {
 	now     func() time.Time
 
 	live      atomic.Bool
+	standby   atomic.Bool
 	confirmed atomic.Uint64 // last flush position reported to the server
 	received  atomic.Uint64
 
@@ -123,6 +127,18 @@ func (r *Reader) Run(ctx context.Context) error {
 		r.mu.Lock()
 		r.lastErr = err
 		r.mu.Unlock()
+		if r.cfg.StandbyPoll > 0 && slotBusy(err) {
+			// Another replica streams from the slot: stand by, quietly.
+			if !r.standby.Swap(true) {
+				r.log.Info("replication slot held by another replica; standing by", "slot", r.cfg.Slot)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(r.cfg.StandbyPoll/2 + rand.N(r.cfg.StandbyPoll/2+1)):
+			}
+			continue
+		}
 		r.metrics.WALReconnects.Inc()
 		if r.now().Sub(started) > 30*time.Second {
 			backoff = r.cfg.ReconnectMin
@@ -185,6 +201,9 @@ func (r *Reader) stream(ctx context.Context) error {
 		return fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
 	}
 	r.live.Store(true)
+	if r.standby.Swap(false) {
+		r.log.Info("took over the replication slot", "slot", r.cfg.Slot)
+	}
 	r.metrics.WALConnected.Set(1)
 	r.mu.Lock()
 	r.lastErr = nil
@@ -428,4 +447,11 @@ var ErrNoSlot = errors.New("replication slot does not exist")
 func isNetTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// slotBusy reports whether err is the server refusing a slot another
+// connection streams from (SQLSTATE 55006, object_in_use).
+func slotBusy(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55006"
 }
