@@ -32,6 +32,7 @@ type Metrics struct {
 	RetainedWALBytes    prometheus.Gauge
 	RetainedWALWarning  prometheus.Gauge
 	LastEventTimestamp  prometheus.Gauge
+	WALReceiveLatency   prometheus.Histogram
 
 	// Auth.
 	MembershipLookups *prometheus.CounterVec // result: hit, miss
@@ -108,6 +109,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		Name: "walcast_cluster_publish_errors_total", Help: "JetStream publishes that failed; the transaction is streamed again."})
 	m.ClusterConsumerLag = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "walcast_cluster_consumer_lag_messages", Help: "Stream messages this replica has not consumed yet."})
+	m.WALReceiveLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "walcast_wal_receive_latency_seconds",
+		Help:    "Time from a transaction's commit to walcast having decoded it from the WAL (before fan-out).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .05, .25, 1, 5},
+	})
 	reg.MustRegister(m.Collectors()...)
 	return m
 }
@@ -120,6 +126,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.HTTPRequests,
+		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
 	}
 }

@@ -343,6 +343,7 @@ func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
 		// Replayed after a reconnect: the hub has it already.
 		return nil
 	}
+	r.metrics.WALReceiveLatency.Observe(r.now().Sub(txn.CommitTime).Seconds())
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
 		r.metrics.WALChanges.WithLabelValues(c.Table, c.Action.String()).Inc()
