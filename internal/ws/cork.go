@@ -2,6 +2,7 @@ package ws
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
@@ -62,6 +63,43 @@ func (c *corkConn) flushLocked() error {
 	_, err := c.writeLocked(c.buf)
 	c.buf = c.buf[:0]
 	return err
+}
+
+// writeText appends one unfragmented, unmasked text frame (RFC 6455 §5.2;
+// a server never masks, and walcast negotiates no extension) carrying p,
+// written whole under the cork's lock so no other frame interleaves. Data
+// frames take this path instead of coder/websocket's writer, which would
+// take its own locks and copy each frame through a second buffer;
+// control frames (ping, pong, close) still go through the library, each
+// whole in one Write.
+func (c *corkConn) writeText(p []byte) error {
+	var hdr [10]byte
+	hdr[0] = 0x81 // FIN + text
+	n := 2
+	switch l := len(p); {
+	case l < 126:
+		hdr[1] = byte(l)
+	case l <= 0xFFFF:
+		hdr[1] = 126
+		binary.BigEndian.PutUint16(hdr[2:], uint16(l))
+		n = 4
+	default:
+		hdr[1] = 127
+		binary.BigEndian.PutUint64(hdr[2:], uint64(l))
+		n = 10
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked && len(c.buf)+n+len(p) <= maxCorked {
+		c.buf = append(c.buf, hdr[:n]...)
+		c.buf = append(c.buf, p...)
+		return nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return err
+	}
+	c.buf = append(append(c.buf, hdr[:n]...), p...)
+	return c.flushLocked()
 }
 
 func (c *corkConn) cork() {

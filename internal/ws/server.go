@@ -373,7 +373,7 @@ func (sc *socket) writeItem(it hub.Item) bool {
 // only copies into the cork's buffer, so it needs no timeout of its own:
 // the deadline applies to the real write in uncork.
 func (sc *socket) write(f *hub.Frame, replayed bool) bool {
-	if err := sc.conn.Write(context.Background(), websocket.MessageText, f.Data); err != nil {
+	if err := sc.cork.writeText(f.Data); err != nil {
 		sc.log.Debug("write failed", "err", err)
 		return false
 	}
