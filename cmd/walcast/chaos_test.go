@@ -148,22 +148,70 @@ func TestChaos(t *testing.T) {
 	p := startProcess(t, env)
 	url := strings.Replace(p.base, "http", "ws", 1)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var clients []*chaosClient
-	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
 		c := &chaosClient{user: alice, projects: projects, url: url, last: map[string]string{}, got: map[string][]string{}}
 		if i%2 == 1 {
 			c.user, c.projects = bob, []string{projects[0], projects[2]}
 		}
 		clients = append(clients, c)
+	}
+	stop := runClients(t, clients)
+	defer stop()
+
+	type written struct {
+		ids map[string][]string
+		err error
+	}
+	writer := make(chan written, 1)
+	go func() {
+		ids, err := writeMessages(context.Background(), db.URL, projects, 3000, 3, 12*time.Second)
+		writer <- written{ids, err}
+	}()
+
+	for i := 0; i < 2; i++ {
+		time.Sleep(time.Duration(1000+rand.IntN(1000)) * time.Millisecond)
+		select {
+		case w := <-writer:
+			writer <- w
+			t.Fatal("the writer finished before the kills: slow it down")
+		default:
+		}
+		p.kill(syscall.SIGKILL)
+		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
+		p = startProcess(t, env)
+	}
+	w := <-writer
+	if w.err != nil {
+		t.Fatalf("writer: %v", w.err)
+	}
+	total := 0
+	for _, ids := range w.ids {
+		total += len(ids)
+	}
+	t.Logf("committed %d messages across %d projects", total, len(w.ids))
+	checkExact(t, clients, w.ids)
+	for i, c := range clients {
+		c.mu.Lock()
+		if c.resumes < 3 {
+			t.Errorf("client %d resumed only %d times: the chaos did not happen", i, c.resumes)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// runClients starts every client on its own goroutine and waits until each
+// has subscribed to all its projects once; stop ends them.
+func runClients(t *testing.T, clients []*chaosClient) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, c := range clients {
 		tok := token(t, c.user, time.Hour)
 		wg.Add(1)
 		go func() { defer wg.Done(); c.run(ctx, tok) }()
 	}
-	defer func() { cancel(); wg.Wait() }()
-	// Let every client subscribe once before the first write.
+	stop = func() { cancel(); wg.Wait() }
 	waitFor(t, 10*time.Second, "clients subscribed", func() bool {
 		for _, c := range clients {
 			c.mu.Lock()
@@ -175,83 +223,60 @@ func TestChaos(t *testing.T) {
 		}
 		return true
 	})
+	return stop
+}
 
-	// The writer: one connection, so commit order per project is the order
-	// of its commits.
+// writeMessages commits messages into random projects from one connection
+// (so commit order per project is the order of its commits) until it has
+// written max or the time is up, 1 to batch rows per transaction, and
+// returns the ids per project in commit order.
+func writeMessages(ctx context.Context, dbURL string, projects []string, max, batch int, within time.Duration) (map[string][]string, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
 	committed := map[string][]string{}
-	writerDone := make(chan error, 1)
-	go func() {
-		conn, err := pgx.Connect(ctx, db.URL)
+	deadline := time.Now().Add(within)
+	for n := 0; n < max && time.Now().Before(deadline); {
+		proj := projects[rand.IntN(len(projects))]
+		k := 1 + rand.IntN(batch)
+		rows, err := conn.Query(ctx, `INSERT INTO messages (project_id, sender_id, content)
+			SELECT $1, $2, 'chaos ' || i FROM generate_series(1, $3) i RETURNING id::text`, proj, alice, k)
 		if err != nil {
-			writerDone <- err
-			return
+			return committed, err
 		}
-		defer conn.Close(context.Background())
-		deadline := time.Now().Add(12 * time.Second)
-		for n := 0; n < 3000 && time.Now().Before(deadline); {
-			proj := projects[rand.IntN(len(projects))]
-			k := 1 + rand.IntN(3)
-			rows, err := conn.Query(ctx, `INSERT INTO messages (project_id, sender_id, content)
-				SELECT $1, $2, 'chaos ' || i FROM generate_series(1, $3) i RETURNING id::text`, proj, alice, k)
-			if err != nil {
-				writerDone <- err
-				return
-			}
-			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				writerDone <- err
-				return
-			}
-			committed[proj] = append(committed[proj], ids...)
-			n += k
-			time.Sleep(time.Duration(2+rand.IntN(4)) * time.Millisecond)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return committed, err
 		}
-		writerDone <- nil
-	}()
+		committed[proj] = append(committed[proj], ids...)
+		n += k
+		time.Sleep(time.Duration(2+rand.IntN(4)) * time.Millisecond)
+	}
+	return committed, nil
+}
 
-	kills := 0
-	for i := 0; i < 2; i++ {
-		time.Sleep(time.Duration(1000+rand.IntN(1000)) * time.Millisecond)
-		select {
-		case err := <-writerDone:
-			writerDone <- err
-			t.Fatal("the writer finished before the kills: slow it down")
-		default:
-		}
-		p.kill(syscall.SIGKILL)
-		kills++
-		time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
-		p = startProcess(t, env)
-	}
-	if err := <-writerDone; err != nil {
-		t.Fatalf("writer: %v", err)
-	}
-	total := 0
-	for _, ids := range committed {
-		total += len(ids)
-	}
-	t.Logf("committed %d messages across %d projects", total, len(committed))
+// checkExact calms the clients, waits until each has every committed
+// message of its projects, and fails unless each got exactly those, in
+// commit order, without duplicates or resyncs.
+func checkExact(t *testing.T, clients []*chaosClient, committed map[string][]string) {
+	t.Helper()
 	for _, c := range clients {
 		c.mu.Lock()
 		c.calm = true
 		c.mu.Unlock()
 	}
-
-	complete := func(c *chaosClient) bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, proj := range c.projects {
-			if len(c.got[proj]) < len(committed[proj]) {
-				return false
-			}
-		}
-		return true
-	}
 	waitFor(t, 30*time.Second, "every client has every message", func() bool {
 		for _, c := range clients {
-			if !complete(c) {
-				return false
+			c.mu.Lock()
+			for _, proj := range c.projects {
+				if len(c.got[proj]) < len(committed[proj]) {
+					c.mu.Unlock()
+					return false
+				}
 			}
+			c.mu.Unlock()
 		}
 		return true
 	})
@@ -259,9 +284,6 @@ func TestChaos(t *testing.T) {
 	for i, c := range clients {
 		c.mu.Lock()
 		t.Logf("client %d (%s): %d resumed subscriptions", i, c.user[:8], c.resumes)
-		if c.resumes < 3 {
-			t.Errorf("client %d resumed only %d times: the chaos did not happen", i, c.resumes)
-		}
 		if c.resyncs > 0 || len(c.dups) > 0 {
 			t.Errorf("client %d: %d resyncs, duplicates %v", i, c.resyncs, c.dups)
 		}

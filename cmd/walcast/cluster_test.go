@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
@@ -81,54 +78,25 @@ func TestClusterFailover(t *testing.T) {
 	}
 	waitFor(t, 15*time.Second, "a leader", func() bool { return leader() >= 0 })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var clients []*chaosClient
-	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
 		c := &chaosClient{user: alice, projects: projects, urls: append(urls[i%3:], urls[:i%3]...), last: map[string]string{}, got: map[string][]string{}}
 		if i%2 == 1 {
 			c.user = bob
 		}
 		clients = append(clients, c)
-		tok := token(t, c.user, time.Hour)
-		wg.Add(1)
-		go func() { defer wg.Done(); c.run(ctx, tok) }()
 	}
-	defer func() { cancel(); wg.Wait() }()
-	waitFor(t, 10*time.Second, "clients subscribed", func() bool {
-		for _, c := range clients {
-			c.mu.Lock()
-			n := len(c.last)
-			c.mu.Unlock()
-			if n < len(c.projects) {
-				return false
-			}
-		}
-		return true
-	})
+	stop := runClients(t, clients)
+	defer stop()
 
-	committed := map[string][]string{}
-	writerDone := make(chan error, 1)
+	type written struct {
+		ids map[string][]string
+		err error
+	}
+	writer := make(chan written, 1)
 	go func() {
-		conn, err := pgx.Connect(ctx, db.URL)
-		if err != nil {
-			writerDone <- err
-			return
-		}
-		defer conn.Close(context.Background())
-		deadline := time.Now().Add(8 * time.Second)
-		for time.Now().Before(deadline) {
-			proj := projects[rand.IntN(len(projects))]
-			var id string
-			if err := conn.QueryRow(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'c') RETURNING id::text`, proj, alice).Scan(&id); err != nil {
-				writerDone <- err
-				return
-			}
-			committed[proj] = append(committed[proj], id)
-			time.Sleep(time.Duration(2+rand.IntN(4)) * time.Millisecond)
-		}
-		writerDone <- nil
+		ids, err := writeMessages(context.Background(), db.URL, projects, 1<<30, 1, 8*time.Second)
+		writer <- written{ids, err}
 	}()
 
 	time.Sleep(2500 * time.Millisecond)
@@ -141,50 +109,20 @@ func TestClusterFailover(t *testing.T) {
 	waitFor(t, 10*time.Second, "another replica takes the slot", func() bool { n := leader(); return n >= 0 && n != old })
 	t.Logf("replica %d took over %s after replica %d was killed", leader(), time.Since(killed).Round(10*time.Millisecond), old)
 
-	if err := <-writerDone; err != nil {
-		t.Fatalf("writer: %v", err)
+	w := <-writer
+	if w.err != nil {
+		t.Fatalf("writer: %v", w.err)
 	}
 	total := 0
-	for _, ids := range committed {
+	for _, ids := range w.ids {
 		total += len(ids)
 	}
-	for _, c := range clients {
-		c.mu.Lock()
-		c.calm = true
-		c.mu.Unlock()
-	}
-	waitFor(t, 30*time.Second, "every client has every message", func() bool {
-		for _, c := range clients {
-			c.mu.Lock()
-			for _, proj := range c.projects {
-				if len(c.got[proj]) < len(committed[proj]) {
-					c.mu.Unlock()
-					return false
-				}
-			}
-			c.mu.Unlock()
-		}
-		return true
-	})
-	time.Sleep(200 * time.Millisecond)
-	t.Logf("%d messages committed across %d projects", total, len(committed))
-	for i, c := range clients {
-		c.mu.Lock()
-		if c.resyncs > 0 || len(c.dups) > 0 {
-			t.Errorf("client %d: %d resyncs, duplicates %v", i, c.resyncs, c.dups)
-		}
-		for _, proj := range c.projects {
-			if strings.Join(c.got[proj], ",") != strings.Join(committed[proj], ",") {
-				t.Errorf("client %d project %s: got %d messages, want %d in commit order", i, proj, len(c.got[proj]), len(committed[proj]))
-			}
-		}
-		c.mu.Unlock()
-	}
+	t.Logf("%d messages committed across %d projects", total, len(w.ids))
+	checkExact(t, clients, w.ids)
 
 	// Revocation crosses replicas: bob on a standby loses the project when
 	// his membership row is deleted (the leader reads it from the WAL).
-	cancel()
-	wg.Wait()
+	stop()
 	standby := -1
 	for i := range procs {
 		if i != old && i != leader() {
