@@ -103,10 +103,20 @@ func TestMessagesRoutes(t *testing.T) {
 	if r.status != 200 || len(msgs) != 2 || msgs[0].(map[string]any)["content"] != "m4" || r.body["next_before"] != msgs[1].(map[string]any)["id"] {
 		t.Fatalf("page 1: %d %s", r.status, r.raw)
 	}
+	seen := []any{msgs[0].(map[string]any)["id"], msgs[1].(map[string]any)["id"]}
 	r = call(t, "GET", base+"?limit=10&before="+r.body["next_before"].(string), a, "", "")
 	msgs, _ = r.body["messages"].([]any)
 	if r.status != 200 || len(msgs) != 3 || msgs[0].(map[string]any)["content"] != "m2" || r.body["next_before"] != nil {
 		t.Fatalf("page 2: %d %s", r.status, r.raw)
+	}
+	for _, m := range msgs {
+		seen = append(seen, m.(map[string]any)["id"])
+	}
+	// The two pages together are every message, newest first, none twice.
+	for i, id := range seen {
+		if id != ids[len(ids)-1-i] {
+			t.Fatalf("pages give %v, want %v reversed", seen, ids)
+		}
 	}
 	if r := call(t, "GET", base, a, "", ""); r.status != 200 || len(r.body["messages"].([]any)) != 5 {
 		t.Fatalf("default limit: %s", r.raw)

@@ -149,6 +149,9 @@ func (b *Bus) Publish(ctx context.Context, evs []events.Event) error {
 		}
 		futures = append(futures, f)
 	}
+	// One deadline for the whole transaction, not a timer per event.
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
@@ -157,7 +160,7 @@ func (b *Bus) Publish(ctx context.Context, evs []events.Event) error {
 			return fmt.Errorf("publish: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Second):
+		case <-timeout.C:
 			b.metrics.ClusterPublishErrors.Inc()
 			return errors.New("publish: no acknowledgement from JetStream within 10s")
 		}

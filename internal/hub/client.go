@@ -231,19 +231,6 @@ func (h *Hub) Send(c *Client, typ string, frame []byte) {
 	h.enqueue(c, Item{Frame: &Frame{Data: frame, Type: typ}})
 }
 
-// Subscribed lists the projects c is subscribed to.
-func (h *Hub) Subscribed(c *Client) []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]string, 0, len(c.subs))
-	for pid, s := range c.subs {
-		if s.state == subActive {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // SubscriberIDs lists the distinct users subscribed to projectID.
 func (h *Hub) SubscriberIDs(projectID string) []string {
 	h.mu.Lock()

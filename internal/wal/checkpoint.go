@@ -70,6 +70,3 @@ func (c *checkpointer) target(now time.Time, head, openTxn uint64) uint64 {
 	}
 	return c.confirmable
 }
-
-// heldCount returns how many transactions the window holds.
-func (c *checkpointer) heldCount() int { return len(c.held) }
