@@ -65,6 +65,11 @@ type Server struct {
 	nextID   atomic.Uint64
 	shutdown chan struct{}
 	stopOnce sync.Once
+	// admit orders wg.Add against Shutdown's Wait: a socket is admitted
+	// only before shutdown begins (a WaitGroup must not grow from zero
+	// while it is being waited on).
+	admit    sync.Mutex
+	stopping bool
 	wg       sync.WaitGroup
 	conns    atomic.Int64
 }
@@ -149,7 +154,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.CloseNow()
 		return
 	}
+	s.admit.Lock()
+	if s.stopping {
+		s.admit.Unlock()
+		s.conns.Add(-1)
+		_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
 	s.wg.Add(1)
+	s.admit.Unlock()
 	s.metrics.WSConnections.Inc()
 	sc := &socket{
 		srv:     s,
@@ -177,7 +190,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Shutdown closes every socket with 1001 and waits for them, or for ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.shutdown) })
+	s.stopOnce.Do(func() {
+		s.admit.Lock()
+		s.stopping = true
+		s.admit.Unlock()
+		close(s.shutdown)
+	})
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
