@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -17,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -88,10 +88,10 @@ type sample struct {
 
 type subscriber struct {
 	user, project string
-	conn          *websocket.Conn
+	conn          *wsConn
 	samples       []sample
 	received      int64
-	closeCode     websocket.StatusCode
+	closeCode     int
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -132,7 +132,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer func() {
 		for _, s := range subs {
-			_ = s.conn.CloseNow()
+			_ = s.conn.Close()
 		}
 	}()
 	healthy := subs[:o.subscribers]
@@ -287,39 +287,43 @@ func (s *subscriber) connect(ctx context.Context, url, secret string, slow bool,
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(dctx, url+"?token="+tok, nil)
+	conn, err := dialWS(dctx, url+"?token="+tok)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
-	conn.SetReadLimit(1 << 20)
 	s.conn = conn
-	if err := conn.Write(dctx, websocket.MessageText, []byte(`{"action":"subscribe","project_id":"`+s.project+`"}`)); err != nil {
+	if err := conn.WriteText([]byte(`{"action":"subscribe","project_id":"` + s.project + `"}`)); err != nil {
 		return err
 	}
+	dl, _ := dctx.Deadline()
+	_ = conn.conn.SetReadDeadline(dl)
 	for { // frames held while the subscription was checked come first
-		_, b, err := conn.Read(dctx)
-		if err != nil || strings.Contains(string(b), `"error"`) {
+		b, err := conn.Next()
+		if err != nil || bytes.Contains(b, []byte(`"error"`)) {
 			return fmt.Errorf("subscribe: %s %v", b, err)
 		}
-		if strings.Contains(string(b), `"subscribed"`) {
+		if bytes.Contains(b, []byte(`"subscribed"`)) {
 			break
 		}
 	}
+	_ = conn.conn.SetReadDeadline(time.Time{})
 	if !slow { // a slow subscriber reads nothing until the run ends
-		go s.read(ctx, start)
+		go s.read(start)
 	}
 	return nil
 }
 
 // closeCodeAfterDrain reads what a slow subscriber left unread and returns
 // how the server closed it (4008 expected), or 0 if it is still open.
-func (s *subscriber) closeCodeAfterDrain() websocket.StatusCode {
+func (s *subscriber) closeCodeAfterDrain() int {
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, _, err := s.conn.Read(ctx)
-		cancel()
-		if err != nil {
-			return websocket.CloseStatus(err)
+		_ = s.conn.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := s.conn.Next(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return 0
+			}
+			return closeCode(err)
 		}
 	}
 }
@@ -334,32 +338,13 @@ var (
 
 // read counts event frames and samples latency without allocating per
 // frame: the load generator shares the machine with walcast and PostgreSQL.
-func (s *subscriber) read(ctx context.Context, start time.Time) {
-	buf := make([]byte, 0, 4096)
+func (s *subscriber) read(start time.Time) {
 	for {
-		_, r, err := s.conn.Reader(ctx)
+		b, err := s.conn.Next()
 		if err != nil {
-			s.closeCode = websocket.CloseStatus(err)
+			s.closeCode = closeCode(err)
 			return
 		}
-		// Reuse one buffer per socket: the load generator shares the CPUs
-		// with what it measures, so it allocates as little as it can.
-		buf = buf[:0]
-		for {
-			if len(buf) == cap(buf) {
-				buf = append(buf, 0)[:len(buf)]
-			}
-			n, err := r.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+n]
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				s.closeCode = websocket.CloseStatus(err)
-				return
-			}
-		}
-		b := buf
 		now := time.Now()
 		head := b[:min(len(b), 64)]
 		if bytes.Contains(head, keyCreated) {

@@ -340,6 +340,7 @@ func (h *Hub) dropSlow(c *Client) {
 	}
 	h.metrics.SlowConsumerCloses.Inc()
 	close(c.slow)
+	c.Wake()
 }
 
 // Sweep drops history older than the configured age.

@@ -61,10 +61,11 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
-	ips      *ipLimiter
-	nextID   atomic.Uint64
-	shutdown chan struct{}
-	stopOnce sync.Once
+	ips    *ipLimiter
+	nextID atomic.Uint64
+	// shuttingDown is cancelled when Shutdown begins.
+	shuttingDown context.Context
+	stopAll      context.CancelFunc
 	// admit orders wg.Add against Shutdown's Wait: a socket is admitted
 	// only before shutdown begins (a WaitGroup must not grow from zero
 	// while it is being waited on).
@@ -91,7 +92,9 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipCheck
 	if cfg.ConnectBurst <= 0 {
 		cfg.ConnectBurst = 1
 	}
-	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m, shutdown: make(chan struct{}),
+	shuttingDown, stopAll := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m,
+		shuttingDown: shuttingDown, stopAll: stopAll,
 		ips: newIPLimiter(cfg.ConnectRate, cfg.ConnectBurst)}
 }
 
@@ -115,11 +118,9 @@ func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
 
 // ServeHTTP upgrades an authenticated request and runs the socket.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	select {
-	case <-s.shutdown:
+	if s.shuttingDown.Err() != nil {
 		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "server is shutting down")
 		return
-	default:
 	}
 	if !s.ips.allow(clientIP(r), time.Now()) {
 		s.metrics.WSRejected.WithLabelValues("ip_rate").Inc()
@@ -171,10 +172,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sent:    make(map[string]prometheus.Counter),
 		client:  s.hub.NewClient(claims.UserID),
 		id:      s.nextID.Add(1),
-		expires: claims.ExpiresAt,
-		refresh: make(chan time.Time, 1),
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
 	}
+	sc.expires.Store(claims.ExpiresAt.UnixNano())
 	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID)
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the HTTP server's goroutine has grown a deep stack serving the
@@ -190,12 +190,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Shutdown closes every socket with 1001 and waits for them, or for ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() {
-		s.admit.Lock()
-		s.stopping = true
-		s.admit.Unlock()
-		close(s.shutdown)
-	})
+	s.admit.Lock()
+	s.stopping = true
+	s.admit.Unlock()
+	s.stopAll()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -207,22 +205,54 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 type socket struct {
-	srv     *Server
-	conn    *websocket.Conn
-	cork    *corkConn
-	sent    map[string]prometheus.Counter // events_sent_total by type, owned by the writer
-	client  *hub.Client
-	id      uint64
-	expires time.Time
-	refresh chan time.Time // new expiry from refresh_token, to the writer
+	srv    *Server
+	conn   *websocket.Conn
+	cork   *corkConn
+	sent   map[string]prometheus.Counter // events_sent_total by type, owned by the writer
+	client *hub.Client
+	id     uint64
+	// expires is the token's expiry in Unix nanoseconds; refresh_token
+	// moves it.
+	expires atomic.Int64
+	expiry  *time.Timer
+	// pingTimer is nil when pings are off.
+	pingTimer *time.Timer
+	// signals are socket events for the writer (sig* bits), each followed
+	// by a Wake of the client: the writer waits on one channel only.
+	signals atomic.Uint32
 	limiter *rate.Limiter
 	log     *slog.Logger
+}
+
+// Socket events the writer acts on besides queued frames.
+const (
+	sigPing uint32 = 1 << iota
+	sigExpiry
+	sigShutdown
+	sigDone
+)
+
+func (sc *socket) signal(sig uint32) {
+	sc.signals.Or(sig)
+	sc.client.Wake()
 }
 
 func (sc *socket) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	defer cancel()
 	sc.log.Debug("socket open")
+
+	// Timers and cancellations signal the writer instead of being cases
+	// of its select; none of them holds a goroutine while it waits.
+	defer context.AfterFunc(ctx, func() { sc.signal(sigDone) })()
+	defer context.AfterFunc(sc.srv.shuttingDown, func() { sc.signal(sigShutdown) })()
+	sc.expiry = time.AfterFunc(time.Until(time.Unix(0, sc.expires.Load())), func() { sc.signal(sigExpiry) })
+	defer sc.expiry.Stop()
+	if interval := sc.srv.cfg.PingInterval; interval > 0 {
+		// The writer re-arms it after each ping.
+		sc.pingTimer = time.AfterFunc(interval, func() { sc.signal(sigPing) })
+		defer sc.pingTimer.Stop()
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -272,11 +302,8 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 		case claims.UserID != sc.client.UserID():
 			sc.sendError(CodeUnauthorized, "the new token is for another user", "")
 		default:
-			select {
-			case <-sc.refresh:
-			default:
-			}
-			sc.refresh <- claims.ExpiresAt
+			sc.expires.Store(claims.ExpiresAt.UnixNano())
+			sc.expiry.Reset(time.Until(claims.ExpiresAt))
 			h.Send(sc.client, "token_refreshed", tokenRefreshedFrame(claims.ExpiresAt))
 		}
 	case ActionUnsubscribe:
@@ -318,58 +345,52 @@ func (sc *socket) sendError(code, message, projectID string) {
 }
 
 func (sc *socket) writeLoop(ctx context.Context) {
-	expiry := time.NewTimer(time.Until(sc.expires))
-	defer expiry.Stop()
-	interval := sc.srv.cfg.PingInterval
-	if interval <= 0 {
-		interval = 24 * time.Hour
-	}
-	ping := time.NewTicker(interval)
-	defer ping.Stop()
 	var items []hub.Item
 	for {
+		<-sc.client.Ready()
 		// An overflow wins over queued frames: the client gets the 4008
 		// right after what is already on the wire.
-		select {
-		case <-sc.client.Slow():
+		if sc.client.IsSlow() {
 			sc.closeSlow()
 			return
-		default:
 		}
-		select {
-		case <-sc.client.Ready():
-			// Everything queued now goes out in one TCP write.
-			items = sc.client.Take(items[:0])
-			sc.cork.cork()
-			ok := true
-			for _, it := range items {
-				if ok = sc.writeItem(it); !ok {
-					break
-				}
-			}
-			clear(items)
-			if err := sc.cork.uncork(); err != nil || !ok {
-				sc.log.Debug("write failed", "err", err)
+		if sig := sc.signals.Swap(0); sig != 0 {
+			switch {
+			case sig&sigDone != 0:
+				return
+			case sig&sigShutdown != 0:
+				sc.close(websocket.StatusGoingAway, "server shutting down")
+				return
+			case sig&sigExpiry != 0 && !time.Now().Before(time.Unix(0, sc.expires.Load())):
+				// A refresh_token may have moved the expiry after the
+				// timer fired; only a token past it closes.
+				sc.close(CloseTokenExpired, "token expired")
 				return
 			}
-			if cap(items) > 1024 {
-				items = nil
+			if sig&sigPing != 0 {
+				go sc.ping(ctx)
+				sc.pingTimer.Reset(sc.srv.cfg.PingInterval)
 			}
-		case <-ping.C:
-			go sc.ping(ctx)
-		case <-sc.client.Slow():
-			sc.closeSlow()
+		}
+		// Everything queued now goes out in one TCP write.
+		items = sc.client.Take(items[:0])
+		if len(items) == 0 {
+			continue
+		}
+		sc.cork.cork()
+		ok := true
+		for _, it := range items {
+			if ok = sc.writeItem(it); !ok {
+				break
+			}
+		}
+		clear(items)
+		if err := sc.cork.uncork(); err != nil || !ok {
+			sc.log.Debug("write failed", "err", err)
 			return
-		case exp := <-sc.refresh:
-			expiry.Reset(time.Until(exp))
-		case <-expiry.C:
-			sc.close(CloseTokenExpired, "token expired")
-			return
-		case <-sc.srv.shutdown:
-			sc.close(websocket.StatusGoingAway, "server shutting down")
-			return
-		case <-ctx.Done():
-			return
+		}
+		if cap(items) > 1024 {
+			items = nil
 		}
 	}
 }
