@@ -126,16 +126,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rssBefore := rssKB(pid)
 	start := time.Now()
-	subs, err := connectAll(ctx, o, fx, start)
+	subs, err := connectAll(ctx, o, fx)
+	if err != nil {
+		return err
+	}
+	healthy := subs[:o.subscribers]
+	readers, err := readAll(healthy, start)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		for _, s := range subs {
+		readers.Close()
+		for _, s := range subs[o.subscribers:] {
 			_ = s.conn.Close()
 		}
 	}()
-	healthy := subs[:o.subscribers]
 	fmt.Fprintf(stderr, "bench %s: %d sockets subscribed in %s\n", runID, len(subs), time.Since(start).Round(time.Millisecond))
 
 	res := result{Label: o.label, Subscribers: o.subscribers, Projects: o.projects, Writers: o.writers, Rate: o.rate, Slow: o.slow}
@@ -166,6 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	elapsed := time.Since(cpuAt0)
 	cpu1 := cpuSeconds(pid)
+	readers.Close() // the samples are complete
 
 	var all []sample
 	for _, s := range healthy {
@@ -247,7 +253,7 @@ func (fx *fixture) cleanup(pool *pgxpool.Pool) {
 	_, _ = pool.Exec(ctx, `DELETE FROM users WHERE email LIKE 'bench-' || $1 || '-%'`, fx.runID)
 }
 
-func connectAll(ctx context.Context, o options, fx *fixture, start time.Time) ([]*subscriber, error) {
+func connectAll(ctx context.Context, o options, fx *fixture) ([]*subscriber, error) {
 	wsURL := strings.Replace(o.url, "http", "ws", 1) + "/ws"
 	subs := make([]*subscriber, len(fx.users))
 	sem := make(chan struct{}, o.connectConcurrency)
@@ -268,7 +274,7 @@ func connectAll(ctx context.Context, o options, fx *fixture, start time.Time) ([
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := s.connect(ctx, wsURL, o.secret, slow, start); err != nil {
+			if err := s.connect(ctx, wsURL, o.secret); err != nil {
 				firstErr.CompareAndSwap(nil, err)
 			}
 		}()
@@ -280,7 +286,7 @@ func connectAll(ctx context.Context, o options, fx *fixture, start time.Time) ([
 	return subs, nil
 }
 
-func (s *subscriber) connect(ctx context.Context, url, secret string, slow bool, start time.Time) error {
+func (s *subscriber) connect(ctx context.Context, url, secret string) error {
 	tok, err := auth.Issue([]byte(secret), "HS256", s.user, 2*time.Hour, time.Now())
 	if err != nil {
 		return err
@@ -307,9 +313,6 @@ func (s *subscriber) connect(ctx context.Context, url, secret string, slow bool,
 		}
 	}
 	_ = conn.conn.SetReadDeadline(time.Time{})
-	if !slow { // a slow subscriber reads nothing until the run ends
-		go s.read(start)
-	}
 	return nil
 }
 
@@ -336,8 +339,9 @@ var (
 	timestampLayout = "2006-01-02T15:04:05.000000Z"
 )
 
-// read counts event frames and samples latency without allocating per
-// frame: the load generator shares the machine with walcast and PostgreSQL.
+// read counts event frames and samples latency from one socket on a
+// goroutine of its own (the poller does it for many sockets at once where
+// epoll exists).
 func (s *subscriber) read(start time.Time) {
 	for {
 		b, err := s.conn.Next()
@@ -345,28 +349,34 @@ func (s *subscriber) read(start time.Time) {
 			s.closeCode = closeCode(err)
 			return
 		}
-		now := time.Now()
-		head := b[:min(len(b), 64)]
-		if bytes.Contains(head, keyCreated) {
-			atomic.AddInt64(&s.received, 1)
-			continue
-		}
-		// Latency is read from the cache_invalidate of resource "message",
-		// which walcast sends in WAL and in NOTIFY mode alike.
-		if !bytes.Contains(head, keyInvalidate) || !bytes.Contains(b, keyMessageRsrc) {
-			continue
-		}
-		i := bytes.Index(b, tsKey)
-		if i < 0 || i+len(tsKey)+27 > len(b) {
-			continue
-		}
-		ts, err := time.Parse(timestampLayout, string(b[i+len(tsKey):i+len(tsKey)+27]))
-		if err != nil {
-			continue
-		}
-		s.samples = append(s.samples, sample{at: now.Sub(start), lat: now.Sub(ts)})
-		atomic.AddInt64(&s.received, 1)
+		s.frame(b, time.Now(), start)
 	}
+}
+
+// frame counts one event frame received at now and samples its latency,
+// without allocating: the load generator shares the machine with walcast
+// and PostgreSQL.
+func (s *subscriber) frame(b []byte, now, start time.Time) {
+	head := b[:min(len(b), 64)]
+	if bytes.Contains(head, keyCreated) {
+		atomic.AddInt64(&s.received, 1)
+		return
+	}
+	// Latency is read from the cache_invalidate of resource "message",
+	// which walcast sends in WAL and in NOTIFY mode alike.
+	if !bytes.Contains(head, keyInvalidate) || !bytes.Contains(b, keyMessageRsrc) {
+		return
+	}
+	i := bytes.Index(b, tsKey)
+	if i < 0 || i+len(tsKey)+27 > len(b) {
+		return
+	}
+	ts, err := time.Parse(timestampLayout, string(b[i+len(tsKey):i+len(tsKey)+27]))
+	if err != nil {
+		return
+	}
+	s.samples = append(s.samples, sample{at: now.Sub(start), lat: now.Sub(ts)})
+	atomic.AddInt64(&s.received, 1)
 }
 
 // drive runs the writers for o.duration and returns the messages committed

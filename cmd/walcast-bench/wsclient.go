@@ -86,8 +86,8 @@ func dialWS(ctx context.Context, rawURL string) (*wsConn, error) {
 	return &wsConn{conn: conn, br: br, buf: make([]byte, 0, 4096)}, nil
 }
 
-// writeFrame sends one masked frame, as a client must.
-func (c *wsConn) writeFrame(op byte, p []byte) error {
+// maskedFrame builds one frame masked, as a client's must be.
+func maskedFrame(op byte, p []byte) []byte {
 	frame := make([]byte, 0, 14+len(p))
 	frame = append(frame, 0x80|op)
 	switch l := len(p); {
@@ -105,6 +105,45 @@ func (c *wsConn) writeFrame(op byte, p []byte) error {
 	for i, b := range p {
 		frame = append(frame, b^mask[i&3])
 	}
+	return frame
+}
+
+// parseFrame reads one whole server frame from the front of b: its opcode,
+// FIN bit, payload, and length in b. ok is false when b holds only part of
+// it.
+func parseFrame(b []byte) (op byte, fin bool, payload []byte, size int, ok bool, err error) {
+	if len(b) < 2 {
+		return 0, false, nil, 0, false, nil
+	}
+	if b[1]&0x80 != 0 {
+		return 0, false, nil, 0, false, errors.New("websocket: server frame is masked")
+	}
+	hdr, n := 2, uint64(b[1]&0x7F)
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return 0, false, nil, 0, false, nil
+		}
+		hdr, n = 4, uint64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		if len(b) < 10 {
+			return 0, false, nil, 0, false, nil
+		}
+		hdr, n = 10, binary.BigEndian.Uint64(b[2:])
+	}
+	if n > 16<<20 {
+		return 0, false, nil, 0, false, fmt.Errorf("websocket: %d-byte frame", n)
+	}
+	if uint64(len(b)-hdr) < n {
+		return 0, false, nil, 0, false, nil
+	}
+	end := hdr + int(n)
+	return b[0] & 0x0F, b[0]&0x80 != 0, b[hdr:end], end, true, nil
+}
+
+// writeFrame sends one masked frame.
+func (c *wsConn) writeFrame(op byte, p []byte) error {
+	frame := maskedFrame(op, p)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_, err := c.conn.Write(frame)

@@ -110,6 +110,9 @@ type WS struct {
 	MaxConnections int64         `yaml:"max_connections"`
 	ConnectRate    float64       `yaml:"connect_rate"`
 	ConnectBurst   int           `yaml:"connect_burst"`
+	// WriteWorkers is how many goroutines write frames for all sockets;
+	// 0 means one per CPU.
+	WriteWorkers int `yaml:"write_workers"`
 }
 
 // Hub configures queues and history.
@@ -243,6 +246,7 @@ var envVars = []struct {
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
 	{"WALCAST_QUEUE_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.QueueSize, v) }},
 	{"WALCAST_HISTORY_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.HistorySize, v) }},
+	{"WALCAST_WRITE_WORKERS", func(c *Config, v string) error { return setInt(&c.WS.WriteWorkers, v) }},
 	{"WALCAST_MAX_CONNECTIONS", func(c *Config, v string) error { return setInt64(&c.WS.MaxConnections, v) }},
 	{"WALCAST_CONNECT_RATE", func(c *Config, v string) error {
 		x, err := strconv.ParseFloat(v, 64)
@@ -337,6 +341,8 @@ func (c *Config) Validate() error {
 		return bad("websocket.read_limit", "must be at least 256 bytes")
 	case c.WS.MaxConnections < 0:
 		return bad("websocket.max_connections", "must not be negative")
+	case c.WS.WriteWorkers < 0:
+		return bad("websocket.write_workers", "must not be negative (0 means one per CPU)")
 	case c.WS.ConnectRate < 0 || c.WS.ConnectBurst < 0:
 		return bad("websocket.connect_rate", "and connect_burst must not be negative")
 	case c.Events.BulkThreshold < 0:

@@ -111,6 +111,7 @@ func TestValidate(t *testing.T) {
 		"events.tables":           func(c *Config) { c.Events.Tables = c.Events.Tables[:4] }, // no membership table
 		"log.level":               func(c *Config) { c.Log.Level = "loud" },
 		"events.bulk_threshold":   func(c *Config) { c.Events.BulkThreshold = -1 },
+		"websocket.write_workers": func(c *Config) { c.WS.WriteWorkers = -1 },
 	}
 	for setting, mutate := range cases {
 		t.Run(setting, func(t *testing.T) {

@@ -21,6 +21,8 @@ type Client struct {
 	items []Item
 	// queued counts frames put on the queue and not yet written.
 	queued atomic.Int64
+	// onQueued, when set, is told of new items instead of Ready.
+	onQueued func()
 
 	// Guarded by the hub's mutex.
 	subs    map[string]*subscription
@@ -31,6 +33,13 @@ type Client struct {
 func (h *Hub) NewClient(userID string) *Client {
 	return &Client{userID: userID, ready: make(chan struct{}, 1), slow: make(chan struct{}), subs: make(map[string]*subscription)}
 }
+
+// OnQueued makes fn, instead of a token on Ready, the way the socket
+// learns that items wait: ws hands the client to a write worker that
+// writes for many sockets, which costs less than waking a goroutine per
+// socket per transaction. fn runs with the hub's lock held, so it must
+// only pass the client on. Call it before the client subscribes.
+func (c *Client) OnQueued(fn func()) { c.onQueued = fn }
 
 // Ready has a token when items wait to be taken.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
@@ -56,7 +65,18 @@ func (c *Client) push(it Item) {
 	c.qmu.Lock()
 	c.items = append(c.items, it)
 	c.qmu.Unlock()
+	if c.onQueued != nil {
+		c.onQueued()
+		return
+	}
 	c.Wake()
+}
+
+// Pending reports whether items wait to be taken.
+func (c *Client) Pending() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return len(c.items) > 0
 }
 
 // Wake puts a token on Ready without queuing anything: the socket's

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -20,9 +22,16 @@ type corkConn struct {
 	net.Conn
 	timeout time.Duration
 
+	// raw writes without blocking for the write workers; nil when the
+	// connection has no file descriptor (then they hand every write to
+	// the socket's own goroutine).
+	raw syscall.RawConn
+
 	mu     sync.Mutex
 	corked bool
-	buf    []byte
+	// limit is what the cork gathers before it writes anyway.
+	limit int
+	buf   []byte
 	// deadline is the write deadline last set; it is moved forward only
 	// when less than half the timeout is left, so a busy socket does not
 	// reprogram a timer on every write. A write therefore gets between
@@ -36,7 +45,7 @@ const maxCorked = 64 << 10
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.corked && len(c.buf)+len(p) <= maxCorked {
+	if c.corked && len(c.buf)+len(p) <= c.limit {
 		c.buf = append(c.buf, p...)
 		return len(p), nil
 	}
@@ -47,13 +56,18 @@ func (c *corkConn) Write(p []byte) (int, error) {
 }
 
 func (c *corkConn) writeLocked(p []byte) (int, error) {
-	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
-		c.deadline = now.Add(c.timeout)
-		if err := c.Conn.SetWriteDeadline(c.deadline); err != nil {
-			return 0, err
-		}
+	if err := c.armDeadline(); err != nil {
+		return 0, err
 	}
 	return c.Conn.Write(p)
+}
+
+func (c *corkConn) armDeadline() error {
+	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
+		c.deadline = now.Add(c.timeout)
+		return c.Conn.SetWriteDeadline(c.deadline)
+	}
+	return nil
 }
 
 func (c *corkConn) flushLocked() error {
@@ -90,7 +104,7 @@ func (c *corkConn) writeText(p []byte) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.corked && len(c.buf)+n+len(p) <= maxCorked {
+	if c.corked && len(c.buf)+n+len(p) <= c.limit {
 		c.buf = append(c.buf, hdr[:n]...)
 		c.buf = append(c.buf, p...)
 		return nil
@@ -104,8 +118,63 @@ func (c *corkConn) writeText(p []byte) error {
 
 func (c *corkConn) cork() {
 	c.mu.Lock()
-	c.corked = true
+	c.corked, c.limit = true, maxCorked
 	c.mu.Unlock()
+}
+
+// corkAll gathers without a bound, so appending never writes: a write
+// worker must not block on one socket. The hub's queue bound limits what
+// it gathers.
+func (c *corkConn) corkAll() {
+	c.mu.Lock()
+	c.corked, c.limit = true, math.MaxInt
+	c.mu.Unlock()
+}
+
+// tryUncork writes what was gathered with one write that does not block.
+// It reports false when some of it is left: the socket's buffer is full,
+// the write failed, or there is no descriptor to write to. What is left
+// stays for flush, which blocks (and meets the error, if there was one).
+func (c *corkConn) tryUncork() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if len(c.buf) == 0 {
+		return true
+	}
+	if c.raw == nil || c.armDeadline() != nil {
+		return false
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), c.buf)
+		return true // never wait for the socket: flush does that
+	})
+	if n > 0 {
+		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
+	}
+	if err != nil || werr != nil || len(c.buf) > 0 {
+		return false
+	}
+	if cap(c.buf) > maxCorked {
+		c.buf = nil
+	}
+	return true
+}
+
+// pending reports whether gathered bytes wait for flush.
+func (c *corkConn) pending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.buf) > 0
+}
+
+// flush writes what is left, blocking up to the write timeout.
+func (c *corkConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushLocked()
 }
 
 // uncork writes what was gathered.
@@ -153,6 +222,11 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err := brw.Writer.Flush(); err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: conn, timeout: w.timeout}
+	w.conn = &corkConn{Conn: conn, timeout: w.timeout, limit: maxCorked}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			w.conn.raw = raw
+		}
+	}
 	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4<<10)), nil
 }

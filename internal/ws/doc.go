@@ -7,10 +7,16 @@
 // # Concurrency model
 //
 // Each socket has two goroutines: the handler's, which reads and answers
-// client frames in order, and a writer that drains the client's hub queue
-// with a timeout on every write. Pings run on a third, short-lived loop
-// because a ping waits for its pong. All control answers (pong, error,
-// unsubscribed) go through the hub queue, so they stay in order with events.
+// client frames in order, and a writer that acts on the socket's events
+// (pings, token expiry, shutdown, a 4008) and writes whatever would block.
+// Queued frames are normally written by one of a few write workers (one
+// per CPU by default, websocket.write_workers): the hub tells the
+// socket's worker, which writes each socket's frames with one write that
+// does not block, and hands a socket whose buffer is full to its own
+// writer. Whoever writes holds the socket's write lock, so frames keep
+// their order. Pings wait for their pong on a short-lived goroutine. All
+// control answers (pong, error, unsubscribed) go through the hub queue,
+// so they stay in order with events.
 //
 // # Lifecycle
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ type Config struct {
 	// (429 past it); 0 means no limit.
 	ConnectRate  float64
 	ConnectBurst int
+	// WriteWorkers is how many goroutines write queued frames for all
+	// sockets; 0 means one per CPU (GOMAXPROCS).
+	WriteWorkers int
 }
 
 // MembershipChecker answers whether a user may see a project.
@@ -73,6 +77,10 @@ type Server struct {
 	stopping bool
 	wg       sync.WaitGroup
 	conns    atomic.Int64
+
+	workers     []*writeWorker
+	stopWorkers chan struct{}
+	workersOnce sync.Once
 }
 
 // NewServer returns a Server.
@@ -92,10 +100,19 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipCheck
 	if cfg.ConnectBurst <= 0 {
 		cfg.ConnectBurst = 1
 	}
+	if cfg.WriteWorkers <= 0 {
+		cfg.WriteWorkers = runtime.GOMAXPROCS(0)
+	}
 	shuttingDown, stopAll := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m,
-		shuttingDown: shuttingDown, stopAll: stopAll,
+	s := &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m,
+		shuttingDown: shuttingDown, stopAll: stopAll, stopWorkers: make(chan struct{}),
 		ips: newIPLimiter(cfg.ConnectRate, cfg.ConnectBurst)}
+	for range cfg.WriteWorkers {
+		w := newWriteWorker()
+		s.workers = append(s.workers, w)
+		go w.run(s.stopWorkers)
+	}
+	return s
 }
 
 // Connections returns the number of open sockets.
@@ -175,6 +192,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
 	}
 	sc.expires.Store(claims.ExpiresAt.UnixNano())
+	sc.worker = s.workers[sc.id%uint64(len(s.workers))]
+	sc.client.OnQueued(func() { sc.worker.schedule(sc) })
 	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID)
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the HTTP server's goroutine has grown a deep stack serving the
@@ -194,6 +213,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopping = true
 	s.admit.Unlock()
 	s.stopAll()
+	defer s.workersOnce.Do(func() { close(s.stopWorkers) })
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -220,8 +240,13 @@ type socket struct {
 	// signals are socket events for the writer (sig* bits), each followed
 	// by a Wake of the client: the writer waits on one channel only.
 	signals atomic.Uint32
-	limiter *rate.Limiter
-	log     *slog.Logger
+	// wmu is held by whoever writes queued frames: the socket's own
+	// goroutine or its write worker.
+	wmu       sync.Mutex
+	worker    *writeWorker
+	scheduled atomic.Bool // waiting in worker's queue
+	limiter   *rate.Limiter
+	log       *slog.Logger
 }
 
 // Socket events the writer acts on besides queued frames.
@@ -344,55 +369,74 @@ func (sc *socket) sendError(code, message, projectID string) {
 	sc.srv.hub.Send(sc.client, "error", marshalError(code, message, projectID))
 }
 
+// writeLoop is the socket's own writer. Its write worker writes most
+// frames; this goroutine acts on everything else, blocking if it must:
+// the socket's events, frames the worker handed over (a socket with a
+// full buffer), and queues when no worker is set.
 func (sc *socket) writeLoop(ctx context.Context) {
 	var items []hub.Item
 	for {
 		<-sc.client.Ready()
-		// An overflow wins over queued frames: the client gets the 4008
-		// right after what is already on the wire.
-		if sc.client.IsSlow() {
-			sc.closeSlow()
+		if !sc.writeQueued(ctx, &items) {
 			return
-		}
-		if sig := sc.signals.Swap(0); sig != 0 {
-			switch {
-			case sig&sigDone != 0:
-				return
-			case sig&sigShutdown != 0:
-				sc.close(websocket.StatusGoingAway, "server shutting down")
-				return
-			case sig&sigExpiry != 0 && !time.Now().Before(time.Unix(0, sc.expires.Load())):
-				// A refresh_token may have moved the expiry after the
-				// timer fired; only a token past it closes.
-				sc.close(CloseTokenExpired, "token expired")
-				return
-			}
-			if sig&sigPing != 0 {
-				go sc.ping(ctx)
-				sc.pingTimer.Reset(sc.srv.cfg.PingInterval)
-			}
-		}
-		// Everything queued now goes out in one TCP write.
-		items = sc.client.Take(items[:0])
-		if len(items) == 0 {
-			continue
-		}
-		sc.cork.cork()
-		ok := true
-		for _, it := range items {
-			if ok = sc.writeItem(it); !ok {
-				break
-			}
-		}
-		clear(items)
-		if err := sc.cork.uncork(); err != nil || !ok {
-			sc.log.Debug("write failed", "err", err)
-			return
-		}
-		if cap(items) > 1024 {
-			items = nil
 		}
 	}
+}
+
+// writeQueued reports false when the socket is done.
+func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
+	// An overflow wins over queued frames: the client gets the 4008
+	// right after what is already on the wire.
+	if sc.client.IsSlow() {
+		sc.closeSlow()
+		return false
+	}
+	if sig := sc.signals.Swap(0); sig != 0 {
+		switch {
+		case sig&sigDone != 0:
+			return false
+		case sig&sigShutdown != 0:
+			sc.close(websocket.StatusGoingAway, "server shutting down")
+			return false
+		case sig&sigExpiry != 0 && !time.Now().Before(time.Unix(0, sc.expires.Load())):
+			// A refresh_token may have moved the expiry after the timer
+			// fired; only a token past it closes.
+			sc.close(CloseTokenExpired, "token expired")
+			return false
+		}
+		if sig&sigPing != 0 {
+			go sc.ping(ctx)
+			sc.pingTimer.Reset(sc.srv.cfg.PingInterval)
+		}
+	}
+	// What a worker could not write goes first.
+	if err := sc.cork.flush(); err != nil {
+		sc.log.Debug("write failed", "err", err)
+		return false
+	}
+	// Everything queued now goes out in one TCP write.
+	*items = sc.client.Take((*items)[:0])
+	if len(*items) == 0 {
+		return true
+	}
+	sc.cork.cork()
+	ok := true
+	for _, it := range *items {
+		if ok = sc.writeItem(it); !ok {
+			break
+		}
+	}
+	clear(*items)
+	if cap(*items) > 1024 {
+		*items = nil
+	}
+	if err := sc.cork.uncork(); err != nil || !ok {
+		sc.log.Debug("write failed", "err", err)
+		return false
+	}
+	return true
 }
 
 func (sc *socket) writeItem(it hub.Item) bool {

@@ -1,0 +1,112 @@
+package ws
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+const testSecret = "0123456789abcdef0123"
+
+func newTestServer(t *testing.T, cfg Config, queue int) (*Server, *hub.Hub, string) {
+	t.Helper()
+	m := metrics.New(prometheus.NewRegistry())
+	h := hub.New(hub.Config{QueueSize: queue}, m)
+	h.SetFloor(1)
+	v, err := auth.NewVerifier([]byte(testSecret), "HS256", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(cfg, h, v, allowAll{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	srv := httptest.NewServer(s)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		srv.Close()
+	})
+	tok, _ := auth.Issue([]byte(testSecret), "HS256", "11111111-1111-4111-8111-111111111111", time.Hour, time.Now())
+	return s, h, strings.Replace(srv.URL, "http", "ws", 1) + "/?token=" + tok
+}
+
+// dialSmall opens a socket with a small receive buffer, so the server's
+// writes stop fitting soon after the client stops reading. (Not smaller
+// than two loopback segments of 64 KiB: below that the receiver never
+// announces the window it frees, and the sender waits on its persist
+// timer for seconds.)
+func dialSmall(ctx context.Context, t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	var dialer net.Dialer
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(256 << 10)
+		}
+		return c, err
+	}}}
+	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadLimit(1 << 20)
+	return conn
+}
+
+// A socket that stops reading fills its kernel buffer: the write worker's
+// write then takes only part of a batch, hands the rest to the socket's
+// goroutine, and goes on with other sockets. When the client reads again
+// every frame arrives once, whole, and in order.
+func TestWorkerHandsAFullSocketToItsGoroutine(t *testing.T) {
+	s, h, url := newTestServer(t, Config{WriteTimeout: 10 * time.Second, WriteWorkers: 1}, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := dialSmall(ctx, t, url)
+	defer conn.CloseNow()
+	const project = "22222222-2222-4222-8222-222222222222"
+	if err := conn.Write(ctx, websocket.MessageText, []byte(`{"action":"subscribe","project_id":"`+project+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := conn.Read(ctx); err != nil || !strings.Contains(string(b), `"subscribed"`) {
+		t.Fatalf("subscribe: %s %v", b, err)
+	}
+
+	// ~8 MB, far more than the socket buffers on both ends hold.
+	const n = 8000
+	pad := strings.Repeat("x", 1000)
+	for i := range n {
+		p := events.Position{LSN: 0x1000 + uint64(i), Index: 0}
+		h.Publish([]events.Event{{Position: p, ProjectID: project, Type: "message_created", CommitTime: time.Now(),
+			Payload: fmt.Appendf(nil, `{"type":"message_created","seq":%d,"pad":%q}`, i, pad)}})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.workers[0].handedOver.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s.workers[0].handedOver.Load() == 0 {
+		t.Fatal("the worker never met a full socket; the test does not exercise the hand-over")
+	}
+	for i := range n {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if want := fmt.Sprintf(`"seq":%d,`, i); !strings.Contains(string(b), want) {
+			t.Fatalf("frame %d is %.60s…, want %s", i, b, want)
+		}
+	}
+}
