@@ -37,6 +37,39 @@ type result struct {
 	CPUPerFrameUS  float64 `json:"walcast_cpu_per_frame_us"`
 	RSSKB          int64   `json:"walcast_rss_kb"`
 	RSSPerConnKB   float64 `json:"walcast_rss_per_socket_kb,omitempty"`
+	// PerSecond is the latency in each second of the run, so a spike can
+	// be placed in time.
+	PerSecond []second `json:"per_second,omitempty"`
+}
+
+// second is the latency of the frames received in one second of the run.
+type second struct {
+	T      int     `json:"t_s"`
+	Frames int     `json:"frames"`
+	P50ms  float64 `json:"p50_ms"`
+	P99ms  float64 `json:"p99_ms"`
+	Maxms  float64 `json:"max_ms"`
+}
+
+// perSecond groups samples by the second of the run they arrived in.
+func perSecond(all []sample) []second {
+	secs := map[int][]time.Duration{}
+	last := -1
+	for _, s := range all {
+		k := int(s.at / time.Second)
+		secs[k] = append(secs[k], s.lat)
+		last = max(last, k)
+	}
+	out := make([]second, last+1)
+	for k := range out {
+		l := secs[k]
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		out[k].T = k
+		if len(l) > 0 {
+			out[k] = second{T: k, Frames: len(l), P50ms: ms(pct(l, 50)), P99ms: ms(pct(l, 99)), Maxms: ms(l[len(l)-1])}
+		}
+	}
+	return out
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -47,6 +80,7 @@ func (r *result) fill(all []sample) {
 	if len(l) > 0 {
 		r.Maxms = ms(l[len(l)-1])
 	}
+	r.PerSecond = perSecond(all)
 }
 
 func report(o options, r result, all []sample, stdout io.Writer) error {
@@ -137,26 +171,17 @@ func chart(r result, all []sample) string {
 
 	// Panel 2: per-second p50/p99/max.
 	top2, ph2 := 330, 230
-	secs := map[int][]time.Duration{}
-	last := 0
-	for _, s := range all {
-		k := int(s.at / time.Second)
-		secs[k] = append(secs[k], s.lat)
-		last = max(last, k)
-	}
 	var maxMs float64
-	type pt struct{ p50, p99, max float64 }
-	pts := make([]pt, last+1)
-	for k := 0; k <= last; k++ {
-		l := secs[k]
-		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-		if len(l) > 0 {
-			pts[k] = pt{ms(pct(l, 50)), ms(pct(l, 99)), ms(l[len(l)-1])}
-			maxMs = math.Max(maxMs, pts[k].max)
-		}
+	pts := r.PerSecond
+	if len(pts) == 0 {
+		pts = perSecond(all)
+	}
+	last := max(len(pts)-1, 0)
+	for _, p := range pts {
+		maxMs = math.Max(maxMs, p.Maxms)
 	}
 	maxMs = niceCeil(maxMs)
-	line := func(get func(pt) float64, color string) {
+	line := func(get func(second) float64, color string) {
 		var d strings.Builder
 		for k, p := range pts {
 			x := float64(pad) + float64(k)/math.Max(float64(last), 1)*float64(w-2*pad)
@@ -169,9 +194,9 @@ func chart(r result, all []sample) string {
 		}
 		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="1.5"/>`, d.String(), color)
 	}
-	line(func(p pt) float64 { return p.max }, "#d0564a")
-	line(func(p pt) float64 { return p.p99 }, "#e0a030")
-	line(func(p pt) float64 { return p.p50 }, "#4a7bd0")
+	line(func(p second) float64 { return p.Maxms }, "#d0564a")
+	line(func(p second) float64 { return p.P99ms }, "#e0a030")
+	line(func(p second) float64 { return p.P50ms }, "#4a7bd0")
 	axis(&b, pad, top2+ph2, w-pad)
 	fmt.Fprintf(&b, `<text x="%d" y="%d">latency per second of the run: p50 (blue), p99 (orange), max (red); y up to %g ms</text>`, pad, top2+12, maxMs)
 	fmt.Fprintf(&b, `<text x="%d" y="%d">0 s</text><text x="%d" y="%d" text-anchor="end">%d s</text>`, pad, top2+ph2+15, w-pad, top2+ph2+15, last)

@@ -25,3 +25,23 @@ func TestPercentilesAndChart(t *testing.T) {
 		t.Fatal("chart title lacks the p99")
 	}
 }
+
+func TestParseTimestamp(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		ok   bool
+		want time.Time
+	}{
+		{"2026-11-26T21:20:01.668649Z", true, time.Date(2026, 11, 26, 21, 20, 1, 668649000, time.UTC)},
+		{"2026-01-02T03:04:05.000000Z", true, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		{"2026-11-26T21:20:01.668649", false, time.Time{}},
+		{"2026-11-26 21:20:01.668649Z", false, time.Time{}},
+		{"2026-1x-26T21:20:01.668649Z", false, time.Time{}},
+		{"", false, time.Time{}},
+	} {
+		got, ok := parseTimestamp([]byte(c.in))
+		if ok != c.ok || !got.Equal(c.want) {
+			t.Errorf("parseTimestamp(%q) = %v, %v; want %v, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
