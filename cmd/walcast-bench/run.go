@@ -342,10 +342,10 @@ func (s *subscriber) closeCodeAfterDrain() int {
 }
 
 var (
-	tsKey           = []byte(`"timestamp":"`)
-	keyCreated      = []byte(`"message_created"`)
-	keyInvalidate   = []byte(`"cache_invalidate"`)
-	keyMessageRsrc  = []byte(`"resource":"message"`)
+	tsKey          = []byte(`"timestamp":"`)
+	keyCreated     = []byte(`"message_created"`)
+	keyInvalidate  = []byte(`"cache_invalidate"`)
+	keyMessageRsrc = []byte(`"resource":"message"`)
 )
 
 // parseTimestamp reads walcast's fixed timestamp form,
