@@ -26,6 +26,12 @@ type corkConn struct {
 	// connection has no file descriptor (then they hand every write to
 	// the socket's own goroutine).
 	raw syscall.RawConn
+	// rawWrite is made once: a closure per write would escape to the heap
+	// on every write. It writes buf and leaves the result in rawN/rawErr;
+	// all three are guarded by mu.
+	rawWrite func(fd uintptr) bool
+	rawN     int
+	rawErr   error
 
 	mu     sync.Mutex
 	corked bool
@@ -145,12 +151,9 @@ func (c *corkConn) tryUncork() bool {
 	if c.raw == nil || c.armDeadline() != nil {
 		return false
 	}
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), c.buf)
-		return true // never wait for the socket: flush does that
-	})
+	c.rawN, c.rawErr = 0, nil
+	err := c.raw.Write(c.rawWrite)
+	n, werr := c.rawN, c.rawErr
 	if n > 0 {
 		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
 	}
@@ -160,6 +163,13 @@ func (c *corkConn) tryUncork() bool {
 	if cap(c.buf) > maxCorked {
 		c.buf = nil
 	}
+	return true
+}
+
+// writeRaw is the RawConn write: one write(2) of buf that never waits for
+// the socket (flush does that).
+func (c *corkConn) writeRaw(fd uintptr) bool {
+	c.rawN, c.rawErr = syscall.Write(int(fd), c.buf)
 	return true
 }
 
@@ -226,6 +236,7 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			w.conn.raw = raw
+			w.conn.rawWrite = w.conn.writeRaw
 		}
 	}
 	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4<<10)), nil
