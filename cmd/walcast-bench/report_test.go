@@ -45,3 +45,11 @@ func TestParseTimestamp(t *testing.T) {
 		}
 	}
 }
+
+func TestParseLSN(t *testing.T) {
+	for in, want := range map[string]uint64{"0/0": 0, "1/D3A53478": 0x1D3A53478, "FF/1": 0xFF00000001, "": 0, "1-2": 0, "x/1": 0} {
+		if got := parseLSN(in); got != want {
+			t.Errorf("parseLSN(%q) = %X, want %X", in, got, want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,6 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return report(o, res, nil, stdout)
 	}
 
+	waitCaughtUp(ctx, pool, o.url, stderr)
 	cpu0, cpuAt0 := cpuSeconds(pid), time.Now()
 	committed, sent := drive(ctx, o, pool, fx, healthy, stderr)
 	// Each message is a cache_invalidate and, in WAL mode, a message_created.
@@ -481,6 +483,57 @@ func drive(ctx context.Context, o options, pool *pgxpool.Pool, fx *fixture, heal
 		}
 	}
 	return out, sent.Load()
+}
+
+// waitCaughtUp waits until walcast has received the WAL written so far, so
+// a run does not start behind the previous run's clean-up (deleting its
+// users and projects cascades to every message it wrote: one large
+// transaction walcast must decode before the new run's first insert).
+// In NOTIFY mode there is no WAL position to wait for; a second's pause
+// lets the clean-up's notifications pass.
+func waitCaughtUp(ctx context.Context, pool *pgxpool.Pool, base string, stderr io.Writer) {
+	var target uint64
+	var text string
+	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&text); err != nil {
+		return
+	}
+	if target = parseLSN(text); target == 0 {
+		return
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var st struct {
+			Source   string `json:"source"`
+			Received string `json:"received_lsn"`
+		}
+		if resp, err := http.Get(base + "/api/v1/status"); err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if st.Source == "notify" {
+			time.Sleep(time.Second)
+			return
+		}
+		if parseLSN(st.Received) >= target {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintln(stderr, "walcast-bench: walcast did not catch up with the WAL within 60 s; measuring anyway")
+}
+
+// parseLSN reads PostgreSQL's X/Y form, or returns 0.
+func parseLSN(s string) uint64 {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return h<<32 | l
 }
 
 // walcastPID asks walcast's status document for its pid.
