@@ -8,6 +8,7 @@ FUZZTIME="${FUZZTIME:-4s}"
 targets=(
 	"./internal/wal FuzzDecode"
 	"./internal/wal FuzzDecodeStream"
+	"./internal/wal FuzzParseUTCTimestamp"
 	"./internal/ws FuzzParseFrame"
 	"./internal/auth FuzzVerify"
 	"./internal/config FuzzParse"
