@@ -38,6 +38,16 @@ type Decoder struct {
 	relations map[uint32]*relation
 	types     *pgtype.Map
 	txn       *events.Txn
+	// tuples are reused by every change: their data alias the message.
+	tuples [2][]tupleColumn
+}
+
+// tupleColumn is one column of a pgoutput TupleData: its kind ('n' null,
+// 'u' unchanged TOAST, 't' text, 'b' binary) and its bytes, which alias
+// the message being decoded.
+type tupleColumn struct {
+	kind byte
+	data []byte
 }
 
 // NewDecoder returns a Decoder that keeps the changes of tables for which
@@ -49,6 +59,14 @@ func NewDecoder(watch func(schema, table string) bool) *Decoder {
 // Decode consumes the payload of one XLogData message. It returns the
 // transaction when the message is its Commit, and nil otherwise.
 func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
+	if len(walData) > 0 {
+		switch walData[0] {
+		case 'I', 'U', 'D':
+			// Row changes are most of the stream: walcast reads them
+			// itself, without pglogrepl's two allocations per column.
+			return nil, d.rowChange(walData)
+		}
+	}
 	msg, err := parse(walData)
 	if err != nil {
 		return nil, err
@@ -76,12 +94,6 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 		txn.EndLSN = uint64(m.TransactionEndLSN)
 		txn.CommitTime = m.CommitTime.UTC()
 		return txn, nil
-	case *pglogrepl.InsertMessage:
-		return nil, d.change(m.RelationID, events.Insert, m.Tuple, nil)
-	case *pglogrepl.UpdateMessage:
-		return nil, d.change(m.RelationID, events.Update, m.NewTuple, m.OldTuple)
-	case *pglogrepl.DeleteMessage:
-		return nil, d.change(m.RelationID, events.Delete, nil, m.OldTuple)
 	case *pglogrepl.TruncateMessage:
 		if d.txn == nil {
 			return nil, fmt.Errorf("%w: truncate outside a transaction", ErrProtocol)
@@ -103,7 +115,82 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 // InTransaction reports whether a Begin has been seen without its Commit.
 func (d *Decoder) InTransaction() bool { return d.txn != nil }
 
-func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple *pglogrepl.TupleData) error {
+// rowChange decodes Insert ('I' relid 'N' tuple), Update ('U' relid
+// ['K'|'O' tuple] 'N' tuple) and Delete ('D' relid 'K'|'O' tuple) of
+// protocol version 1.
+func (d *Decoder) rowChange(b []byte) error {
+	kind := b[0]
+	if len(b) < 6 {
+		return fmt.Errorf("%w: %q message of %d bytes", ErrProtocol, kind, len(b))
+	}
+	relID := binary.BigEndian.Uint32(b[1:5])
+	b = b[5:]
+	var newTuple, oldTuple []tupleColumn
+	var err error
+	hasNew, hasOld := false, false
+	if b[0] == 'K' || b[0] == 'O' {
+		if kind == 'I' {
+			return fmt.Errorf("%w: insert with an old tuple", ErrProtocol)
+		}
+		if oldTuple, b, err = readTuple(b[1:], d.tuples[1][:0]); err != nil {
+			return err
+		}
+		d.tuples[1], hasOld = oldTuple, true
+	}
+	if kind != 'D' {
+		if len(b) == 0 || b[0] != 'N' {
+			return fmt.Errorf("%w: %q message without a new tuple", ErrProtocol, kind)
+		}
+		if newTuple, _, err = readTuple(b[1:], d.tuples[0][:0]); err != nil {
+			return err
+		}
+		d.tuples[0], hasNew = newTuple, true
+	} else if !hasOld {
+		return fmt.Errorf("%w: delete without an old tuple", ErrProtocol)
+	}
+	action := events.Insert
+	switch kind {
+	case 'U':
+		action = events.Update
+	case 'D':
+		action = events.Delete
+	}
+	return d.change(relID, action, newTuple, oldTuple, hasNew, hasOld)
+}
+
+// readTuple reads a TupleData into dst and returns the rest of b.
+func readTuple(b []byte, dst []tupleColumn) ([]tupleColumn, []byte, error) {
+	if len(b) < 2 {
+		return nil, nil, fmt.Errorf("%w: tuple without a column count", ErrProtocol)
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for i := 0; i < n; i++ {
+		if len(b) < 1 {
+			return nil, nil, fmt.Errorf("%w: tuple ends at column %d of %d", ErrProtocol, i, n)
+		}
+		c := tupleColumn{kind: b[0]}
+		b = b[1:]
+		switch c.kind {
+		case 'n', 'u':
+		case 't', 'b':
+			if len(b) < 4 {
+				return nil, nil, fmt.Errorf("%w: column %d without a length", ErrProtocol, i)
+			}
+			l := binary.BigEndian.Uint32(b)
+			if uint64(l) > uint64(len(b)-4) {
+				return nil, nil, fmt.Errorf("%w: column %d claims %d bytes, %d left", ErrProtocol, i, l, len(b)-4)
+			}
+			c.data, b = b[4:4+l], b[4+l:]
+		default:
+			return nil, nil, fmt.Errorf("%w: column %d has tuple type %q", ErrProtocol, i, c.kind)
+		}
+		dst = append(dst, c)
+	}
+	return dst, b, nil
+}
+
+func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple []tupleColumn, hasNew, hasOld bool) error {
 	if d.txn == nil {
 		return fmt.Errorf("%w: %s on relation %d outside a transaction", ErrProtocol, action, relID)
 	}
@@ -116,11 +203,15 @@ func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple 
 	}
 	ch := events.Change{Schema: rel.schema, Table: rel.table, Action: action}
 	var err error
-	if ch.New, err = d.row(rel, newTuple); err != nil {
-		return fmt.Errorf("%s %s.%s new row: %w", action, rel.schema, rel.table, err)
+	if hasNew {
+		if ch.New, err = d.row(rel, newTuple); err != nil {
+			return fmt.Errorf("%s %s.%s new row: %w", action, rel.schema, rel.table, err)
+		}
 	}
-	if ch.Old, err = d.row(rel, oldTuple); err != nil {
-		return fmt.Errorf("%s %s.%s old row: %w", action, rel.schema, rel.table, err)
+	if hasOld {
+		if ch.Old, err = d.row(rel, oldTuple); err != nil {
+			return fmt.Errorf("%s %s.%s old row: %w", action, rel.schema, rel.table, err)
+		}
 	}
 	if action != events.Delete && ch.New == nil {
 		return fmt.Errorf("%w: %s on %s.%s without a new row", ErrProtocol, action, rel.schema, rel.table)
@@ -129,28 +220,23 @@ func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple 
 	return nil
 }
 
-func (d *Decoder) row(rel *relation, tuple *pglogrepl.TupleData) ([]events.Column, error) {
-	if tuple == nil {
-		return nil, nil
+func (d *Decoder) row(rel *relation, tuple []tupleColumn) ([]events.Column, error) {
+	if len(tuple) > len(rel.columns) {
+		return nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrProtocol, len(tuple), len(rel.columns))
 	}
-	if len(tuple.Columns) > len(rel.columns) {
-		return nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrProtocol, len(tuple.Columns), len(rel.columns))
-	}
-	cols := make([]events.Column, 0, len(tuple.Columns))
-	for i, c := range tuple.Columns {
+	cols := make([]events.Column, 0, len(tuple))
+	for i, c := range tuple {
 		rc := rel.columns[i]
 		col := events.Column{Name: rc.name}
-		switch c.DataType {
+		switch c.kind {
 		case pglogrepl.TupleDataTypeNull:
 		case pglogrepl.TupleDataTypeToast:
 			col.Unchanged = true
 		case pglogrepl.TupleDataTypeText:
-			col.Value = decodeText(d.types, rc.oid, c.Data)
+			col.Value = decodeText(d.types, rc.oid, c.data)
 		case pglogrepl.TupleDataTypeBinary:
 			// walcast never asks for binary; a value in it is kept as bytes' text.
-			col.Value = string(c.Data)
-		default:
-			return nil, fmt.Errorf("%w: column %s has tuple type %q", ErrProtocol, rc.name, c.DataType)
+			col.Value = string(c.data)
 		}
 		cols = append(cols, col)
 	}

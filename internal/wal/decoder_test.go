@@ -206,6 +206,17 @@ func TestDecoderProtocolErrors(t *testing.T) {
 		"nested begin":         {beginMsg(1, at, 1), beginMsg(2, at, 2)},
 		"tuple too wide":       {relationMsg(rel, "public", "tasks", col{"id", pgtype.TextOID}), beginMsg(1, at, 1), insertMsg(rel, "a", "b")},
 		"truncated message":    {{'I', 0, 0}},
+		"insert with old tuple": {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1),
+			append(append([]byte{'I', 0, 0, 0, rel, 'O'}, tuple("a")...), append([]byte{'N'}, tuple("a")...)...)},
+		"insert without N":      {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), append([]byte{'I', 0, 0, 0, rel, 'X'}, tuple("a")...)},
+		"update without new":    {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), append([]byte{'U', 0, 0, 0, rel, 'O'}, tuple("a")...)},
+		"delete without old":    {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), append([]byte{'D', 0, 0, 0, rel, 'N'}, tuple("a")...)},
+		"tuple cut short":       {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), insertMsg(rel, "abc")[:len(insertMsg(rel, "abc"))-1]},
+		"column count too high": {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), []byte{'I', 0, 0, 0, rel, 'N', 0, 3, 'n'}},
+		"column length too high": {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1),
+			[]byte{'I', 0, 0, 0, rel, 'N', 0, 1, 't', 0xFF, 0xFF, 0xFF, 0xFF, 'a'}},
+		"unknown column kind":  {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), []byte{'I', 0, 0, 0, rel, 'N', 0, 1, 'z'}},
+		"no column count":      {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1), []byte{'I', 0, 0, 0, rel, 'N', 0}},
 		"truncate unknown rel": {beginMsg(1, at, 1), truncateMsg(42)},
 		"empty":                {{}},
 	}
@@ -218,8 +229,8 @@ func TestDecoderProtocolErrors(t *testing.T) {
 					break
 				}
 			}
-			if err == nil {
-				t.Fatal("no error")
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("%v is not ErrProtocol", err)
 			}
 		})
 	}
