@@ -2,7 +2,7 @@
 # bench.sh reproduces docs/benchmarks.md on this machine: it owns a bench
 # database on the throwaway PostgreSQL (scripts/pg.sh), starts walcast in WAL
 # and in NOTIFY mode, runs walcast-bench and pgbench, and writes JSON and SVG
-# results to docs/bench/. Takes about 6 minutes.
+# results to docs/bench/. Takes about 14 minutes.
 #
 #   scripts/bench.sh            # everything
 #   scripts/bench.sh latency    # one part: writes | latency | max | slow | idle | go
@@ -63,34 +63,52 @@ start_walcast() {
 bench() { bin/walcast-bench --url http://127.0.0.1:8090 --db "$DBURL" "$@"; }
 
 if [[ "$PART" == all || "$PART" == writes ]]; then
-	echo "== write overhead (pgbench, 10 s each)"
+	echo "== write overhead (pgbench, ${WRITE_SECONDS:=15} s per run, ${WRITE_ROUNDS:=3} interleaved rounds)"
 	cat >/tmp/walcast-insert.sql <<'SQL'
 INSERT INTO messages (project_id, sender_id, content) VALUES ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', '11111111-1111-4111-8111-111111111111', 'pgbench message');
 SQL
 	seed() { psql "$DBURL" -q -f scripts/demo.sql; }
-	tps() { "$BIN/pgbench" -n -c "$1" -j 2 -T 10 -f /tmp/walcast-insert.sql "$DBURL" 2>/dev/null | awk '/^tps/ {print $3}'; }
+	tps() { "$BIN/pgbench" -n -c "$1" -j 2 -T "$WRITE_SECONDS" -f /tmp/walcast-insert.sql "$DBURL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'; }
+	# Single runs on this machine differ by ±15 %: the four set-ups run in
+	# turn, round after round, and the medians are compared.
 	: >"$OUT/writes.txt"
 	for clients in 8 32; do
-		fresh_db; seed
-		a=$(tps "$clients")
-		fresh_db notify; seed
-		start_walcast notify
-		b=$(tps "$clients")
-		stop_walcast
-		fresh_db; seed
-		psql "$DBURL" -qc "SELECT pg_create_logical_replication_slot('recv_bench', 'pgoutput')" >/dev/null
-		psql "$DBURL" -qc "CREATE PUBLICATION recv_pub FOR TABLE projects, sprints, tasks, messages, project_members" >/dev/null
-		"$BIN/pg_recvlogical" -d "$DBURL" --slot recv_bench --start -o proto_version=1 -o publication_names=recv_pub -f /dev/null &
-		RECV=$!
-		sleep 1
-		c=$(tps "$clients")
-		kill "$RECV"; wait "$RECV" 2>/dev/null || true
-		fresh_db; seed
-		start_walcast wal
-		d=$(tps "$clients")
-		stop_walcast
-		echo "clients=$clients none=$a notify=$b recvlogical=$c walcast=$d" | tee -a "$OUT/writes.txt"
+		for round in $(seq 1 "$WRITE_ROUNDS"); do
+			fresh_db; seed
+			a=$(tps "$clients")
+			fresh_db notify; seed
+			start_walcast notify
+			b=$(tps "$clients")
+			stop_walcast
+			fresh_db; seed
+			psql "$DBURL" -qc "SELECT pg_create_logical_replication_slot('recv_bench', 'pgoutput')" >/dev/null
+			psql "$DBURL" -qc "CREATE PUBLICATION recv_pub FOR TABLE projects, sprints, tasks, messages, project_members" >/dev/null
+			"$BIN/pg_recvlogical" -d "$DBURL" --slot recv_bench --start -o proto_version=1 -o publication_names=recv_pub -f /dev/null &
+			RECV=$!
+			sleep 1
+			c=$(tps "$clients")
+			kill "$RECV"; wait "$RECV" 2>/dev/null || true
+			fresh_db; seed
+			start_walcast wal
+			d=$(tps "$clients")
+			stop_walcast
+			echo "clients=$clients round=$round none=$a notify=$b recvlogical=$c walcast=$d" | tee -a "$OUT/writes.txt"
+		done
 	done
+	# Medians per set-up and their ratios.
+	awk '
+		function median(list,   n, v, i, j, t) {
+			n = split(list, v, " ")
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+			return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+		}
+		{ split($1, k, "="); c = k[2]; for (f = 3; f <= 6; f++) { split($f, kv, "="); runs[c, kv[1]] = runs[c, kv[1]] " " kv[2] }; cs[c] = 1 }
+		END {
+			for (c in cs) {
+				a = median(runs[c, "none"]); b = median(runs[c, "notify"]); r = median(runs[c, "recvlogical"]); d = median(runs[c, "walcast"])
+				printf "median clients=%s none=%.0f notify=%.0f recvlogical=%.0f walcast=%.0f b/a=%.2f c/a=%.2f d/a=%.2f d/c=%.2f d/b=%.2f\n", c, a, b, r, d, b / a, r / a, d / a, d / r, d / b
+			}
+		}' "$OUT/writes.txt" | sort -t= -k2 -n | tee -a "$OUT/writes.txt"
 fi
 
 if [[ "$PART" == all || "$PART" == latency ]]; then

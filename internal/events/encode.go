@@ -164,6 +164,20 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hex = "0123456789abcdef"
 
+// plain8 reports whether the eight bytes packed in x are all ASCII that
+// JSON carries unescaped: none below 0x20, none '"' or '\\', none 0x80 or
+// above (the bit tricks of "Bit Twiddling Hacks": hasless and haszero,
+// exact for the question "is there any").
+func plain8(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	ctrl := (x - 0x20*lo) &^ x & hi
+	q := x ^ ('"' * lo)
+	q = (q - lo) &^ q & hi
+	bs := x ^ ('\\' * lo)
+	bs = (bs - lo) &^ bs & hi
+	return ctrl|q|bs|(x&hi) == 0
+}
+
 // appendString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
 // encoding/json does; U+2028 and U+2029 are escaped so the frame is safe to
 // embed in a script.
@@ -171,6 +185,14 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Most text is plain ASCII: skip it eight bytes at a time.
+		for i+8 <= len(s) && plain8(uint64(s[i])|uint64(s[i+1])<<8|uint64(s[i+2])<<16|uint64(s[i+3])<<24|
+			uint64(s[i+4])<<32|uint64(s[i+5])<<40|uint64(s[i+6])<<48|uint64(s[i+7])<<56) {
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {

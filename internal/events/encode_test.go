@@ -27,3 +27,51 @@ func TestAppendTimeMatchesAppendFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestPlain8(t *testing.T) {
+	ref := func(b [8]byte) bool {
+		for _, c := range b {
+			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+				return false
+			}
+		}
+		return true
+	}
+	pack := func(b [8]byte) uint64 {
+		var x uint64
+		for i, c := range b {
+			x |= uint64(c) << (8 * i)
+		}
+		return x
+	}
+	check := func(b [8]byte) {
+		if got := plain8(pack(b)); got != ref(b) {
+			t.Fatalf("plain8(%q) = %v", b[:], got)
+		}
+	}
+	// Every byte value at every position, among plain and among special
+	// neighbours (a borrow from one byte must not hide or fake another).
+	for _, fill := range []byte{'a', ' ', '~', 0x21, 0x1f, '"', 0x80} {
+		for pos := range 8 {
+			for c := range 256 {
+				var b [8]byte
+				for i := range b {
+					b[i] = fill
+				}
+				b[pos] = byte(c)
+				check(b)
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200000 {
+		var b [8]byte
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+			if r.IntN(2) == 0 {
+				b[i] = byte(0x20 + r.IntN(0x60))
+			}
+		}
+		check(b)
+	}
+}
