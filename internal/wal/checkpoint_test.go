@@ -59,3 +59,42 @@ func TestCheckpointerWindow(t *testing.T) {
 		})
 	}
 }
+
+// Transactions close together share one entry, released when its first
+// transaction's time is up; the bounds hold for every one of them.
+func TestCheckpointerMergesCloseTransactions(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cp := checkpointer{maxAge: 5 * time.Minute, maxBytes: 64 << 20}
+	// 15,000 transactions a second for 2 s, 200 bytes of WAL each.
+	var lsn uint64 = 1000
+	for i := range 30000 {
+		at := t0.Add(time.Duration(i) * time.Second / 15000)
+		cp.delivered(lsn, lsn+150, lsn+200, at)
+		lsn += 200
+	}
+	if n := len(cp.held); n > 30000/1000*2+10 {
+		t.Fatalf("%d entries held for 30,000 transactions in 2 s", n)
+	}
+	firstEnd := cp.held[0].end
+	if got := cp.target(t0.Add(5*time.Minute-time.Millisecond), lsn, 0); got != 0 {
+		t.Fatalf("confirmed %d before the first transaction's time was up", got)
+	}
+	// At 5 min the first entry is released: up to its last transaction,
+	// which is at most maxAge/1000 (300 ms) younger than its first.
+	got := cp.target(t0.Add(5*time.Minute), lsn, 0)
+	if got != firstEnd || got == 0 {
+		t.Fatalf("target %d, want the first entry's end %d", got, firstEnd)
+	}
+	if span := (got - 1000) / 200; span > 15000*3/10+1 {
+		t.Fatalf("released %d transactions, more than 300 ms of them", span)
+	}
+	// Never more than maxBytes kept: an entry spans at most maxBytes/64.
+	for _, h := range cp.held {
+		if h.end-h.start > cp.maxBytes/64 {
+			t.Fatalf("entry spans %d bytes", h.end-h.start)
+		}
+	}
+	if got := cp.target(t0.Add(6*time.Minute), lsn, 0); got != lsn {
+		t.Fatalf("after the window: target %d, want %d", got, lsn)
+	}
+}
