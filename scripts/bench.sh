@@ -68,6 +68,7 @@ if [[ "$PART" == all || "$PART" == writes ]]; then
 INSERT INTO messages (project_id, sender_id, content) VALUES ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', '11111111-1111-4111-8111-111111111111', 'pgbench message');
 SQL
 	seed() { psql "$DBURL" -q -f scripts/demo.sql; }
+	cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 	tps() { "$BIN/pgbench" -n -c "$1" -j 2 -T "$WRITE_SECONDS" -f /tmp/walcast-insert.sql "$DBURL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'; }
 	# Single runs on this machine differ by ±15 %: the four set-ups run in
 	# turn, round after round, and the medians are compared.
@@ -86,13 +87,18 @@ SQL
 			"$BIN/pg_recvlogical" -d "$DBURL" --slot recv_bench --start -o proto_version=1 -o publication_names=recv_pub -f /dev/null &
 			RECV=$!
 			sleep 1
+			r0=$(cpu_ticks "$RECV")
 			c=$(tps "$clients")
+			rc=$(( $(cpu_ticks "$RECV") - r0 ))
 			kill "$RECV"; wait "$RECV" 2>/dev/null || true
 			fresh_db; seed
 			start_walcast wal
+			w0=$(cpu_ticks "$WALCAST_PID")
 			d=$(tps "$clients")
+			wc=$(( $(cpu_ticks "$WALCAST_PID") - w0 ))
 			stop_walcast
-			echo "clients=$clients round=$round none=$a notify=$b recvlogical=$c walcast=$d" | tee -a "$OUT/writes.txt"
+			# The consumers' own CPU (1/100 s) during (c) and (d).
+			echo "clients=$clients round=$round none=$a notify=$b recvlogical=$c walcast=$d recv_cpu=$rc walcast_cpu=$wc" | tee -a "$OUT/writes.txt"
 		done
 	done
 	# Medians per set-up and their ratios.
