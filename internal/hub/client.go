@@ -72,13 +72,6 @@ func (c *Client) push(it Item) {
 	c.Wake()
 }
 
-// Pending reports whether items wait to be taken.
-func (c *Client) Pending() bool {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	return len(c.items) > 0
-}
-
 // Wake puts a token on Ready without queuing anything: the socket's
 // writer waits on that one channel for everything it must act on, which
 // costs less per wake-up than a select over several.

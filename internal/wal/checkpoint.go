@@ -6,9 +6,9 @@ import "time"
 // keeps, so that a restart replays it and rebuilds the hub's history.
 type heldTxn struct {
 	// start is the transaction's first WAL position: replaying it needs
-	// the WAL from there on.
-	start, commit, end uint64
-	at                 time.Time
+	// the WAL from there on; end is where confirming it moves the slot.
+	start, end uint64
+	at         time.Time
 }
 
 // checkpointer decides how far the slot may be confirmed. Every transaction
@@ -43,11 +43,11 @@ func (c *checkpointer) delivered(start, commit, end uint64, at time.Time) {
 	if n := len(c.held); n > 0 {
 		last := &c.held[n-1]
 		if at.Sub(last.at) < c.maxAge/1000 && end >= last.start && end-last.start <= c.maxBytes/64 {
-			last.commit, last.end = commit, end
+			last.end = end
 			return
 		}
 	}
-	c.held = append(c.held, heldTxn{start: start, commit: commit, end: end, at: at})
+	c.held = append(c.held, heldTxn{start: start, end: end, at: at})
 }
 
 // target returns the position the slot may be confirmed to at now. head is
