@@ -1,0 +1,110 @@
+package ws
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+)
+
+// rawClient speaks just enough RFC 6455 to see the server's pings and to
+// choose whether to answer them, which a WebSocket library does not let a
+// test decide.
+type rawClient struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func dialRaw(t *testing.T, wsURL string) *rawClient {
+	t.Helper()
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(nonce[:]) + "\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	return &rawClient{conn: conn, br: br}
+}
+
+// next returns the next frame's opcode and payload (server frames are
+// never masked; walcast sends no frame longer than 125 bytes unprompted).
+func (c *rawClient) next() (byte, []byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	p := make([]byte, h[1]&0x7F)
+	_, err := io.ReadFull(c.br, p)
+	return h[0] & 0x0F, p, err
+}
+
+func (c *rawClient) pong(p []byte) error {
+	frame := append([]byte{0x8A, 0x80 | byte(len(p)), 1, 2, 3, 4}, p...)
+	for i := range p {
+		frame[6+i] ^= []byte{1, 2, 3, 4}[i&3]
+	}
+	_, err := c.conn.Write(frame)
+	return err
+}
+
+// The server pings on every interval, not only once (the writer re-arms
+// the timer after each ping), and drops a socket that stops answering
+// within the write timeout.
+func TestServerPingsAndDropsSilentSockets(t *testing.T) {
+	const interval, timeout = 60 * time.Millisecond, 300 * time.Millisecond
+	_, _, wsURL := newTestServer(t, Config{PingInterval: interval, WriteTimeout: timeout}, 16)
+	c := dialRaw(t, wsURL)
+	defer c.conn.Close()
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+
+	const answered = 4
+	pings := 0
+	var silentSince time.Time
+	for {
+		op, p, err := c.next()
+		if err != nil {
+			// The server gave up on the socket: it must have pinged at
+			// least once more after the last pong, and not before the
+			// write timeout passed.
+			if pings <= answered {
+				t.Fatalf("socket ended after %d pings (%v); want more than the %d answered", pings, err, answered)
+			}
+			if waited := time.Since(silentSince); waited < timeout {
+				t.Fatalf("dropped %v after the first unanswered ping, before the %v write timeout", waited, timeout)
+			}
+			return
+		}
+		if op != 0x9 {
+			continue
+		}
+		pings++
+		if pings <= answered {
+			if err := c.pong(p); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if silentSince.IsZero() {
+			silentSince = time.Now()
+		}
+	}
+}
