@@ -159,15 +159,7 @@ func TestChaos(t *testing.T) {
 	stop := runClients(t, clients)
 	defer stop()
 
-	type written struct {
-		ids map[string][]string
-		err error
-	}
-	writer := make(chan written, 1)
-	go func() {
-		ids, err := writeMessages(context.Background(), db.URL, projects, 3000, 3, 12*time.Second)
-		writer <- written{ids, err}
-	}()
+	writer := startWriting(db.URL, projects, 3000, 3, 12*time.Second)
 
 	for i := 0; i < 2; i++ {
 		time.Sleep(time.Duration(1000+rand.IntN(1000)) * time.Millisecond)
@@ -224,6 +216,23 @@ func runClients(t *testing.T, clients []*chaosClient) (stop func()) {
 		return true
 	})
 	return stop
+}
+
+// written is what a background writeMessages returned.
+type written struct {
+	ids map[string][]string
+	err error
+}
+
+// startWriting runs writeMessages in the background; its result arrives on
+// the channel, which has room for one so a peek can put it back.
+func startWriting(dbURL string, projects []string, max, batch int, within time.Duration) chan written {
+	writer := make(chan written, 1)
+	go func() {
+		ids, err := writeMessages(context.Background(), dbURL, projects, max, batch, within)
+		writer <- written{ids, err}
+	}()
+	return writer
 }
 
 // writeMessages commits messages into random projects from one connection

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -89,15 +88,7 @@ func TestClusterFailover(t *testing.T) {
 	stop := runClients(t, clients)
 	defer stop()
 
-	type written struct {
-		ids map[string][]string
-		err error
-	}
-	writer := make(chan written, 1)
-	go func() {
-		ids, err := writeMessages(context.Background(), db.URL, projects, 1<<30, 1, 8*time.Second)
-		writer <- written{ids, err}
-	}()
+	writer := startWriting(db.URL, projects, 1<<30, 1, 8*time.Second)
 
 	time.Sleep(2500 * time.Millisecond)
 	old := leader()
