@@ -228,7 +228,7 @@ type socket struct {
 	srv    *Server
 	conn   *websocket.Conn
 	cork   *corkConn
-	sent   map[string]prometheus.Counter // events_sent_total by type, owned by the writer
+	sent   map[string]prometheus.Counter // events_sent_total by type; guarded by wmu
 	client *hub.Client
 	id     uint64
 	// expires is the token's expiry in Unix nanoseconds; refresh_token
