@@ -10,6 +10,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // served only on http.debug_addr
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/api"
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/cluster"
@@ -53,12 +55,11 @@ func newPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
 }
 
 // publisher is the sink between the WAL reader and the hub: it maps a
-// transaction to events, drops cached memberships its revocations end, and
-// publishes the events.
+// transaction to events and publishes them; the hub applies their access
+// changes (revocations, grants) as it fans them out.
 type publisher struct {
 	mapper  *events.Mapper
 	hub     *hub.Hub
-	members *auth.Memberships
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	buf     []events.Event
@@ -71,18 +72,20 @@ func (p *publisher) take(ctx context.Context, txn *events.Txn) error {
 	evs, problems := p.mapper.Map(txn, p.buf[:0])
 	for _, err := range problems {
 		p.metrics.MappingProblems.Inc()
-		p.log.Warn("change left out", "err", err, "lsn", pglogrepl.LSN(txn.CommitLSN).String())
+		p.log.Warn("change could not be mapped; failing closed", "err", err, "lsn", pglogrepl.LSN(txn.CommitLSN).String())
+	}
+	for i := range evs {
+		if r := evs[i].Revoke; r != nil && r.Conservative && r.At == evs[i].Position {
+			p.metrics.AccessFailClosed.WithLabelValues(metrics.FailClosedUnmappable).Inc()
+			p.log.Error("access change could not be attributed: revoked every subscription it might concern",
+				"project_id", evs[i].ProjectID, "all_projects", evs[i].AllProjects, "position", r.At.String())
+		}
 	}
 	if p.bus != nil {
 		err := p.bus.Publish(ctx, evs)
 		clear(evs)
 		p.buf = evs[:0]
 		return err
-	}
-	for i := range evs {
-		if r := evs[i].Revoke; r != nil && r.At == evs[i].Position {
-			p.members.Forget(evs[i].ProjectID, r.UserID)
-		}
 	}
 	p.hub.Publish(evs)
 	// The hub keeps the payloads, not the slice: reuse it.
@@ -93,10 +96,20 @@ func (p *publisher) take(ctx context.Context, txn *events.Txn) error {
 
 // deliver feeds one event from the cluster stream to this replica's hub.
 func (p *publisher) deliver(ev events.Event) {
-	if r := ev.Revoke; r != nil && r.At == ev.Position {
-		p.members.Forget(ev.ProjectID, r.UserID)
-	}
 	p.hub.Publish([]events.Event{ev})
+}
+
+// restAccess decides REST requests on committed state: always a fresh
+// lookup, judged by the hub against the access changes it has published.
+type restAccess struct {
+	hub     *hub.Hub
+	members *auth.Memberships
+}
+
+func (a restAccess) Authorize(ctx context.Context, projectID, userID string) (bool, error) {
+	return a.hub.Authorize(ctx, projectID, userID, func(ctx context.Context, _ bool) (access.Proof, error) {
+		return a.members.Lookup(ctx, projectID, userID, true)
+	})
 }
 
 // source is where changes come from: the WAL reader or the NOTIFY listener.
@@ -115,7 +128,6 @@ type recheck struct {
 }
 
 func (r recheck) Recheck(ctx context.Context, projectID string, all bool) {
-	r.members.Forget(projectID, "")
 	if all {
 		r.hub.Revoke(projectID, "", events.ReasonProjectDeleted)
 		return
@@ -183,14 +195,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	mt := cfg.MembershipTable()
-	members := auth.NewMemberships(pool, auth.MembershipQuery{
-		Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn,
-	}, cfg.Auth.MembershipCacheTTL, m)
+	members := auth.NewMemberships(pool, auth.MembershipConfig{
+		Query: auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn},
+		TTL:   cfg.Auth.MembershipCacheTTL, MaxConcurrent: cfg.Auth.MembershipLookups,
+	}, m)
 	h := hub.New(hub.Config{
 		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge,
 		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
+		AccessWait:       cfg.Auth.MembershipWait, AccessKeep: cfg.Auth.AccessMemory, AccessMax: cfg.Auth.AccessMemoryMax,
 	}, m)
-	pub := &publisher{mapper: mapper, hub: h, members: members, log: log, metrics: m}
+	pub := &publisher{mapper: mapper, hub: h, log: log, metrics: m}
 	clustered := cfg.Cluster.NATSURL != ""
 	onStart := h.SetFloor
 	reconnectMax, standbyPoll := cfg.Replication.ReconnectMax, time.Duration(0)
@@ -240,7 +254,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
 			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
-			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll,
+			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation,
 		}, mapper.Watches, pub.take, onStart, log, m)
 		reader = walReader
 	}
@@ -248,10 +262,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		WriteTimeout: cfg.WS.WriteTimeout, PingInterval: cfg.WS.PingInterval, ReadLimit: cfg.WS.ReadLimit,
 		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
 		MaxConnections: cfg.WS.MaxConnections, ConnectRate: cfg.WS.ConnectRate, ConnectBurst: cfg.WS.ConnectBurst,
-		WriteWorkers: cfg.WS.WriteWorkers,
+		WriteWorkers: cfg.WS.WriteWorkers, ForbiddenRate: cfg.WS.ForbiddenRate, ForbiddenBurst: cfg.WS.ForbiddenBurst,
 	}, h, verifier, members, log, m)
 
+	var pubWatch *wal.PublicationWatch
+	if walReader != nil {
+		pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Events.Tables, cfg.Replication.PublicationCheck, h, log, m)
+	}
 	ready := func(ctx context.Context) error {
+		if pubWatch != nil {
+			if problems := pubWatch.Problems(); len(problems) > 0 {
+				return errors.New(strings.Join(problems, "; "))
+			}
+		}
 		if clustered {
 			// A standby serves sockets from the stream: it is ready while
 			// NATS and the database are.
@@ -316,7 +339,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	router := api.NewRouter(api.Deps{
 		Demo:   demoRoutes,
 		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken},
-		Pool:   pool, Verifier: verifier, Members: members, WS: sockets, Gatherer: reg,
+		Pool:   pool, Verifier: verifier, Access: restAccess{hub: h, members: members}, WS: sockets, Gatherer: reg,
 		Ready: ready, Status: status, Log: log, Metrics: m,
 	})
 
@@ -360,6 +383,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	g.Go(func() error { return h.Run(gctx) })
 	if walReader != nil {
 		g.Go(func() error { return monitor.Run(gctx) })
+		g.Go(func() error { return pubWatch.Run(gctx) })
 	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -14,7 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	accesspkg "github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
 	"github.com/walcast/walcast/internal/pgtest"
 )
@@ -38,10 +40,19 @@ func setup(t *testing.T) (*httptest.Server, *pgtest.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	members := auth.NewMemberships(db.Pool, auth.MembershipQuery{Table: "project_members", ProjectIDColumn: "project_id", UserIDColumn: "user_id"}, time.Minute, m)
+	members := auth.NewMemberships(db.Pool, auth.MembershipConfig{
+		Query: auth.MembershipQuery{Table: "project_members", ProjectIDColumn: "project_id", UserIDColumn: "user_id"},
+		TTL:   time.Minute, MaxConcurrent: 2,
+	}, m)
+	h := hub.New(hub.Config{QueueSize: 16, AccessWait: time.Second, AccessKeep: time.Minute, AccessMax: 100}, m)
+	access := accessFunc(func(ctx context.Context, projectID, userID string) (bool, error) {
+		return h.Authorize(ctx, projectID, userID, func(ctx context.Context, _ bool) (accesspkg.Proof, error) {
+			return members.Lookup(ctx, projectID, userID, true)
+		})
+	})
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	router := NewRouter(Deps{
-		Config: Config{MaxBodyBytes: 2048, MaxMessageChars: 100}, Pool: db.Pool, Verifier: v, Members: members,
+		Config: Config{MaxBodyBytes: 2048, MaxMessageChars: 100}, Pool: db.Pool, Verifier: v, Access: access,
 		WS:       http.NotFoundHandler(),
 		Gatherer: reg, Ready: func(context.Context) error { return nil },
 		Status: func(context.Context) map[string]any { return map[string]any{} }, Log: log, Metrics: m,
@@ -49,6 +60,12 @@ func setup(t *testing.T) (*httptest.Server, *pgtest.DB) {
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
 	return srv, db
+}
+
+type accessFunc func(ctx context.Context, projectID, userID string) (bool, error)
+
+func (f accessFunc) Authorize(ctx context.Context, projectID, userID string) (bool, error) {
+	return f(ctx, projectID, userID)
 }
 
 func tok(t *testing.T, user string) string {

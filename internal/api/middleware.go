@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/httpjson"
 )
@@ -148,7 +149,11 @@ func (h *handlers) membersOnly(next http.Handler) http.Handler {
 			return
 		}
 		userID, _ := r.Context().Value(keyUserID).(string)
-		ok, err := h.d.Members.IsMember(r.Context(), pid, userID)
+		ok, err := h.d.Access.Authorize(r.Context(), pid, userID)
+		if errors.Is(err, access.ErrUnsettled) {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			return
+		}
 		if err != nil {
 			h.internal(w, r, "membership lookup", err)
 			return

@@ -25,9 +25,10 @@ type Config struct {
 	StatusToken string
 }
 
-// MembershipChecker answers whether a user may see a project.
-type MembershipChecker interface {
-	IsMember(ctx context.Context, projectID, userID string) (bool, error)
+// AccessChecker decides whether a user may read and write a project's data
+// now, on committed state (never from a cache that may predate a removal).
+type AccessChecker interface {
+	Authorize(ctx context.Context, projectID, userID string) (bool, error)
 }
 
 // Deps are what the router serves from.
@@ -35,7 +36,7 @@ type Deps struct {
 	Config   Config
 	Pool     *pgxpool.Pool
 	Verifier *auth.Verifier
-	Members  MembershipChecker
+	Access   AccessChecker
 	// WS serves the socket endpoint.
 	WS http.Handler
 	// Gatherer is the registry /metrics exposes.

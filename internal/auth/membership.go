@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/metrics"
 )
 
@@ -20,22 +21,43 @@ type MembershipQuery struct {
 	UserIDColumn    string
 }
 
-// Memberships answers "is user U a member of project P", cached.
+// MembershipConfig configures Memberships.
+type MembershipConfig struct {
+	Query MembershipQuery
+	// TTL bounds how long a "member" answer is reused, and it is reused
+	// only while no access change the stream brought is newer than it (the
+	// hub judges; package access). "Not a member" is never cached: a user
+	// added a moment ago may subscribe at once (ws limits refusals).
+	TTL time.Duration
+	// MaxConcurrent caps lookups running at once, so that a flood of
+	// subscribes cannot take every pooled connection.
+	MaxConcurrent int
+}
+
+// Memberships answers "is user U a member of project P" from the database,
+// with the MVCC snapshot the answer was read in, and caches the answers.
 type Memberships struct {
 	pool    *pgxpool.Pool
 	sql     string
-	ttl     time.Duration
+	cfg     MembershipConfig
 	metrics *metrics.Metrics
 	now     func() time.Time
+	slots   chan struct{}
 
 	mu    sync.Mutex
-	cache map[[2]string]time.Time // (project, user) -> expiry
-	gen   uint64                  // bumped by every Forget
+	cache map[[2]string]cached // (project, user)
 }
 
-// NewMemberships returns a cache over q. ttl bounds how long a positive
-// answer is trusted without a removal seen on the stream.
-func NewMemberships(pool *pgxpool.Pool, q MembershipQuery, ttl time.Duration, m *metrics.Metrics) *Memberships {
+type cached struct {
+	proof  access.Proof
+	expiry time.Time
+}
+
+// MembershipSQL is the lookup: the columns are compared with parameters of
+// their own type (so the table's unique index on the pair is used), and
+// pg_current_snapshot() in the same statement returns the snapshot the
+// EXISTS was evaluated in.
+func MembershipSQL(q MembershipQuery) string {
 	ident := func(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 	table := q.Table
 	if schema, name, ok := strings.Cut(table, "."); ok {
@@ -43,55 +65,70 @@ func NewMemberships(pool *pgxpool.Pool, q MembershipQuery, ttl time.Duration, m 
 	} else {
 		table = ident(table)
 	}
-	sql := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s::text = $1 AND %s::text = $2)", table, ident(q.ProjectIDColumn), ident(q.UserIDColumn))
-	return &Memberships{pool: pool, sql: sql, ttl: ttl, metrics: m, now: time.Now, cache: make(map[[2]string]time.Time)}
+	return fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s = $1 AND %s = $2), pg_current_snapshot()::text",
+		table, ident(q.ProjectIDColumn), ident(q.UserIDColumn))
 }
 
-// IsMember reports whether userID is a member of projectID.
-func (ms *Memberships) IsMember(ctx context.Context, projectID, userID string) (bool, error) {
+// NewMemberships returns a cached lookup over cfg.Query.
+func NewMemberships(pool *pgxpool.Pool, cfg MembershipConfig, m *metrics.Metrics) *Memberships {
+	return &Memberships{pool: pool, sql: MembershipSQL(cfg.Query), cfg: cfg, metrics: m, now: time.Now,
+		slots: make(chan struct{}, max(1, cfg.MaxConcurrent)), cache: make(map[[2]string]cached)}
+}
+
+// Lookup returns whether userID is a member of projectID and the proof of
+// it. Unless fresh, a cached answer may be returned (Proof.Fresh false).
+func (ms *Memberships) Lookup(ctx context.Context, projectID, userID string, fresh bool) (access.Proof, error) {
 	key := [2]string{projectID, userID}
-	ms.mu.Lock()
-	exp, ok := ms.cache[key]
-	gen := ms.gen
-	ms.mu.Unlock()
-	if ok && ms.now().Before(exp) {
-		ms.metrics.MembershipLookups.WithLabelValues("hit").Inc()
-		return true, nil
+	if !fresh {
+		ms.mu.Lock()
+		c, ok := ms.cache[key]
+		ms.mu.Unlock()
+		if ok && ms.now().Before(c.expiry) {
+			ms.metrics.MembershipLookups.WithLabelValues("hit").Inc()
+			return c.proof, nil
+		}
 	}
 	ms.metrics.MembershipLookups.WithLabelValues("miss").Inc()
-	var member bool
-	if err := ms.pool.QueryRow(ctx, ms.sql, projectID, userID).Scan(&member); err != nil {
-		return false, fmt.Errorf("membership lookup: %w", err)
+	proof, err := ms.query(ctx, projectID, userID)
+	if err != nil {
+		return access.Proof{}, err
 	}
-	if member && ms.ttl > 0 {
+	if proof.Member && ms.cfg.TTL > 0 {
+		c := cached{proof: proof, expiry: ms.now().Add(ms.cfg.TTL)}
+		c.proof.Fresh = false
 		ms.mu.Lock()
-		// A removal seen since the query began may postdate its answer.
-		if ms.gen == gen {
-			if len(ms.cache) >= maxCacheEntries {
-				ms.evictExpired()
-			}
-			ms.cache[key] = ms.now().Add(ms.ttl)
+		if len(ms.cache) >= maxCacheEntries {
+			ms.evictExpired()
 		}
+		ms.cache[key] = c
 		ms.mu.Unlock()
 	}
-	return member, nil
+	return proof, nil
 }
 
-// Forget drops cached answers for projectID: userID's, or everyone's when
-// userID is empty (the project was deleted).
-func (ms *Memberships) Forget(projectID, userID string) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	ms.gen++
-	if userID != "" {
-		delete(ms.cache, [2]string{projectID, userID})
-		return
+// IsMember asks the database, bypassing the cache.
+func (ms *Memberships) IsMember(ctx context.Context, projectID, userID string) (bool, error) {
+	p, err := ms.Lookup(ctx, projectID, userID, true)
+	return p.Member, err
+}
+
+func (ms *Memberships) query(ctx context.Context, projectID, userID string) (access.Proof, error) {
+	select {
+	case ms.slots <- struct{}{}:
+		defer func() { <-ms.slots }()
+	case <-ctx.Done():
+		return access.Proof{}, fmt.Errorf("membership lookup: %w", ctx.Err())
 	}
-	for k := range ms.cache {
-		if k[0] == projectID {
-			delete(ms.cache, k)
-		}
+	var member bool
+	var snap string
+	if err := ms.pool.QueryRow(ctx, ms.sql, projectID, userID).Scan(&member, &snap); err != nil {
+		return access.Proof{}, fmt.Errorf("membership lookup: %w", err)
 	}
+	s, err := access.ParseSnapshot(snap)
+	if err != nil {
+		return access.Proof{}, fmt.Errorf("membership lookup: %w", err)
+	}
+	return access.Proof{Member: member, Snapshot: &s, Fresh: true}, nil
 }
 
 // maxCacheEntries bounds the cache; past it expired entries are swept, and
@@ -100,8 +137,8 @@ const maxCacheEntries = 200_000
 
 func (ms *Memberships) evictExpired() {
 	now := ms.now()
-	for k, exp := range ms.cache {
-		if !now.Before(exp) {
+	for k, c := range ms.cache {
+		if !now.Before(c.expiry) {
 			delete(ms.cache, k)
 		}
 	}

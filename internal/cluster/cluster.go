@@ -75,20 +75,24 @@ type envelope struct {
 	Type       string          `json:"t"`
 	CommitTime int64           `json:"ct"`
 	All        bool            `json:"all,omitempty"`
+	Xid        uint32          `json:"x,omitempty"`
+	Grant      string          `json:"g,omitempty"`
 	Revoke     *revocation     `json:"rv,omitempty"`
 	Payload    json.RawMessage `json:"f,omitempty"`
 }
 
 type revocation struct {
-	UserID string `json:"u,omitempty"`
-	Reason string `json:"r"`
-	At     string `json:"at"`
+	UserID       string `json:"u,omitempty"`
+	Reason       string `json:"r"`
+	At           string `json:"at"`
+	Conservative bool   `json:"c,omitempty"`
 }
 
 func encode(ev *events.Event) ([]byte, error) {
-	e := envelope{Position: ev.Position.String(), ProjectID: ev.ProjectID, Type: ev.Type, CommitTime: ev.CommitTime.UnixNano(), All: ev.AllProjects, Payload: ev.Payload}
+	e := envelope{Position: ev.Position.String(), ProjectID: ev.ProjectID, Type: ev.Type, CommitTime: ev.CommitTime.UnixNano(), All: ev.AllProjects, Payload: ev.Payload,
+		Xid: ev.Xid, Grant: ev.Grant}
 	if ev.Revoke != nil {
-		e.Revoke = &revocation{UserID: ev.Revoke.UserID, Reason: ev.Revoke.Reason, At: ev.Revoke.At.String()}
+		e.Revoke = &revocation{UserID: ev.Revoke.UserID, Reason: ev.Revoke.Reason, At: ev.Revoke.At.String(), Conservative: ev.Revoke.Conservative}
 	}
 	return json.Marshal(e)
 }
@@ -105,7 +109,8 @@ func decode(b []byte) (events.Event, error) {
 	if err != nil {
 		return events.Event{}, fmt.Errorf("%w: %v", ErrEnvelope, err)
 	}
-	ev := events.Event{Position: pos, ProjectID: e.ProjectID, Type: e.Type, CommitTime: time.Unix(0, e.CommitTime).UTC(), AllProjects: e.All}
+	ev := events.Event{Position: pos, ProjectID: e.ProjectID, Type: e.Type, CommitTime: time.Unix(0, e.CommitTime).UTC(), AllProjects: e.All,
+		Xid: e.Xid, Grant: e.Grant}
 	if len(e.Payload) > 0 {
 		ev.Payload = []byte(e.Payload)
 	}
@@ -114,7 +119,7 @@ func decode(b []byte) (events.Event, error) {
 		if err != nil {
 			return events.Event{}, fmt.Errorf("%w: %v", ErrEnvelope, err)
 		}
-		ev.Revoke = &events.Revocation{UserID: e.Revoke.UserID, Reason: e.Revoke.Reason, At: at}
+		ev.Revoke = &events.Revocation{UserID: e.Revoke.UserID, Reason: e.Revoke.Reason, At: at, Conservative: e.Revoke.Conservative}
 	}
 	if !ev.AllProjects && (ev.ProjectID == "" || len(ev.Payload) == 0) {
 		return events.Event{}, fmt.Errorf("%w: no project or payload", ErrEnvelope)

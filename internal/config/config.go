@@ -86,6 +86,10 @@ type Replication struct {
 	HoldBackBytes  int64         `yaml:"hold_back_bytes"`
 	ReconnectMax   time.Duration `yaml:"reconnect_max"`
 	MonitorEvery   time.Duration `yaml:"monitor_interval"`
+	// PublicationCheck is how often walcast checks that every watched
+	// table is still in the publication (a table dropped from it streams
+	// nothing, and says nothing).
+	PublicationCheck time.Duration `yaml:"publication_check_interval"`
 	// RetainedWALWarnBytes: above this much WAL kept for the slot, walcast
 	// logs a warning and sets walcast_retained_wal_warning.
 	RetainedWALWarnBytes int64 `yaml:"retained_wal_warn_bytes"`
@@ -97,6 +101,14 @@ type Auth struct {
 	JWTAlgorithm       string        `yaml:"jwt_algorithm"`
 	Leeway             time.Duration `yaml:"leeway"`
 	MembershipCacheTTL time.Duration `yaml:"membership_cache_ttl"`
+	// MembershipWait bounds how long a check asks again while the database
+	// has not yet made visible an access change the stream brought.
+	MembershipWait time.Duration `yaml:"membership_wait"`
+	// MembershipLookups caps concurrent membership lookups (pool share).
+	MembershipLookups int `yaml:"membership_lookups"`
+	// AccessMemory and AccessMemoryMax bound the remembered access changes.
+	AccessMemory    time.Duration `yaml:"access_memory"`
+	AccessMemoryMax int           `yaml:"access_memory_max"`
 }
 
 // WS configures sockets.
@@ -113,6 +125,9 @@ type WS struct {
 	// WriteWorkers is how many goroutines write frames for all sockets;
 	// 0 means one per CPU.
 	WriteWorkers int `yaml:"write_workers"`
+	// ForbiddenRate and ForbiddenBurst limit refused subscribes per user.
+	ForbiddenRate  float64 `yaml:"forbidden_rate"`
+	ForbiddenBurst int     `yaml:"forbidden_burst"`
 }
 
 // Hub configures queues and history.
@@ -152,12 +167,14 @@ func Default() Config {
 			Slot: "walcast", Publication: "walcast",
 			StatusInterval: time.Second, StandbyTimeout: 10 * time.Second,
 			HoldBackAge: 5 * time.Minute, HoldBackBytes: 64 << 20,
-			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second,
+			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second,
 			RetainedWALWarnBytes: 1 << 30,
 		},
-		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: time.Minute},
+		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: time.Minute,
+			MembershipWait: 2 * time.Second, MembershipLookups: 5,
+			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
-			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50},
+			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20},
 		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, MaxSubscriptionsPerSocket: 100},
 		Events: Events{BulkThreshold: 500, Tables: events.DefaultTables()},
 		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
@@ -242,6 +259,7 @@ var envVars = []struct {
 	{"WALCAST_NATS_URL", func(c *Config, v string) error { c.Cluster.NATSURL = v; return nil }},
 	{"WALCAST_NATS_STREAM", func(c *Config, v string) error { c.Cluster.Stream = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+	{"WALCAST_PUBLICATION_CHECK_INTERVAL", func(c *Config, v string) error { return setDuration(&c.Replication.PublicationCheck, v) }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
 	{"WALCAST_QUEUE_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.QueueSize, v) }},

@@ -51,6 +51,10 @@ type Change struct {
 	// Old is the old row as far as the table's replica identity carries it
 	// (DELETE, and UPDATE when the identity is FULL or its key changed).
 	Old []Column
+	// Identity names the columns of the table's replica identity as the
+	// stream's Relation message flags them (every column for FULL); nil
+	// when unknown. An UPDATE without Old left these columns unchanged.
+	Identity []string
 }
 
 // Txn is one committed transaction: its changes to the watched tables in

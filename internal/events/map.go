@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -12,15 +13,22 @@ type Event struct {
 	ProjectID  string
 	Type       string
 	CommitTime time.Time
+	// Xid is the transaction's id: a membership lookup must see it before
+	// it may grant access this event changed (package access).
+	Xid uint32
 	// Payload is the JSON frame, marshaled once for every subscriber.
 	Payload []byte
 	// Revoke is set on every event of a change that takes access away; the
 	// users it names get one subscription_revoked at Revoke.At instead of
 	// the change's events.
 	Revoke *Revocation
-	// AllProjects marks a TRUNCATE of a watched table: no row ids exist, so
-	// every project is told to resync at Position. Payload is nil and
-	// ProjectID empty.
+	// Grant names the user a membership row now gives ProjectID to; set on
+	// the last event of the change.
+	Grant string
+	// AllProjects marks an event for every project: a TRUNCATE, or a
+	// change walcast could not map. Without Revoke every project is told to
+	// resync at Position; with it every subscription is revoked there.
+	// Payload is nil and ProjectID empty.
 	AllProjects bool
 }
 
@@ -33,6 +41,9 @@ type Revocation struct {
 	// At is the position of the change's last event, where the revocation
 	// takes effect.
 	At Position
+	// Conservative marks a revocation made because walcast could not tell
+	// whose access the change ended (it fails closed).
+	Conservative bool
 }
 
 // Revocation reasons.
@@ -43,21 +54,33 @@ const (
 
 // Event types the mapper itself emits.
 const (
-	TypeCacheInvalidate = "cache_invalidate"
-	TypeResyncRequired  = "resync_required"
+	TypeCacheInvalidate     = "cache_invalidate"
+	TypeResyncRequired      = "resync_required"
+	TypeSubscriptionRevoked = "subscription_revoked"
 )
 
+// resolved is one change as it reaches subscribers: a row that moved to
+// another project (or, in the membership table, to another user) becomes
+// two, its removal from the old place and its arrival in the new one.
 type resolved struct {
 	table     *Table
 	ch        *Change
 	projectID string
 	coalesce  bool
+	// everyone: the change concerns every project (a TRUNCATE, or a row
+	// whose project cannot be known).
+	everyone bool
+	// unsure: walcast cannot tell whose access the change ended; it
+	// revokes conservatively.
+	unsure bool
 }
 
 // Map turns a committed transaction into its events, in commit order,
-// appended to dst. Changes to unmapped tables are ignored; a change whose
-// project cannot be resolved is left out and reported in problems, so one
-// malformed row never stops the stream.
+// appended to dst. Changes to unmapped tables are ignored. A change that
+// cannot be mapped is reported in problems and fails closed: a change to a
+// table that grants access revokes every subscription it might concern,
+// any other tells every project to resync. One malformed row never stops
+// the stream, and never goes unsignalled.
 func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 	rs := make([]resolved, 0, len(txn.Changes))
 	for i := range txn.Changes {
@@ -66,16 +89,10 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 		if !ok {
 			continue
 		}
-		r := resolved{table: t, ch: ch}
-		if ch.Action != Truncate {
-			pid, err := t.projectOf(ch)
-			if err != nil {
-				problems = append(problems, fmt.Errorf("%s %s in txn %d: %w", t.QualifiedName(), ch.Action, txn.Xid, err))
-				continue
-			}
-			r.projectID = pid
+		var err error
+		if rs, err = t.resolve(ch, rs); err != nil {
+			problems = append(problems, fmt.Errorf("%s %s in txn %d: %w", t.QualifiedName(), ch.Action, txn.Xid, err))
 		}
-		rs = append(rs, r)
 	}
 	if m.bulk > 0 {
 		m.markBulk(rs)
@@ -92,12 +109,21 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 	for i := range rs {
 		r := &rs[i]
 		t, ch := r.table, r.ch
-		base := Event{ProjectID: r.projectID, CommitTime: txn.CommitTime}
+		base := Event{ProjectID: r.projectID, CommitTime: txn.CommitTime, Xid: txn.Xid}
 		switch {
-		case ch.Action == Truncate:
+		case r.everyone:
 			base.AllProjects = true
-			base.Type = TypeResyncRequired
+			base.ProjectID = ""
 			base.Position = next()
+			base.Type = TypeResyncRequired
+			if t.GrantsAccess() {
+				reason := ReasonMemberRemoved
+				if t.RevokesProject {
+					reason = ReasonProjectDeleted
+				}
+				base.Type = TypeSubscriptionRevoked
+				base.Revoke = &Revocation{Reason: reason, At: base.Position, Conservative: r.unsure}
+			}
 			dst = append(dst, base)
 			continue
 		case r.coalesce:
@@ -140,14 +166,124 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 			dst = append(dst, ev)
 		}
 
-		if rev := t.revocation(ch); rev != nil {
+		if rev := t.revocation(ch, r.unsure); rev != nil {
 			rev.At = dst[len(dst)-1].Position
 			for j := first; j < len(dst); j++ {
 				dst[j].Revoke = rev
 			}
 		}
+		if ch.Action == Insert && t.UserIDColumn != "" {
+			if uid, ok := Lookup(ch.New, t.UserIDColumn); ok && uid != nil {
+				dst[len(dst)-1].Grant = textOf(uid)
+			}
+		}
 	}
 	return dst, problems
+}
+
+// resolve appends what ch becomes to rs. A row whose project is NULL
+// belongs to no project and reaches no one. A change whose project (or,
+// for the membership table, user) is not carried at all is appended as
+// one for every project, and reported.
+func (t *Table) resolve(ch *Change, rs []resolved) ([]resolved, error) {
+	if ch.Action == Truncate {
+		return append(rs, resolved{table: t, ch: ch, everyone: true}), nil
+	}
+	unmappable := func(err error) ([]resolved, error) {
+		return append(rs, resolved{table: t, ch: ch, everyone: true, unsure: true}), err
+	}
+	if ch.Action != Update {
+		row := ch.New
+		if ch.Action == Delete {
+			row = ch.Old
+		}
+		pid, err := t.projectIn(row)
+		switch {
+		case err != nil:
+			return unmappable(err)
+		case pid == "":
+			return rs, nil
+		}
+		r := resolved{table: t, ch: ch, projectID: pid}
+		if ch.Action == Delete && t.UserIDColumn != "" {
+			if _, err := t.userIn(row); err != nil {
+				// The project is known, the user is not: the whole
+				// project is revoked.
+				r.unsure = true
+				return append(rs, r), err
+			}
+		}
+		return append(rs, r), nil
+	}
+
+	pid, err := t.projectIn(ch.New)
+	if err != nil {
+		// An unchanged TOASTed project id: the old row has it.
+		if pid, err = t.projectIn(ch.Old); err != nil {
+			return unmappable(err)
+		}
+	}
+	moved, err := t.moved(ch)
+	if err != nil {
+		if t.GrantsAccess() {
+			return unmappable(err)
+		}
+		// Whether the row left another project cannot be known; the
+		// project it is in now is told as always.
+		if pid == "" {
+			return rs, err
+		}
+		return append(rs, resolved{table: t, ch: ch, projectID: pid}), err
+	}
+	if !moved {
+		if pid == "" {
+			return rs, nil
+		}
+		return append(rs, resolved{table: t, ch: ch, projectID: pid}), nil
+	}
+	// The row left its old project (or its old user): that place sees it
+	// deleted, the new one sees it arrive.
+	if oldPid, _ := t.projectIn(ch.Old); oldPid != "" {
+		gone := &Change{Schema: ch.Schema, Table: ch.Table, Action: Delete, Old: ch.Old, Identity: ch.Identity}
+		rs = append(rs, resolved{table: t, ch: gone, projectID: oldPid})
+	}
+	if pid != "" {
+		arrived := ch
+		if t.UserIDColumn != "" {
+			arrived = &Change{Schema: ch.Schema, Table: ch.Table, Action: Insert, New: ch.New, Old: ch.Old, Identity: ch.Identity}
+		}
+		rs = append(rs, resolved{table: t, ch: arrived, projectID: pid})
+	}
+	return rs, nil
+}
+
+// moved reports whether an UPDATE took the row out of its old project or,
+// in the membership table, from its old user. Without an old row, the
+// replica identity says: columns it covers did not change (PostgreSQL
+// sends the old key whenever they do); columns it does not cover might
+// have.
+func (t *Table) moved(ch *Change) (bool, error) {
+	keys := []string{t.ProjectIDColumn}
+	if t.UserIDColumn != "" {
+		keys = append(keys, t.UserIDColumn)
+	}
+	for _, k := range keys {
+		oldV, ok := Lookup(ch.Old, k)
+		if !ok {
+			if !slices.Contains(ch.Identity, k) {
+				return false, fmt.Errorf("%w: an UPDATE without the old %s (the replica identity does not cover it)", ErrUnmappable, k)
+			}
+			continue
+		}
+		newV, ok := Lookup(ch.New, k)
+		if !ok {
+			continue // unchanged TOAST: the old value stands
+		}
+		if (oldV == nil) != (newV == nil) || textOf(oldV) != textOf(newV) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // markBulk flags the coalescable changes of every project the transaction
@@ -171,11 +307,15 @@ func (m *Mapper) markBulk(rs []resolved) {
 }
 
 func (r *resolved) coalescable() bool {
-	if r.ch.Action == Truncate || r.table.UserIDColumn != "" {
+	if r.everyone || r.table.UserIDColumn != "" {
 		return false
 	}
 	return !(r.table.RevokesProject && r.ch.Action == Delete)
 }
+
+// GrantsAccess reports whether rows of t decide who sees a project: the
+// membership table and the project table.
+func (t Table) GrantsAccess() bool { return t.UserIDColumn != "" || t.RevokesProject }
 
 func (t *Table) domainEvent(a Action) string {
 	switch a {
@@ -189,7 +329,9 @@ func (t *Table) domainEvent(a Action) string {
 	return ""
 }
 
-func (t *Table) revocation(ch *Change) *Revocation {
+// revocation is what a DELETE of a project or a membership takes away;
+// unsure makes it the whole project's, when the user is not known.
+func (t *Table) revocation(ch *Change, unsure bool) *Revocation {
 	if ch.Action != Delete {
 		return nil
 	}
@@ -197,24 +339,28 @@ func (t *Table) revocation(ch *Change) *Revocation {
 		return &Revocation{Reason: ReasonProjectDeleted}
 	}
 	if t.UserIDColumn != "" {
-		if uid, ok := Lookup(ch.Old, t.UserIDColumn); ok && uid != nil {
-			return &Revocation{UserID: textOf(uid), Reason: ReasonMemberRemoved}
+		if uid, err := t.userIn(ch.Old); err == nil && !unsure {
+			return &Revocation{UserID: uid, Reason: ReasonMemberRemoved}
 		}
+		return &Revocation{Reason: ReasonMemberRemoved, Conservative: true}
 	}
 	return nil
 }
 
-func (t *Table) projectOf(ch *Change) (string, error) {
-	var v any
-	var ok bool
-	if ch.Action != Delete {
-		v, ok = Lookup(ch.New, t.ProjectIDColumn)
-	}
+// projectIn returns the row's project id, "" for NULL, or an error when
+// the row does not carry the column.
+func (t *Table) projectIn(row []Column) (string, error) {
+	v, ok := Lookup(row, t.ProjectIDColumn)
 	if !ok {
-		v, ok = Lookup(ch.Old, t.ProjectIDColumn)
-	}
-	if !ok || v == nil {
 		return "", fmt.Errorf("%w (column %s; is the replica identity FULL?)", ErrNoProject, t.ProjectIDColumn)
+	}
+	return textOf(v), nil
+}
+
+func (t *Table) userIn(row []Column) (string, error) {
+	v, ok := Lookup(row, t.UserIDColumn)
+	if !ok || v == nil {
+		return "", fmt.Errorf("%w: column %s not carried (is the replica identity FULL?)", ErrUnmappable, t.UserIDColumn)
 	}
 	return textOf(v), nil
 }

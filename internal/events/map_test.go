@@ -2,7 +2,6 @@ package events
 
 import (
 	"encoding/json"
-	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -73,6 +72,12 @@ func TestMapEveryTableAndAction(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			c.ch.Schema = "public"
+			if c.ch.Action == Update {
+				// As a replica identity FULL flags every column.
+				for _, col := range c.ch.New {
+					c.ch.Identity = append(c.ch.Identity, col.Name)
+				}
+			}
 			txn := &Txn{CommitLSN: 0x100, CommitTime: commit, Changes: []Change{c.ch}}
 			evs, problems := m.Map(txn, nil)
 			if len(problems) > 0 {
@@ -195,19 +200,159 @@ func TestMapOrderAndPositionsAcrossChanges(t *testing.T) {
 	}
 }
 
-func TestMapMissingProjectIsReportedNotFatal(t *testing.T) {
+// TestMapUnmappableChangeFailsClosed: a change whose project (or, for
+// the membership table, user) the stream does not carry is never dropped
+// silently: a table that grants access revokes everything it might
+// concern, any other tells every project to resync. A NULL project is no
+// project: nobody is told.
+func TestMapUnmappableChangeFailsClosed(t *testing.T) {
 	m := mapper(t, 0)
-	txn := &Txn{CommitLSN: 1, CommitTime: commit, Changes: []Change{
-		{Schema: "public", Table: "messages", Action: Delete, Old: cols("id", rid)}, // identity lacks project_id
-		{Schema: "public", Table: "messages", Action: Insert, New: cols("id", rid, "project_id", nil)},
-		{Schema: "public", Table: "messages", Action: Insert, New: cols("id", rid, "project_id", pid)},
-	}}
-	evs, problems := m.Map(txn, nil)
-	if len(problems) != 2 || !errors.Is(problems[0], ErrNoProject) {
-		t.Fatalf("problems %v", problems)
+	for _, tc := range []struct {
+		name     string
+		ch       Change
+		problems int
+		want     []string // type:project:revoke
+	}{
+		{"message delete without project", Change{Table: "messages", Action: Delete, Old: cols("id", rid)}, 1,
+			[]string{"resync_required:*:"}},
+		{"message with NULL project", Change{Table: "messages", Action: Insert, New: cols("id", rid, "project_id", nil)}, 0, nil},
+		{"member delete without project (identity DEFAULT)", Change{Table: "project_members", Action: Delete, Old: cols("id", rid)}, 1,
+			[]string{"subscription_revoked:*:all/member_removed/conservative"}},
+		{"member delete without user", Change{Table: "project_members", Action: Delete, Old: cols("id", rid, "project_id", pid)}, 1,
+			[]string{"cache_invalidate:a:all/member_removed/conservative", "member_removed:a:all/member_removed/conservative"}},
+		{"member delete, user column renamed", Change{Table: "project_members", Action: Delete, Old: cols("id", rid, "project_id", pid, "member_id", uid)}, 1,
+			[]string{"cache_invalidate:a:all/member_removed/conservative", "member_removed:a:all/member_removed/conservative"}},
+		{"member update, identity does not cover the pair", Change{Table: "project_members", Action: Update, New: cols("id", rid, "project_id", pid, "user_id", uid), Identity: []string{"id"}}, 1,
+			[]string{"subscription_revoked:*:all/member_removed/conservative"}},
+		{"member update, identity covers the pair", Change{Table: "project_members", Action: Update, New: cols("id", rid, "project_id", pid, "user_id", uid), Identity: []string{"project_id", "user_id"}}, 0,
+			[]string{"cache_invalidate:a:"}},
+		{"project delete without id", Change{Table: "projects", Action: Delete, Old: cols("name", "x")}, 1,
+			[]string{"subscription_revoked:*:all/project_deleted/conservative"}},
+		{"task update without old row, identity without project", Change{Table: "tasks", Action: Update, New: cols("id", rid, "project_id", pid), Identity: []string{"id"}}, 1,
+			[]string{"cache_invalidate:a:", "task_updated:a:"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.ch.Schema = "public"
+			evs, problems := m.Map(&Txn{CommitLSN: 1, CommitTime: commit, Changes: []Change{tc.ch}}, nil)
+			if len(problems) != tc.problems {
+				t.Fatalf("problems %v", problems)
+			}
+			if got := describe(evs); strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Fatalf("events %v, want %v", got, tc.want)
+			}
+		})
 	}
-	if len(evs) != 2 || evs[0].Position.Index != 0 {
-		t.Fatalf("events %v", evs)
+}
+
+// describe renders events as type:project:revocation for comparison; the
+// project is its first letter ("*" for all).
+func describe(evs []Event) []string {
+	var out []string
+	for _, ev := range evs {
+		p := "*"
+		if !ev.AllProjects {
+			p = ev.ProjectID[:1]
+		}
+		r := ""
+		if ev.Revoke != nil {
+			who := ev.Revoke.UserID
+			if who == "" {
+				who = "all"
+			} else {
+				who = who[:1]
+			}
+			r = who + "/" + ev.Revoke.Reason
+			if ev.Revoke.Conservative {
+				r += "/conservative"
+			}
+		}
+		if ev.Grant != "" {
+			r += "+" + ev.Grant[:1]
+		}
+		out = append(out, ev.Type+":"+p+":"+r)
+	}
+	return out
+}
+
+// TestMapTruncate: a TRUNCATE of a table that grants access revokes every
+// subscription (the rows are gone); of any other table, every project
+// resyncs.
+func TestMapTruncate(t *testing.T) {
+	m := mapper(t, 0)
+	evs, problems := m.Map(&Txn{CommitLSN: 1, CommitTime: commit, Xid: 42, Changes: []Change{
+		{Schema: "public", Table: "messages", Action: Truncate},
+		{Schema: "public", Table: "project_members", Action: Truncate},
+		{Schema: "public", Table: "projects", Action: Truncate},
+	}}, nil)
+	if len(problems) != 0 {
+		t.Fatal(problems)
+	}
+	want := "resync_required:*: subscription_revoked:*:all/member_removed subscription_revoked:*:all/project_deleted"
+	if got := strings.Join(describe(evs), " "); got != want {
+		t.Fatalf("got %s", got)
+	}
+	for i, ev := range evs {
+		if ev.Xid != 42 || ev.Position.Index != uint32(i) || (ev.Revoke != nil && ev.Revoke.At != ev.Position) {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
+	}
+}
+
+// TestMapRowThatChangesProjectOrUser: an UPDATE that re-points a row is a
+// removal from its old place and an arrival in the new one: both projects'
+// subscribers hear of it, and a re-pointed membership revokes the old user
+// and grants the new one.
+func TestMapRowThatChangesProjectOrUser(t *testing.T) {
+	uid2 := "22222222-2222-4222-8222-222222222222"
+	for _, tc := range []struct {
+		name string
+		ch   Change
+		want []string
+	}{
+		{"task moved", Change{Table: "tasks", Action: Update,
+			Old: cols("id", rid, "project_id", pid, "title", "t"), New: cols("id", rid, "project_id", pid2, "title", "t")},
+			[]string{"cache_invalidate:a:", "task_deleted:a:", "cache_invalidate:b:", "task_updated:b:"}},
+		{"task not moved", Change{Table: "tasks", Action: Update,
+			Old: cols("id", rid, "project_id", pid, "title", "t"), New: cols("id", rid, "project_id", pid, "title", "u")},
+			[]string{"cache_invalidate:a:", "task_updated:a:"}},
+		{"sprint moved", Change{Table: "sprints", Action: Update,
+			Old: cols("id", rid, "project_id", pid), New: cols("id", rid, "project_id", pid2)},
+			[]string{"cache_invalidate:a:", "sprint_deleted:a:", "cache_invalidate:b:", "sprint_updated:b:"}},
+		{"membership to another user", Change{Table: "project_members", Action: Update,
+			Old: cols("id", rid, "project_id", pid, "user_id", uid), New: cols("id", rid, "project_id", pid, "user_id", uid2)},
+			[]string{"cache_invalidate:a:1/member_removed", "member_removed:a:1/member_removed", "cache_invalidate:a:", "member_added:a:+2"}},
+		{"membership to another project", Change{Table: "project_members", Action: Update,
+			Old: cols("id", rid, "project_id", pid, "user_id", uid), New: cols("id", rid, "project_id", pid2, "user_id", uid)},
+			[]string{"cache_invalidate:a:1/member_removed", "member_removed:a:1/member_removed", "cache_invalidate:b:", "member_added:b:+1"}},
+		{"membership role changed", Change{Table: "project_members", Action: Update,
+			Old: cols("id", rid, "project_id", pid, "user_id", uid, "role", "member"), New: cols("id", rid, "project_id", pid, "user_id", uid, "role", "owner")},
+			[]string{"cache_invalidate:a:"}},
+		{"project id changed", Change{Table: "projects", Action: Update,
+			Old: cols("id", pid, "name", "x"), New: cols("id", pid2, "name", "x")},
+			[]string{"cache_invalidate:a:all/project_deleted", "cache_invalidate:b:", "project_updated:b:"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, bulk := range []int{0, 1000} {
+				tc.ch.Schema = "public"
+				evs, problems := mapper(t, bulk).Map(&Txn{CommitLSN: 1, CommitTime: commit, Changes: []Change{tc.ch}}, nil)
+				if len(problems) != 0 {
+					t.Fatal(problems)
+				}
+				if got := describe(evs); strings.Join(got, " ") != strings.Join(tc.want, " ") {
+					t.Fatalf("bulk %d: events %v, want %v", bulk, got, tc.want)
+				}
+			}
+		})
+	}
+	// Coalesced, a moved row still reaches both projects.
+	var changes []Change
+	for i := 0; i < 3; i++ {
+		changes = append(changes, Change{Schema: "public", Table: "tasks", Action: Update,
+			Old: cols("id", rid, "project_id", pid), New: cols("id", rid, "project_id", pid2)})
+	}
+	evs, _ := mapper(t, 2).Map(&Txn{CommitLSN: 1, CommitTime: commit, Changes: changes}, nil)
+	if got := strings.Join(describe(evs), " "); got != "cache_invalidate:a: cache_invalidate:b:" {
+		t.Fatalf("coalesced move: %s", got)
 	}
 }
 
@@ -250,14 +395,6 @@ func TestMapBulkCoalescing(t *testing.T) {
 }
 
 func str(v any) string { s, _ := v.(string); return s }
-
-func TestMapTruncate(t *testing.T) {
-	m := mapper(t, 0)
-	evs, _ := m.Map(&Txn{CommitLSN: 2, CommitTime: commit, Changes: []Change{{Schema: "public", Table: "messages", Action: Truncate}}}, nil)
-	if len(evs) != 1 || !evs[0].AllProjects || evs[0].Type != TypeResyncRequired {
-		t.Fatalf("truncate: %+v", evs)
-	}
-}
 
 func TestNewMapperRejects(t *testing.T) {
 	cases := map[string]Options{

@@ -3,6 +3,7 @@ package events
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -79,6 +80,10 @@ type Mapper struct {
 // ErrNoProject is reported for a change whose project id cannot be resolved
 // (NULL, or not carried by the replica identity).
 var ErrNoProject = errors.New("project id not carried by the change")
+
+// ErrUnmappable is reported for a change of a table that grants access
+// whose effect on access cannot be told: walcast revokes conservatively.
+var ErrUnmappable = errors.New("change cannot be mapped")
 
 // NewMapper validates opts and builds a Mapper.
 func NewMapper(opts Options) (*Mapper, error) {
@@ -173,4 +178,28 @@ func (t Table) IdentityColumns() []string {
 		cols = append(cols, t.UserIDColumn)
 	}
 	return cols
+}
+
+// CheckRelation reports what is wrong with the shape the stream gives a
+// watched table: a configured column missing (renamed or dropped), or a
+// replica identity that does not carry what a DELETE must. Changes of such
+// a table cannot all be mapped; they fail closed (Map), and this says why
+// as soon as the stream describes the table.
+func (m *Mapper) CheckRelation(schema, table string, columns, identity []string) error {
+	t, ok := m.tables[schema+"."+table]
+	if !ok {
+		return nil
+	}
+	need := t.IdentityColumns()
+	for _, c := range need {
+		if !slices.Contains(columns, c) {
+			return fmt.Errorf("%w: column %s of %s is missing (renamed or dropped?); its changes cannot be mapped", ErrUnmappable, c, t.QualifiedName())
+		}
+	}
+	for _, c := range need {
+		if !slices.Contains(identity, c) {
+			return fmt.Errorf("%w: the replica identity of %s does not include %s (fix: ALTER TABLE %s REPLICA IDENTITY FULL)", ErrUnmappable, t.QualifiedName(), c, t.QualifiedName())
+		}
+	}
+	return nil
 }

@@ -2,10 +2,13 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/events"
 )
 
@@ -128,49 +131,127 @@ type Subscription struct {
 	Replayed int
 }
 
-// Subscribe subscribes c to projectID. authorize runs without the hub's
-// lock (it may ask the database); events published meanwhile are held and
-// delivered after it succeeds, and a revocation published meanwhile fails
-// the subscription. With since set, retained events after since are sent
-// first, or a resync_required when since is older than what is retained.
-// The frames sent are: replayed events or resync_required, then subscribed.
-func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since *events.Position, authorize func(context.Context) error) (Subscription, error) {
+// Lookup asks whether the user may see the project. fresh asks it to
+// bypass any cache: the hub found a cached answer older than an access
+// change it has seen.
+type Lookup func(ctx context.Context, fresh bool) (access.Proof, error)
+
+// Subscribe subscribes c to projectID. lookup runs without the hub's lock
+// (it may ask the database); events published meanwhile are held and
+// delivered after it succeeds. Its answer is judged against the access
+// changes the hub has published (access.Decide): an answer older than one
+// of them is asked again, for up to Config.AccessWait, and an access change
+// published while it ran starts the check over. With since set, retained
+// events after since are sent first, or a resync_required when since is
+// older than what is retained. The frames sent are: replayed events or
+// resync_required, then subscribed.
+func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since *events.Position, lookup Lookup) (Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
 		return Subscription{}, fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 	}
+	deadline := h.now().Add(h.cfg.AccessWait)
+	fresh := false
+	for attempt := 0; ; attempt++ {
+		res, verdict, err := h.trySubscribe(ctx, c, projectID, since, lookup, fresh)
+		if verdict != access.Retry {
+			return res, err
+		}
+		h.metrics.StaleLookups.Inc()
+		fresh = true
+		if attempt > 0 {
+			if !h.now().Before(deadline) {
+				return Subscription{}, ErrAccessUnsettled
+			}
+			if err := sleep(ctx, retryDelay(attempt)); err != nil {
+				return Subscription{}, err
+			}
+		}
+	}
+}
 
+// retryDelay backs off from 2 ms to 100 ms: a commit becomes visible
+// within a few milliseconds unless a synchronous standby holds it.
+func retryDelay(attempt int) time.Duration {
+	d := time.Millisecond << min(attempt, 7)
+	return min(d, 100*time.Millisecond)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// trySubscribe registers a pending subscription, looks the user up and
+// decides; on Retry nothing is left registered.
+func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, since *events.Position, lookup Lookup, fresh bool) (Subscription, access.Verdict, error) {
 	h.mu.Lock()
 	switch {
 	case c.dropped:
 		h.mu.Unlock()
-		return Subscription{}, ErrClientClosed
+		return Subscription{}, access.Deny, ErrClientClosed
 	case c.subs[projectID] != nil:
 		h.mu.Unlock()
-		return Subscription{}, ErrAlreadySubscribed
+		return Subscription{}, access.Deny, ErrAlreadySubscribed
 	case h.cfg.MaxSubscriptions > 0 && len(c.subs) >= h.cfg.MaxSubscriptions:
 		h.mu.Unlock()
-		return Subscription{}, ErrTooManySubs
+		return Subscription{}, access.Deny, ErrTooManySubs
+	case h.suspended != "":
+		reason := h.suspended
+		h.mu.Unlock()
+		return Subscription{}, access.Deny, fmt.Errorf("%w: %s", ErrAccessSuspended, reason)
 	}
 	s := &subscription{client: c, projectID: projectID, state: subPending, from: h.last}
 	c.subs[projectID] = s
 	h.topic(projectID).subs[c] = s
+	// Every access change from here on either reaches s (a revocation
+	// ends it while pending) or shows in the ledger below.
+	before := h.ledger.Latest(projectID, c.userID).Seq
+	after := h.ledger.Seq()
 	h.mu.Unlock()
 
-	err := authorize(ctx)
+	proof, err := lookup(ctx, fresh)
+	if proof.Fresh {
+		proof.After = after
+	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err != nil || s.revoked || c.dropped {
+	if err != nil || c.dropped || h.suspended != "" {
 		h.detach(s)
-		if err == nil && s.revoked {
-			err = errRevokedWhilePending
-		} else if err == nil {
+		switch {
+		case err != nil:
+		case c.dropped:
 			err = ErrClientClosed
+		default:
+			err = fmt.Errorf("%w: %s", ErrAccessSuspended, h.suspended)
 		}
-		return Subscription{}, err
+		return Subscription{}, access.Deny, err
 	}
+	h.ledger.Observe(proof.Snapshot)
+	t := h.ledger.Latest(projectID, c.userID)
+	if t.Seq != before {
+		// Access changed while the lookup ran: judge a new lookup
+		// against the change, from a new registration.
+		h.detach(s)
+		return Subscription{}, access.Retry, nil
+	}
+	switch v := access.Decide(t, proof, access.ForSubscribe); v {
+	case access.Deny:
+		h.detach(s)
+		return Subscription{}, v, ErrForbidden
+	case access.Retry:
+		h.detach(s)
+		return Subscription{}, v, nil
+	}
+
 	res := Subscription{Position: h.last}
 	if since != nil && since.Compare(s.from) < 0 {
 		// History covers (since, s.from]; s.buf covers what came after.
@@ -196,15 +277,83 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since 
 	s.state = subActive
 	h.metrics.Subscriptions.Inc()
 	if c.dropped {
-		return Subscription{}, ErrClientClosed
+		return Subscription{}, access.Deny, ErrClientClosed
 	}
-	return res, nil
+	return res, access.Allow, nil
 }
 
-var errRevokedWhilePending = fmt.Errorf("access revoked while subscribing: %w", ErrForbidden)
+// Authorize decides a request that reads or writes committed state (the
+// REST routes): lookup must be fresh, and its answer is judged against the
+// access changes the hub has published like a subscription's, except that
+// a grant the database shows is enough (the request reads the database,
+// not the stream).
+func (h *Hub) Authorize(ctx context.Context, projectID, userID string, lookup Lookup) (bool, error) {
+	deadline := h.now().Add(h.cfg.AccessWait)
+	for attempt := 0; ; attempt++ {
+		h.mu.Lock()
+		after := h.ledger.Seq()
+		h.mu.Unlock()
+		proof, err := lookup(ctx, true)
+		if err != nil {
+			return false, err
+		}
+		proof.Fresh, proof.After = true, after
+		h.mu.Lock()
+		h.ledger.Observe(proof.Snapshot)
+		v := access.Decide(h.ledger.Latest(projectID, userID), proof, access.ForRead)
+		h.mu.Unlock()
+		if v != access.Retry {
+			return v == access.Allow, nil
+		}
+		h.metrics.StaleLookups.Inc()
+		if !h.now().Before(deadline) {
+			return false, ErrAccessUnsettled
+		}
+		if err := sleep(ctx, retryDelay(attempt)); err != nil {
+			return false, err
+		}
+	}
+}
+
+// Suspend refuses every new subscription, with reason, until Resume:
+// walcast cannot see access changes (a table that grants access left the
+// publication). It revokes every subscription now, fail-closed.
+func (h *Hub) Suspend(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.suspended != "" {
+		h.suspended = reason
+		return
+	}
+	h.suspended = reason
+	h.ledger.Record("", "", access.Unknown, 0, h.now())
+	rev := &events.Revocation{Reason: events.ReasonMemberRemoved, At: h.last, Conservative: true}
+	f := &Frame{Type: events.TypeSubscriptionRevoked, Position: h.last, revoke: rev}
+	for _, t := range h.topics {
+		for c, s := range t.subs {
+			if applies(rev, c.userID) {
+				h.revoke(s, f)
+			}
+		}
+	}
+}
+
+// Resume ends Suspend.
+func (h *Hub) Resume() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.suspended = ""
+}
 
 // ErrForbidden is returned when the user may not see the project.
-var ErrForbidden = fmt.Errorf("not a member of this project")
+var ErrForbidden = errors.New("not a member of this project")
+
+// ErrAccessUnsettled is returned when every membership answer within
+// Config.AccessWait was older than an access change already streamed.
+var ErrAccessUnsettled = access.ErrUnsettled
+
+// ErrAccessSuspended is returned while Suspend is in force.
+var ErrAccessSuspended = errors.New("access changes cannot be followed")
 
 // replay sends the retained events of projectID in (since, through], or a
 // resync_required when they cannot all be served.
@@ -286,6 +435,8 @@ func (h *Hub) SubscriberIDs(projectID string) []string {
 func (h *Hub) Revoke(projectID, userID, reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	// NOTIFY tells of a change only once it is visible: no transaction id.
+	h.ledger.Record(projectID, userID, access.Removed, 0, h.now())
 	t, ok := h.topics[projectID]
 	if !ok {
 		return

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/metrics"
 )
@@ -19,6 +20,14 @@ type Config struct {
 	HistoryAge  time.Duration
 	// MaxSubscriptions caps the subscriptions of one client; 0 means no cap.
 	MaxSubscriptions int
+	// AccessWait bounds how long a subscribe or a REST check asks the
+	// database again while its answer is older than an access change the
+	// stream has brought; past it the check fails closed (ErrAccessUnsettled).
+	AccessWait time.Duration
+	// AccessKeep is how long an access change is remembered at least;
+	// AccessMax bounds how many are (package access).
+	AccessKeep time.Duration
+	AccessMax  int
 }
 
 // Frame is one server-to-client frame, shared by every queue it is put on.
@@ -101,6 +110,13 @@ type Hub struct {
 	lostFloor  events.Position
 	retained   int
 	lastCommit time.Time
+	// ledger remembers recent access changes, recorded under mu as they
+	// are published, so a subscription registered before one is revoked by
+	// it and a lookup made after one is checked against it.
+	ledger *access.Ledger
+	// suspended, when set, says why no subscription can be granted now
+	// (a table that grants access is missing from the publication).
+	suspended string
 }
 
 // New returns a Hub.
@@ -111,7 +127,8 @@ func New(cfg Config, m *metrics.Metrics) *Hub {
 	if cfg.HistorySize < 0 {
 		cfg.HistorySize = 0
 	}
-	return &Hub{cfg: cfg, metrics: m, now: time.Now, topics: make(map[string]*topic), ready: make(chan struct{})}
+	return &Hub{cfg: cfg, metrics: m, now: time.Now, topics: make(map[string]*topic), ready: make(chan struct{}),
+		ledger: access.NewLedger(cfg.AccessKeep, cfg.AccessMax)}
 }
 
 // SetFloor tells the hub where the stream starts: the slot's confirmed
@@ -172,6 +189,12 @@ func (h *Hub) Publish(evs []events.Event) {
 		}
 		if ev.AllProjects {
 			h.last, h.lastCommit = ev.Position, ev.CommitTime
+			if ev.Revoke != nil {
+				h.recordAccess(ev, now)
+				h.revokeEverywhere(ev.Revoke, ev.CommitTime, now)
+				i++
+				continue
+			}
 			for pid, t := range h.topics {
 				f := &Frame{Data: events.ResyncFrame(pid, ev.Position), Type: events.TypeResyncRequired, Position: ev.Position, CommitTime: ev.CommitTime}
 				h.append(t, f, now)
@@ -184,7 +207,7 @@ func (h *Hub) Publish(evs []events.Event) {
 		// (typically a row's cache_invalidate and domain event) goes to each
 		// subscriber as one queue item: one channel send and one wake-up.
 		j := i + 1
-		for j < len(evs) && evs[j].ProjectID == ev.ProjectID && evs[j].Revoke == nil && !evs[j].AllProjects && ev.Revoke == nil {
+		for j < len(evs) && evs[j].ProjectID == ev.ProjectID && evs[j].Revoke == nil && evs[j].Grant == "" && !evs[j].AllProjects && ev.Revoke == nil && ev.Grant == "" {
 			j++
 		}
 		t := h.topic(ev.ProjectID)
@@ -196,6 +219,7 @@ func (h *Hub) Publish(evs []events.Event) {
 			}
 			f := &Frame{Data: e.Payload, Type: e.Type, Position: e.Position, CommitTime: e.CommitTime, revoke: e.Revoke}
 			h.last, h.lastCommit = e.Position, e.CommitTime
+			h.recordAccess(e, now)
 			h.append(t, f, now)
 			run = append(run, f)
 		}
@@ -207,6 +231,31 @@ func (h *Hub) Publish(evs []events.Event) {
 		i = j
 	}
 	h.metrics.HistoryEvents.Set(float64(h.retained))
+}
+
+// recordAccess notes in the ledger the access change ev makes, if any: a
+// revocation where it takes effect, a grant.
+func (h *Hub) recordAccess(ev *events.Event, now time.Time) {
+	if r := ev.Revoke; r != nil && r.At == ev.Position {
+		kind := access.Removed
+		if r.Conservative {
+			kind = access.Unknown
+		}
+		h.ledger.Record(ev.ProjectID, r.UserID, kind, ev.Xid, now)
+	}
+	if ev.Grant != "" {
+		h.ledger.Record(ev.ProjectID, ev.Grant, access.Granted, ev.Xid, now)
+	}
+}
+
+// revokeEverywhere ends every subscription at rev.At, and keeps a frame of
+// it in every project's history so that no resume replays across it.
+func (h *Hub) revokeEverywhere(rev *events.Revocation, commit, now time.Time) {
+	f := &Frame{Type: events.TypeSubscriptionRevoked, Position: rev.At, CommitTime: commit, revoke: rev}
+	for _, t := range h.topics {
+		h.append(t, f, now)
+		h.fanout(t, f)
+	}
 }
 
 // fanoutRun delivers frames of one project, none of them revoking, as one
@@ -345,12 +394,12 @@ func (h *Hub) dropSlow(c *Client) {
 
 // Sweep drops history older than the configured age.
 func (h *Hub) Sweep() {
-	if h.cfg.HistoryAge <= 0 {
-		return
-	}
-	cutoff := h.now().Add(-h.cfg.HistoryAge)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	cutoff := h.now().Add(-h.cfg.HistoryAge)
+	if h.cfg.HistoryAge <= 0 {
+		cutoff = time.Time{}
+	}
 	for pid, t := range h.topics {
 		n := 0
 		for n < len(t.times) && t.times[n].Before(cutoff) {
@@ -370,6 +419,8 @@ func (h *Hub) Sweep() {
 			delete(h.topics, pid)
 		}
 	}
+	h.ledger.Prune(h.now())
+	h.metrics.AccessLedger.Set(float64(h.ledger.Len()))
 	h.metrics.HistoryEvents.Set(float64(h.retained))
 	h.metrics.HubTopics.Set(float64(len(h.topics)))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/metrics"
 )
@@ -32,7 +33,11 @@ func ev(lsn uint64, idx uint32, project, typ string) events.Event {
 		Payload: []byte(fmt.Sprintf(`{"type":%q,"project_id":%q,"position":%q}`, typ, project, p))}
 }
 
-func allow(context.Context) error { return nil }
+func allow(context.Context, bool) (access.Proof, error) {
+	return access.Proof{Member: true, Fresh: true}, nil
+}
+
+func deny(context.Context, bool) (access.Proof, error) { return access.Proof{Fresh: true}, nil }
 
 func subscribe(t *testing.T, h *Hub, c *Client, project string, since *events.Position) Subscription {
 	t.Helper()
@@ -159,13 +164,20 @@ func TestRevocationAtItsPosition(t *testing.T) {
 func TestRevocationWhileSubscribing(t *testing.T) {
 	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
 	bob := h.NewClient(uBob)
-	_, err := h.Subscribe(context.Background(), bob, pA, nil, func(context.Context) error {
-		// The membership check said yes, but the removal arrives meanwhile.
+	lookups := 0
+	_, err := h.Subscribe(context.Background(), bob, pA, nil, func(context.Context, bool) (access.Proof, error) {
+		// The membership check says yes, but the removal arrives
+		// meanwhile, streamed before its transaction (77) is visible.
+		lookups++
 		e := ev(0x300, 0, pA, "member_removed")
+		e.Xid = 77
 		e.Revoke = &events.Revocation{UserID: uBob, Reason: events.ReasonMemberRemoved, At: e.Position}
 		h.Publish([]events.Event{e})
-		return nil
+		return access.Proof{Member: true, Fresh: true, Snapshot: &access.Snapshot{Xmin: 70, Xmax: 80, InProgress: []uint64{77}}}, nil
 	})
+	if lookups != 2 {
+		t.Fatalf("%d lookups: a change during the lookup must start it over", lookups)
+	}
 	if !errors.Is(err, ErrForbidden) {
 		t.Fatalf("err = %v, want ErrForbidden", err)
 	}
@@ -177,9 +189,9 @@ func TestRevocationWhileSubscribing(t *testing.T) {
 func TestEventsDuringSubscribeAreHeldInOrder(t *testing.T) {
 	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
 	c := h.NewClient("a")
-	_, err := h.Subscribe(context.Background(), c, pA, nil, func(context.Context) error {
+	_, err := h.Subscribe(context.Background(), c, pA, nil, func(ctx context.Context, fresh bool) (access.Proof, error) {
 		h.Publish([]events.Event{ev(0x300, 0, pA, "during")})
-		return nil
+		return allow(ctx, fresh)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +281,7 @@ func TestSubscribeLimitsAndUnsubscribe(t *testing.T) {
 	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"subscribed@" + pos(0xFF, ^uint32(0)), "unsubscribed@" + pos(0, 0)}) {
 		t.Fatalf("got %v", got)
 	}
-	if _, err := h.Subscribe(context.Background(), c, pB, nil, func(context.Context) error { return ErrForbidden }); !errors.Is(err, ErrForbidden) {
+	if _, err := h.Subscribe(context.Background(), c, pB, nil, deny); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("forbidden: %v", err)
 	}
 	if h.SubscriptionCount() != 0 {

@@ -34,8 +34,16 @@ type Metrics struct {
 	LastEventTimestamp  prometheus.Gauge
 	WALReceiveLatency   prometheus.Histogram
 
-	// Auth.
+	// Auth and access.
 	MembershipLookups *prometheus.CounterVec // result: hit, miss
+	// StaleLookups counts membership answers refused because they were
+	// older than an access change the stream had already brought.
+	StaleLookups prometheus.Counter
+	// AccessFailClosed counts revocations of every subscription walcast
+	// might not be allowed to keep, by reason.
+	AccessFailClosed *prometheus.CounterVec // reason: unmappable_change, publication_missing
+	AccessLedger     prometheus.Gauge
+	SchemaProblems   prometheus.Counter
 
 	// HTTP.
 	HTTPRequests *prometheus.CounterVec // route, code
@@ -86,7 +94,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		WALDecodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_wal_decode_errors_total", Help: "WAL messages that could not be decoded; the stream stops before them."}),
 		MappingProblems: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "walcast_mapping_problems_total", Help: "Changes left out because their project could not be resolved."}),
+			Name: "walcast_mapping_problems_total", Help: "Changes that could not be mapped; each failed closed (a conservative revocation or resync_required)."}),
 		ReplicationLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "walcast_replication_lag_bytes", Help: "WAL bytes between the server's current position and the slot's confirmed position."}),
 		RetainedWALBytes: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -97,6 +105,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_last_event_timestamp_seconds", Help: "Commit time of the last transaction handed to the hub, as a Unix time."}),
 		MembershipLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_membership_lookups_total", Help: "Membership checks, by result (hit: cached; miss: asked the database)."}, []string{"result"}),
+		StaleLookups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_membership_stale_lookups_total", Help: "Membership answers refused because their snapshot predates an access change already read from the WAL."}),
+		AccessFailClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_access_fail_closed_total", Help: "Conservative revocations of every subscription an access change might concern, because walcast could not tell whose access it ended, by reason."}, []string{"reason"}),
+		AccessLedger: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walcast_access_ledger_entries", Help: "Recent access changes remembered to check membership lookups against."}),
+		SchemaProblems: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_schema_problems_total", Help: "Watched tables the stream showed in a shape walcast cannot map (a column missing, a replica identity too narrow)."}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
 	}
@@ -114,6 +130,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "Time from a transaction's commit to walcast having decoded it from the WAL (before fan-out).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .05, .25, 1, 5},
 	})
+	for _, reason := range []string{FailClosedUnmappable, FailClosedPublication} {
+		m.AccessFailClosed.WithLabelValues(reason)
+	}
 	reg.MustRegister(m.Collectors()...)
 	return m
 }
@@ -125,8 +144,14 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
-		m.MembershipLookups, m.HTTPRequests,
+		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests,
 		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
 	}
 }
+
+// Reasons of AccessFailClosed.
+const (
+	FailClosedUnmappable  = "unmappable_change"
+	FailClosedPublication = "publication_missing"
+)

@@ -25,6 +25,8 @@ type relation struct {
 	schema, table string
 	watched       bool
 	columns       []relColumn
+	// identity names the replica identity's columns (all for FULL).
+	identity []string
 }
 
 // Decoder assembles pgoutput messages (protocol version 1) into committed
@@ -34,10 +36,15 @@ type relation struct {
 //
 // A Decoder is not safe for concurrent use.
 type Decoder struct {
-	watch     func(schema, table string) bool
-	relations map[uint32]*relation
-	types     *pgtype.Map
-	txn       *events.Txn
+	watch func(schema, table string) bool
+	// checkRelation, when set, is told the shape of every watched
+	// relation the stream describes (at start, and after every schema
+	// change), and its error is reported through relationProblem.
+	checkRelation   func(schema, table string, columns, identity []string) error
+	relationProblem func(schema, table string, err error)
+	relations       map[uint32]*relation
+	types           *pgtype.Map
+	txn             *events.Txn
 	// tuples are reused by every change: their data alias the message.
 	tuples [2][]tupleColumn
 }
@@ -75,10 +82,20 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 	case *pglogrepl.RelationMessage:
 		rel := &relation{schema: m.Namespace, table: m.RelationName, columns: make([]relColumn, len(m.Columns))}
 		rel.watched = d.watch(rel.schema, rel.table)
+		names := make([]string, len(m.Columns))
 		for i, c := range m.Columns {
 			rel.columns[i] = relColumn{name: c.Name, oid: c.DataType}
+			names[i] = c.Name
+			if c.Flags&1 != 0 {
+				rel.identity = append(rel.identity, c.Name)
+			}
 		}
 		d.relations[m.RelationID] = rel
+		if rel.watched && d.checkRelation != nil {
+			if err := d.checkRelation(rel.schema, rel.table, names, rel.identity); err != nil && d.relationProblem != nil {
+				d.relationProblem(rel.schema, rel.table, err)
+			}
+		}
 	case *pglogrepl.BeginMessage:
 		if d.txn != nil {
 			return nil, fmt.Errorf("%w: begin of xid %d inside xid %d", ErrProtocol, m.Xid, d.txn.Xid)
@@ -201,7 +218,7 @@ func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple 
 	if !rel.watched {
 		return nil
 	}
-	ch := events.Change{Schema: rel.schema, Table: rel.table, Action: action}
+	ch := events.Change{Schema: rel.schema, Table: rel.table, Action: action, Identity: rel.identity}
 	var err error
 	if hasNew {
 		if ch.New, err = d.row(rel, newTuple); err != nil {

@@ -43,6 +43,10 @@ type Config struct {
 	// StandbyPoll is how often a replica whose slot another replica holds
 	// tries again (cluster mode); 0 means the ordinary backoff.
 	StandbyPoll time.Duration
+	// CheckRelation, when set, checks every watched table's shape as the
+	// stream describes it (columns, replica identity); a problem is logged
+	// and counted when the stream first shows it.
+	CheckRelation func(schema, table string, columns, identity []string) error
 }
 
 // Sink takes one committed transaction. When it returns nil, the
@@ -215,6 +219,11 @@ func (r *Reader) stream(ctx context.Context) error {
 	}
 
 	s := &session{r: r, conn: conn, dec: NewDecoder(r.watch), lastFlushSent: confirmedFlush}
+	s.dec.checkRelation = r.cfg.CheckRelation
+	s.dec.relationProblem = func(schema, table string, err error) {
+		r.metrics.SchemaProblems.Inc()
+		r.log.Error("watched table changed shape; its changes fail closed until fixed", "table", schema+"."+table, "err", err)
+	}
 	err = s.loop(ctx)
 	if ctx.Err() != nil {
 		// Shutting down: report the last confirmable position once more.

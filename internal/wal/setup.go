@@ -33,14 +33,12 @@ func CheckWALLevel(ctx context.Context, pool *pgxpool.Pool) error {
 // EnsurePublication creates the publication for tables when it is missing,
 // and checks that an existing one publishes every table and every action.
 func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) error {
-	var ins, upd, del, trunc bool
-	err := pool.QueryRow(ctx, "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1", name).Scan(&ins, &upd, &del, &trunc)
-	if errors.Is(err, pgx.ErrNoRows) {
-		idents := make([]string, len(tables))
-		for i, t := range tables {
-			idents[i] = pgx.Identifier{schemaOf(t), t.Name}.Sanitize()
-		}
-		_, err = pool.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()+" FOR TABLE "+strings.Join(idents, ", "))
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("read publication %s: %w", name, err)
+	}
+	if !exists {
+		_, err := pool.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()+" FOR TABLE "+tableList(tables))
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
 			return EnsurePublication(ctx, pool, name, tables) // created concurrently
@@ -50,31 +48,87 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tab
 		}
 		return nil
 	}
+	pub, err := ReadPublication(ctx, pool, name, tables)
 	if err != nil {
-		return fmt.Errorf("read publication %s: %w", name, err)
+		return err
 	}
-	if !ins || !upd || !del {
-		return fmt.Errorf("publication %s does not publish insert, update and delete; recreate it or drop it and let walcast create it", name)
+	if problems := pub.Problems(tables); len(problems) > 0 {
+		return fmt.Errorf("%s", strings.Join(problems, "; "))
 	}
+	return nil
+}
+
+// Publication is what a publication streams of the watched tables.
+type Publication struct {
+	Name   string
+	Exists bool
+	// AllActions: it publishes insert, update, delete and truncate.
+	AllActions bool
+	// Missing are the watched tables it does not publish.
+	Missing []events.Table
+}
+
+// Problems says, with its fix, each way p keeps a change from being
+// streamed; none means every change of every watched table is.
+func (p Publication) Problems(tables []events.Table) []string {
+	if !p.Exists {
+		return []string{fmt.Sprintf("publication %s does not exist; create it: CREATE PUBLICATION %s FOR TABLE %s", p.Name, p.Name, tableList(tables))}
+	}
+	var problems []string
+	if !p.AllActions {
+		problems = append(problems, fmt.Sprintf("publication %s does not publish every action; run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", p.Name, p.Name))
+	}
+	if len(p.Missing) > 0 {
+		names := tableList(p.Missing)
+		problems = append(problems, fmt.Sprintf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s", p.Name, names, p.Name, names))
+	}
+	return problems
+}
+
+// AccessBlind reports whether a change of access could go unstreamed: a
+// table that grants access (members, projects) missing, an action not
+// published, or no publication at all.
+func (p Publication) AccessBlind() bool {
+	if !p.Exists || !p.AllActions {
+		return true
+	}
+	return slices.ContainsFunc(p.Missing, events.Table.GrantsAccess)
+}
+
+// ReadPublication reads what publication name streams of tables.
+func ReadPublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) (Publication, error) {
+	p := Publication{Name: name}
+	var ins, upd, del, trunc bool
+	err := pool.QueryRow(ctx, "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1", name).Scan(&ins, &upd, &del, &trunc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("read publication %s: %w", name, err)
+	}
+	p.Exists, p.AllActions = true, ins && upd && del && trunc
 	rows, err := pool.Query(ctx, "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1", name)
 	if err != nil {
-		return fmt.Errorf("read tables of publication %s: %w", name, err)
+		return p, fmt.Errorf("read tables of publication %s: %w", name, err)
 	}
 	published, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return fmt.Errorf("read tables of publication %s: %w", name, err)
+		return p, fmt.Errorf("read tables of publication %s: %w", name, err)
 	}
-	var missing []string
 	for _, t := range tables {
 		if !slices.Contains(published, t.QualifiedName()) {
-			missing = append(missing, t.QualifiedName())
+			p.Missing = append(p.Missing, t)
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s",
-			name, strings.Join(missing, ", "), name, strings.Join(missing, ", "))
+	return p, nil
+}
+
+func tableList(tables []events.Table) string {
+	idents := make([]string, len(tables))
+	for i, t := range tables {
+		idents[i] = pgx.Identifier{schemaOf(t), t.Name}.Sanitize()
 	}
-	return nil
+	return strings.Join(idents, ", ")
 }
 
 func schemaOf(t events.Table) string {

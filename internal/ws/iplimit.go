@@ -9,8 +9,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ipLimiter limits how fast one client address may open sockets.
-type ipLimiter struct {
+// keyedLimiter is a token bucket per key: per client address for new
+// sockets, per user for refused subscribes.
+type keyedLimiter struct {
 	rate  rate.Limit
 	burst int
 
@@ -25,12 +26,12 @@ type ipEntry struct {
 	seen time.Time
 }
 
-func newIPLimiter(perSecond float64, burst int) *ipLimiter {
-	return &ipLimiter{rate: rate.Limit(perSecond), burst: burst, byIP: make(map[string]*ipEntry), maxSize: 100_000}
+func newKeyedLimiter(perSecond float64, burst int) *keyedLimiter {
+	return &keyedLimiter{rate: rate.Limit(perSecond), burst: burst, byIP: make(map[string]*ipEntry), maxSize: 100_000}
 }
 
-// allow reports whether ip may open another socket now.
-func (l *ipLimiter) allow(ip string, now time.Time) bool {
+// allow takes a token of key's bucket and reports whether there was one.
+func (l *keyedLimiter) allow(key string, now time.Time) bool {
 	if l.rate <= 0 {
 		return true
 	}
@@ -39,17 +40,28 @@ func (l *ipLimiter) allow(ip string, now time.Time) bool {
 	if len(l.byIP) >= l.maxSize || now.Sub(l.swept) > time.Minute {
 		l.sweep(now)
 	}
-	e, ok := l.byIP[ip]
+	e, ok := l.byIP[key]
 	if !ok {
 		e = &ipEntry{lim: rate.NewLimiter(l.rate, l.burst)}
-		l.byIP[ip] = e
+		l.byIP[key] = e
 	}
 	e.seen = now
 	return e.lim.AllowN(now, 1)
 }
 
+// empty reports whether key's bucket has no token left, taking none.
+func (l *keyedLimiter) empty(key string, now time.Time) bool {
+	if l.rate <= 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.byIP[key]
+	return ok && e.lim.TokensAt(now) < 1
+}
+
 // sweep forgets addresses idle long enough for their bucket to be full.
-func (l *ipLimiter) sweep(now time.Time) {
+func (l *keyedLimiter) sweep(now time.Time) {
 	l.swept = now
 	idle := time.Duration(float64(l.burst)/float64(l.rate)*float64(time.Second)) + time.Second
 	for ip, e := range l.byIP {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/httpjson"
 	"github.com/walcast/walcast/internal/hub"
@@ -49,11 +50,18 @@ type Config struct {
 	// WriteWorkers is how many goroutines write queued frames for all
 	// sockets; 0 means one per CPU (GOMAXPROCS).
 	WriteWorkers int
+	// ForbiddenRate and ForbiddenBurst limit the subscribes one user may
+	// have refused: past them a subscribe is answered rate_limited without
+	// asking the database, so a flood of subscribes to others' projects
+	// cannot starve members' lookups. 0 means no limit.
+	ForbiddenRate  float64
+	ForbiddenBurst int
 }
 
-// MembershipChecker answers whether a user may see a project.
+// MembershipChecker answers whether a user may see a project, with the
+// proof the hub judges the answer by.
 type MembershipChecker interface {
-	IsMember(ctx context.Context, projectID, userID string) (bool, error)
+	Lookup(ctx context.Context, projectID, userID string, fresh bool) (access.Proof, error)
 }
 
 // Server accepts sockets on /ws.
@@ -65,8 +73,10 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
-	ips    *ipLimiter
-	nextID atomic.Uint64
+	ips *keyedLimiter
+	// denials is the per-user budget of refused subscribes.
+	denials *keyedLimiter
+	nextID  atomic.Uint64
 	// shuttingDown is cancelled when Shutdown begins.
 	shuttingDown context.Context
 	stopAll      context.CancelFunc
@@ -106,7 +116,7 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipCheck
 	shuttingDown, stopAll := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m,
 		shuttingDown: shuttingDown, stopAll: stopAll, stopWorkers: make(chan struct{}),
-		ips: newIPLimiter(cfg.ConnectRate, cfg.ConnectBurst)}
+		ips: newKeyedLimiter(cfg.ConnectRate, cfg.ConnectBurst), denials: newKeyedLimiter(cfg.ForbiddenRate, cfg.ForbiddenBurst)}
 	for range cfg.WriteWorkers {
 		w := newWriteWorker()
 		s.workers = append(s.workers, w)
@@ -336,27 +346,29 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
 		}
 	case ActionSubscribe:
+		userID := sc.client.UserID()
+		if sc.srv.denials.empty(userID, time.Now()) {
+			sc.sendError(CodeRateLimited, "too many refused subscribes; slow down", cmd.ProjectID)
+			return
+		}
 		subCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		userID := sc.client.UserID()
-		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, cmd.Since, func(ctx context.Context) error {
-			ok, err := sc.srv.members.IsMember(ctx, cmd.ProjectID, userID)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return hub.ErrForbidden
-			}
-			return nil
+		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, cmd.Since, func(ctx context.Context, fresh bool) (access.Proof, error) {
+			return sc.srv.members.Lookup(ctx, cmd.ProjectID, userID, fresh)
 		})
 		switch {
 		case err == nil:
 			sc.log.Debug("subscribed", "project_id", cmd.ProjectID, "position", res.Position.String(), "replayed", res.Replayed, "resync", res.Resync)
 		case errors.Is(err, hub.ErrForbidden):
+			sc.srv.denials.allow(userID, time.Now())
 			sc.sendError(CodeForbidden, "not a member of this project", cmd.ProjectID)
 		case errors.Is(err, hub.ErrAlreadySubscribed), errors.Is(err, hub.ErrTooManySubs):
 			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
 		case errors.Is(err, hub.ErrClientClosed):
+		case errors.Is(err, hub.ErrAccessUnsettled), errors.Is(err, hub.ErrAccessSuspended):
+			// Fail closed, and say why: the client may try again.
+			sc.log.Warn("subscribe refused", "project_id", cmd.ProjectID, "err", err)
+			sc.sendError(CodeInternal, err.Error(), cmd.ProjectID)
 		default:
 			sc.log.Error("subscribe", "project_id", cmd.ProjectID, "err", err)
 			sc.sendError(CodeInternal, "subscription could not be checked; try again", cmd.ProjectID)
