@@ -195,8 +195,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	mt := cfg.MembershipTable()
+	memberQuery := auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn}
 	members := auth.NewMemberships(pool, auth.MembershipConfig{
-		Query: auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn},
+		Query: memberQuery,
 		TTL:   cfg.Auth.MembershipCacheTTL, MaxConcurrent: cfg.Auth.MembershipLookups,
 	}, m)
 	h := hub.New(hub.Config{
@@ -337,9 +338,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 	router := api.NewRouter(api.Deps{
-		Demo:   demoRoutes,
-		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken},
-		Pool:   pool, Verifier: verifier, Access: restAccess{hub: h, members: members}, WS: sockets, Gatherer: reg,
+		Demo: demoRoutes,
+		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken,
+			MemberCondition: auth.MemberCondition(memberQuery, 1, 2)},
+		Pool: pool, Verifier: verifier, Access: restAccess{hub: h, members: members}, WS: sockets, Gatherer: reg,
 		Ready: ready, Status: status, Log: log, Metrics: m,
 	})
 

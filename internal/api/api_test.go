@@ -30,6 +30,13 @@ const (
 
 func setup(t *testing.T) (*httptest.Server, *pgtest.DB) {
 	t.Helper()
+	return setupWith(t, nil)
+}
+
+// setupWith serves the routes; a non-nil override decides access instead
+// of the hub and the membership lookup.
+func setupWith(t *testing.T, override AccessChecker) (*httptest.Server, *pgtest.DB) {
+	t.Helper()
 	db := pgtest.New(t)
 	db.Exec(t, `INSERT INTO users (id, email, display_name) VALUES ($1, 'a@x', 'A'), ($2, 'm@x', 'M')`, alice, mallory)
 	db.Exec(t, `INSERT INTO projects (id, name, owner_id) VALUES ($1, 'P', $2)`, project, alice)
@@ -40,19 +47,23 @@ func setup(t *testing.T) (*httptest.Server, *pgtest.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	q := auth.MembershipQuery{Table: "project_members", ProjectIDColumn: "project_id", UserIDColumn: "user_id"}
 	members := auth.NewMemberships(db.Pool, auth.MembershipConfig{
-		Query: auth.MembershipQuery{Table: "project_members", ProjectIDColumn: "project_id", UserIDColumn: "user_id"},
+		Query: q,
 		TTL:   time.Minute, MaxConcurrent: 2,
 	}, m)
 	h := hub.New(hub.Config{QueueSize: 16, AccessWait: time.Second, AccessKeep: time.Minute, AccessMax: 100}, m)
-	access := accessFunc(func(ctx context.Context, projectID, userID string) (bool, error) {
+	var access AccessChecker = accessFunc(func(ctx context.Context, projectID, userID string) (bool, error) {
 		return h.Authorize(ctx, projectID, userID, func(ctx context.Context, _ bool) (accesspkg.Proof, error) {
 			return members.Lookup(ctx, projectID, userID, true)
 		})
 	})
+	if override != nil {
+		access = override
+	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	router := NewRouter(Deps{
-		Config: Config{MaxBodyBytes: 2048, MaxMessageChars: 100}, Pool: db.Pool, Verifier: v, Access: access,
+		Config: Config{MaxBodyBytes: 2048, MaxMessageChars: 100, MemberCondition: auth.MemberCondition(q, 1, 2)}, Pool: db.Pool, Verifier: v, Access: access,
 		WS:       http.NotFoundHandler(),
 		Gatherer: reg, Ready: func(context.Context) error { return nil },
 		Status: func(context.Context) map[string]any { return map[string]any{} }, Log: log, Metrics: m,
@@ -196,6 +207,25 @@ func TestMessagesRoutesRefuseBadInput(t *testing.T) {
 	r := call(t, "POST", base, a, "application/json", `{"content":"'); DROP TABLE messages; --"}`)
 	if r.status != 201 || r.body["content"] != "'); DROP TABLE messages; --" {
 		t.Fatalf("metacharacters: %d %s", r.status, r.raw)
+	}
+}
+
+// TestPostStoresNothingOnceMembershipEnded: the insert itself requires the
+// membership, so a removal committed between the check and the write keeps
+// the message out (here the check is made to pass for a non-member).
+func TestPostStoresNothingOnceMembershipEnded(t *testing.T) {
+	yes := accessFunc(func(context.Context, string, string) (bool, error) { return true, nil })
+	srv, db := setupWith(t, yes)
+	r := call(t, http.MethodPost, srv.URL+"/api/v1/projects/"+project+"/messages", tok(t, mallory), "application/json", `{"content":"sneaky"}`)
+	if r.status != http.StatusForbidden {
+		t.Fatalf("status %d: %s", r.status, r.raw)
+	}
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d messages stored (%v)", n, err)
+	}
+	if r := call(t, http.MethodPost, srv.URL+"/api/v1/projects/"+project+"/messages", tok(t, alice), "application/json", `{"content":"hi"}`); r.status != http.StatusCreated {
+		t.Fatalf("member: %d %s", r.status, r.raw)
 	}
 }
 

@@ -193,9 +193,16 @@ func (h *handlers) createMessage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The membership was checked before; a removal committed since must
+	// still keep the message out.
 	msg, err := scanMessage(h.d.Pool.QueryRow(r.Context(),
-		`INSERT INTO messages (project_id, sender_id, content, message_type) VALUES ($1, $2, $3, $4) RETURNING `+messageColumns,
+		`INSERT INTO messages (project_id, sender_id, content, message_type)
+		 SELECT $1, $2, $3, $4 WHERE `+h.d.Config.MemberCondition+` RETURNING `+messageColumns,
 		pid, userID, content, msgType))
+	if errors.Is(err, pgx.ErrNoRows) {
+		writeError(w, http.StatusForbidden, "forbidden", "not a member of this project")
+		return
+	}
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23503" {

@@ -23,6 +23,10 @@ type Config struct {
 	// StatusToken, when set, is required as a Bearer token on /metrics and
 	// /api/v1/status.
 	StatusToken string
+	// MemberCondition is SQL true while user $2 is a member of project $1
+	// (auth.MemberCondition): a message is stored only if it still holds
+	// when the row is written, whatever happened since the check.
+	MemberCondition string
 }
 
 // AccessChecker decides whether a user may read and write a project's data
@@ -58,6 +62,9 @@ func NewRouter(d Deps) http.Handler {
 	}
 	if d.Config.MaxMessageChars <= 0 {
 		d.Config.MaxMessageChars = 4000
+	}
+	if d.Config.MemberCondition == "" {
+		d.Config.MemberCondition = "true"
 	}
 	h := &handlers{d: d}
 	r := chi.NewRouter()

@@ -58,6 +58,12 @@ type cached struct {
 // pg_current_snapshot() in the same statement returns the snapshot the
 // EXISTS was evaluated in.
 func MembershipSQL(q MembershipQuery) string {
+	return "SELECT " + MemberCondition(q, 1, 2) + ", pg_current_snapshot()::text"
+}
+
+// MemberCondition is the SQL condition "user $u is a member of project
+// $p", for statements that must act only while the membership holds.
+func MemberCondition(q MembershipQuery, p, u int) string {
 	ident := func(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 	table := q.Table
 	if schema, name, ok := strings.Cut(table, "."); ok {
@@ -65,8 +71,7 @@ func MembershipSQL(q MembershipQuery) string {
 	} else {
 		table = ident(table)
 	}
-	return fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s = $1 AND %s = $2), pg_current_snapshot()::text",
-		table, ident(q.ProjectIDColumn), ident(q.UserIDColumn))
+	return fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE %s = $%d AND %s = $%d)", table, ident(q.ProjectIDColumn), p, ident(q.UserIDColumn), u)
 }
 
 // NewMemberships returns a cached lookup over cfg.Query.
