@@ -1,6 +1,10 @@
 package access
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // Kind is what a transition did to access.
 type Kind uint8
@@ -144,14 +148,14 @@ func (l *Ledger) Prune(now time.Time) {
 	if l.all.Seq != 0 && (old(l.all) || (over && settled(l.all))) {
 		l.all = Transition{}
 	}
-	for l.Len() > l.max && len(l.pairs) > 0 {
-		var oldest pair
-		first := true
-		for k, t := range l.pairs {
-			if first || t.Seq < l.pairs[oldest].Seq {
-				oldest, first = k, false
-			}
+	if excess := l.Len() - l.max; excess > 0 && len(l.pairs) > 0 {
+		keys := make([]pair, 0, len(l.pairs))
+		for k := range l.pairs {
+			keys = append(keys, k)
 		}
-		delete(l.pairs, oldest)
+		slices.SortFunc(keys, func(a, b pair) int { return cmp.Compare(l.pairs[a].Seq, l.pairs[b].Seq) })
+		for _, k := range keys[:min(excess, len(keys))] {
+			delete(l.pairs, k)
+		}
 	}
 }

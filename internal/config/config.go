@@ -170,7 +170,7 @@ func Default() Config {
 			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second,
 			RetainedWALWarnBytes: 1 << 30,
 		},
-		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: time.Minute,
+		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: 0,
 			MembershipWait: 2 * time.Second, MembershipLookups: 5,
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,

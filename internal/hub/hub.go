@@ -207,7 +207,7 @@ func (h *Hub) Publish(evs []events.Event) {
 		// (typically a row's cache_invalidate and domain event) goes to each
 		// subscriber as one queue item: one channel send and one wake-up.
 		j := i + 1
-		for j < len(evs) && evs[j].ProjectID == ev.ProjectID && evs[j].Revoke == nil && evs[j].Grant == "" && !evs[j].AllProjects && ev.Revoke == nil && ev.Grant == "" {
+		for j < len(evs) && evs[j].ProjectID == ev.ProjectID && evs[j].Revoke == nil && !evs[j].AllProjects && ev.Revoke == nil {
 			j++
 		}
 		t := h.topic(ev.ProjectID)

@@ -9,9 +9,9 @@ import (
 )
 
 var messageCols = []col{
-	{"id", pgtype.UUIDOID}, {"project_id", pgtype.UUIDOID}, {"sender_id", pgtype.UUIDOID},
-	{"content", pgtype.TextOID}, {"message_type", pgtype.TextOID},
-	{"created_at", pgtype.TimestamptzOID}, {"updated_at", pgtype.TimestamptzOID},
+	{"id", pgtype.UUIDOID, true}, {"project_id", pgtype.UUIDOID, true}, {"sender_id", pgtype.UUIDOID, true},
+	{"content", pgtype.TextOID, true}, {"message_type", pgtype.TextOID, true},
+	{"created_at", pgtype.TimestamptzOID, true}, {"updated_at", pgtype.TimestamptzOID, true},
 }
 
 // BenchmarkDecodeAndMap measures the per-change cost of the pipeline's pure

@@ -19,6 +19,8 @@ var ErrProtocol = errors.New("pgoutput protocol violation")
 type relColumn struct {
 	name string
 	oid  uint32
+	// key marks a column of the replica identity.
+	key bool
 }
 
 type relation struct {
@@ -84,7 +86,7 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 		rel.watched = d.watch(rel.schema, rel.table)
 		names := make([]string, len(m.Columns))
 		for i, c := range m.Columns {
-			rel.columns[i] = relColumn{name: c.Name, oid: c.DataType}
+			rel.columns[i] = relColumn{name: c.Name, oid: c.DataType, key: c.Flags&1 != 0}
 			names[i] = c.Name
 			if c.Flags&1 != 0 {
 				rel.identity = append(rel.identity, c.Name)
@@ -145,6 +147,9 @@ func (d *Decoder) rowChange(b []byte) error {
 	var newTuple, oldTuple []tupleColumn
 	var err error
 	hasNew, hasOld := false, false
+	// A 'K' old tuple carries only the replica identity's columns; the
+	// others are sent as NULL but are not known to be.
+	oldKeyOnly := b[0] == 'K'
 	if b[0] == 'K' || b[0] == 'O' {
 		if kind == 'I' {
 			return fmt.Errorf("%w: insert with an old tuple", ErrProtocol)
@@ -172,7 +177,7 @@ func (d *Decoder) rowChange(b []byte) error {
 	case 'D':
 		action = events.Delete
 	}
-	return d.change(relID, action, newTuple, oldTuple, hasNew, hasOld)
+	return d.change(relID, action, newTuple, oldTuple, hasNew, hasOld, oldKeyOnly)
 }
 
 // readTuple reads a TupleData into dst and returns the rest of b.
@@ -207,7 +212,7 @@ func readTuple(b []byte, dst []tupleColumn) ([]tupleColumn, []byte, error) {
 	return dst, b, nil
 }
 
-func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple []tupleColumn, hasNew, hasOld bool) error {
+func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple []tupleColumn, hasNew, hasOld, oldKeyOnly bool) error {
 	if d.txn == nil {
 		return fmt.Errorf("%w: %s on relation %d outside a transaction", ErrProtocol, action, relID)
 	}
@@ -221,12 +226,12 @@ func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple 
 	ch := events.Change{Schema: rel.schema, Table: rel.table, Action: action, Identity: rel.identity}
 	var err error
 	if hasNew {
-		if ch.New, err = d.row(rel, newTuple); err != nil {
+		if ch.New, err = d.row(rel, newTuple, false); err != nil {
 			return fmt.Errorf("%s %s.%s new row: %w", action, rel.schema, rel.table, err)
 		}
 	}
 	if hasOld {
-		if ch.Old, err = d.row(rel, oldTuple); err != nil {
+		if ch.Old, err = d.row(rel, oldTuple, oldKeyOnly); err != nil {
 			return fmt.Errorf("%s %s.%s old row: %w", action, rel.schema, rel.table, err)
 		}
 	}
@@ -237,13 +242,18 @@ func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple 
 	return nil
 }
 
-func (d *Decoder) row(rel *relation, tuple []tupleColumn) ([]events.Column, error) {
+// row decodes tuple; keyOnly keeps only the replica identity's columns
+// (an old key tuple: the rest are placeholders, not values).
+func (d *Decoder) row(rel *relation, tuple []tupleColumn, keyOnly bool) ([]events.Column, error) {
 	if len(tuple) > len(rel.columns) {
 		return nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrProtocol, len(tuple), len(rel.columns))
 	}
 	cols := make([]events.Column, 0, len(tuple))
 	for i, c := range tuple {
 		rc := rel.columns[i]
+		if keyOnly && !rc.key {
+			continue
+		}
 		col := events.Column{Name: rc.name}
 		switch c.kind {
 		case pglogrepl.TupleDataTypeNull:

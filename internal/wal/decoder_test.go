@@ -17,6 +17,7 @@ import (
 type col struct {
 	name string
 	oid  uint32
+	key  bool // part of the replica identity (every column under FULL)
 }
 
 func relationMsg(id uint32, ns, name string, cols ...col) []byte {
@@ -27,7 +28,11 @@ func relationMsg(id uint32, ns, name string, cols ...col) []byte {
 	b = append(b, 'f')
 	b = binary.BigEndian.AppendUint16(b, uint16(len(cols)))
 	for _, c := range cols {
-		b = append(b, 0)
+		var flags byte
+		if c.key {
+			flags = 1
+		}
+		b = append(b, flags)
 		b = append(append(b, c.name...), 0)
 		b = binary.BigEndian.AppendUint32(b, c.oid)
 		b = binary.BigEndian.AppendUint32(b, ^uint32(0))
@@ -91,6 +96,13 @@ func deleteMsg(rel uint32, old ...any) []byte {
 	return append(append(b, 'O'), tuple(old...)...)
 }
 
+// deleteKeyMsg is a DELETE under a replica identity that is not FULL: the
+// old tuple is the key ('K'), with every other column sent as NULL.
+func deleteKeyMsg(rel uint32, old ...any) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{'D'}, rel)
+	return append(append(b, 'K'), tuple(old...)...)
+}
+
 func truncateMsg(rels ...uint32) []byte {
 	b := binary.BigEndian.AppendUint32([]byte{'T'}, uint32(len(rels)))
 	b = append(b, 0)
@@ -103,8 +115,8 @@ func truncateMsg(rels ...uint32) []byte {
 var (
 	at       = time.Date(2026, 11, 26, 16, 42, 0, 123456000, time.UTC)
 	taskCols = []col{
-		{"id", pgtype.UUIDOID}, {"project_id", pgtype.UUIDOID}, {"title", pgtype.TextOID},
-		{"description", pgtype.TextOID}, {"story_points", pgtype.Int4OID}, {"created_at", pgtype.TimestamptzOID},
+		{"id", pgtype.UUIDOID, true}, {"project_id", pgtype.UUIDOID, true}, {"title", pgtype.TextOID, true},
+		{"description", pgtype.TextOID, true}, {"story_points", pgtype.Int4OID, true}, {"created_at", pgtype.TimestamptzOID, true},
 	}
 )
 
@@ -154,7 +166,7 @@ func TestDecoderTransactions(t *testing.T) {
 		}},
 		{"delete, truncate, ignored table, empty txn parts", []step{
 			{msg: relationMsg(rel, "public", "tasks", taskCols...)},
-			{msg: relationMsg(ignored, "public", "ignored", col{"id", pgtype.Int8OID})},
+			{msg: relationMsg(ignored, "public", "ignored", col{name: "id", oid: pgtype.Int8OID})},
 			{msg: beginMsg(0x400, at, 9)},
 			{msg: insertMsg(ignored, "1")},
 			{msg: deleteMsg(rel, "t1", "p1", "x", nil, nil, nil)},
@@ -204,7 +216,7 @@ func TestDecoderProtocolErrors(t *testing.T) {
 		"unknown relation":     {beginMsg(1, at, 1), insertMsg(99, "a")},
 		"commit without begin": {commitMsg(1, 2, at)},
 		"nested begin":         {beginMsg(1, at, 1), beginMsg(2, at, 2)},
-		"tuple too wide":       {relationMsg(rel, "public", "tasks", col{"id", pgtype.TextOID}), beginMsg(1, at, 1), insertMsg(rel, "a", "b")},
+		"tuple too wide":       {relationMsg(rel, "public", "tasks", col{name: "id", oid: pgtype.TextOID}), beginMsg(1, at, 1), insertMsg(rel, "a", "b")},
 		"truncated message":    {{'I', 0, 0}},
 		"insert with old tuple": {relationMsg(rel, "public", "tasks", taskCols...), beginMsg(1, at, 1),
 			append(append([]byte{'I', 0, 0, 0, rel, 'O'}, tuple("a")...), append([]byte{'N'}, tuple("a")...)...)},
@@ -295,7 +307,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(deleteMsg(1, "a", nil))
 	f.Add(truncateMsg(1))
 	f.Add(commitMsg(1, 2, at))
-	f.Add(relationMsg(2, "s", "t", col{"c", pgtype.JSONBOID}))
+	f.Add(relationMsg(2, "s", "t", col{name: "c", oid: pgtype.JSONBOID}))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		d := NewDecoder(watchAll)
 		if _, err := d.Decode(relationMsg(1, "public", "tasks", taskCols...)); err != nil {
@@ -347,4 +359,40 @@ func FuzzDecodeStream(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecoderKeyTuple: under REPLICA IDENTITY DEFAULT a DELETE carries the
+// key only; the other columns arrive as NULL placeholders and must not be
+// taken for NULL values (a membership's user_id is unknown, not NULL), and
+// every change says which columns its relation's identity covers.
+func TestDecoderKeyTuple(t *testing.T) {
+	d := NewDecoder(watchAll)
+	member := []col{{"id", pgtype.UUIDOID, true}, {"project_id", pgtype.UUIDOID, false}, {"user_id", pgtype.UUIDOID, false}}
+	const id, pid, uid = "cccccccc-cccc-4ccc-8ccc-cccccccccccc", "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "11111111-1111-4111-8111-111111111111"
+	for _, msg := range [][]byte{
+		relationMsg(9, "public", "project_members", member...),
+		beginMsg(0x10, at, 5),
+		deleteKeyMsg(9, id, nil, nil),
+		updateMsg(9, nil, id, pid, uid),
+	} {
+		if _, err := d.Decode(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn, err := d.Decode(commitMsg(0x10, 0x20, at))
+	if err != nil || txn == nil || len(txn.Changes) != 2 {
+		t.Fatalf("txn %+v, %v", txn, err)
+	}
+	del := txn.Changes[0]
+	if len(del.Old) != 1 || del.Old[0].Name != "id" || del.Old[0].Value != id {
+		t.Fatalf("key tuple: %+v", del.Old)
+	}
+	if _, ok := events.Lookup(del.Old, "user_id"); ok {
+		t.Fatal("user_id taken as carried")
+	}
+	for _, ch := range txn.Changes {
+		if len(ch.Identity) != 1 || ch.Identity[0] != "id" {
+			t.Fatalf("identity %v", ch.Identity)
+		}
+	}
 }

@@ -79,7 +79,11 @@ func (p Publication) Problems(tables []events.Table) []string {
 		problems = append(problems, fmt.Sprintf("publication %s does not publish every action; run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", p.Name, p.Name))
 	}
 	if len(p.Missing) > 0 {
-		names := tableList(p.Missing)
+		qualified := make([]string, len(p.Missing))
+		for i, t := range p.Missing {
+			qualified[i] = t.QualifiedName()
+		}
+		names := strings.Join(qualified, ", ")
 		problems = append(problems, fmt.Sprintf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s", p.Name, names, p.Name, names))
 	}
 	return problems
