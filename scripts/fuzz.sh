@@ -16,6 +16,7 @@ targets=(
 	"./internal/events FuzzAppendString"
 	"./internal/events FuzzMap"
 	"./internal/notify FuzzEventFromPayload"
+	"./internal/access FuzzParseSnapshot"
 )
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
