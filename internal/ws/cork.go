@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
-	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -12,87 +11,87 @@ import (
 	"time"
 )
 
-// corkConn sits between coder/websocket and the TCP connection. While
-// corked it gathers every frame the library flushes, and uncork sends them
-// in one write: a socket writer that finds several frames queued (a
-// transaction's cache_invalidate and domain event, a backlog) pays one
-// syscall for all of them instead of one each. Every real write carries the
-// write timeout as a deadline.
+// corkConn sits between coder/websocket and the TCP connection. Every frame,
+// walcast's data frames and the library's control frames (pong, ping,
+// close), is appended whole to one buffer under mu, and mu is never held
+// across a write that can block. Bytes reach the connection one writer at a
+// time (wire), in one of two ways:
+//
+//   - tryFlush: one write(2) that never waits, by the write workers and by
+//     the library's own control frames;
+//   - flush: writes that wait up to the write timeout, only ever by the
+//     socket's own goroutine.
+//
+// So no socket's I/O can hold up another socket's writer, and a client's
+// control frames count against its own buffer: when the library's frames
+// find more than maxBacklog bytes unsent, its write fails and the socket
+// closes. A writer that finds several frames queued pays one syscall for
+// all of them.
 type corkConn struct {
 	net.Conn
 	timeout time.Duration
 
-	// raw writes without blocking for the write workers; nil when the
-	// connection has no file descriptor (then they hand every write to
-	// the socket's own goroutine).
+	// raw writes without blocking; nil when the connection has no file
+	// descriptor (then everything goes through flush).
 	raw syscall.RawConn
 	// rawWrite is made once: a closure per write would escape to the heap
 	// on every write. It writes buf and leaves the result in rawN/rawErr;
-	// all three are guarded by mu.
+	// all three are used with both locks held.
 	rawWrite func(fd uintptr) bool
 	rawN     int
 	rawErr   error
+	// onBacklog is called when bytes the library queued are left unsent:
+	// the socket's goroutine must flush them.
+	onBacklog func()
 
-	mu     sync.Mutex
-	corked bool
-	// limit is what the cork gathers before it writes anyway.
-	limit int
-	buf   []byte
-	// deadline is the write deadline last set; it is moved forward only
-	// when less than half the timeout is left, so a busy socket does not
-	// reprogram a timer on every write. A write therefore gets between
-	// half the timeout and the whole of it.
+	// wire is held by whoever writes to the connection.
+	wire sync.Mutex
+	// out is what flush is writing, and deadline the write deadline last
+	// set; both guarded by wire. The deadline is moved forward only when
+	// less than half the timeout is left, so a busy socket does not
+	// reprogram a timer on every write: a write gets between half the
+	// timeout and the whole of it.
+	out      []byte
 	deadline time.Time
+
+	mu  sync.Mutex
+	buf []byte
 }
 
-// maxCorked bounds what a cork gathers before it writes anyway.
+// maxCorked is the buffer capacity kept on an idle socket; larger ones are
+// let go once written.
 const maxCorked = 64 << 10
 
+// maxBacklog bounds the unsent bytes behind which the library may still
+// queue a control frame: a client that floods pings and does not read
+// fills it with its own pongs, and is closed.
+const maxBacklog = 1 << 20
+
+// errBacklog fails the library's write when the client does not read.
+var errBacklog = errors.New("client does not read: control frame backlog full")
+
+// Write is the library's: one whole control frame (or its handshake
+// flush). It never waits for the network.
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.corked && len(c.buf)+len(p) <= c.limit {
-		c.buf = append(c.buf, p...)
-		return len(p), nil
+	if len(c.buf)+len(p) > maxBacklog {
+		c.mu.Unlock()
+		return 0, errBacklog
 	}
-	if err := c.flushLocked(); err != nil {
-		return 0, err
+	c.buf = append(c.buf, p...)
+	c.mu.Unlock()
+	if !c.tryFlush() && c.onBacklog != nil {
+		c.onBacklog()
 	}
-	return c.writeLocked(p)
-}
-
-func (c *corkConn) writeLocked(p []byte) (int, error) {
-	if err := c.armDeadline(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
-}
-
-func (c *corkConn) armDeadline() error {
-	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
-		c.deadline = now.Add(c.timeout)
-		return c.Conn.SetWriteDeadline(c.deadline)
-	}
-	return nil
-}
-
-func (c *corkConn) flushLocked() error {
-	if len(c.buf) == 0 {
-		return nil
-	}
-	_, err := c.writeLocked(c.buf)
-	c.buf = c.buf[:0]
-	return err
+	return len(p), nil
 }
 
 // writeText appends one unfragmented, unmasked text frame (RFC 6455 §5.2;
-// a server never masks, and walcast negotiates no extension) carrying p,
-// written whole under the cork's lock so no other frame interleaves. Data
-// frames take this path instead of coder/websocket's writer, which would
-// take its own locks and copy each frame through a second buffer;
-// control frames (ping, pong, close) still go through the library, each
-// whole in one Write.
-func (c *corkConn) writeText(p []byte) error {
+// a server never masks, and walcast negotiates no extension) carrying p.
+// Data frames take this path instead of coder/websocket's writer, which
+// would take its own locks and copy each frame through a second buffer.
+// Nothing is written until tryFlush or flush.
+func (c *corkConn) writeText(p []byte) {
 	var hdr [10]byte
 	hdr[0] = 0x81 // FIN + text
 	n := 2
@@ -109,55 +108,33 @@ func (c *corkConn) writeText(p []byte) error {
 		n = 10
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.corked && len(c.buf)+n+len(p) <= c.limit {
-		c.buf = append(c.buf, hdr[:n]...)
-		c.buf = append(c.buf, p...)
-		return nil
-	}
-	if err := c.flushLocked(); err != nil {
-		return err
-	}
 	c.buf = append(append(c.buf, hdr[:n]...), p...)
-	return c.flushLocked()
-}
-
-func (c *corkConn) cork() {
-	c.mu.Lock()
-	c.corked, c.limit = true, maxCorked
 	c.mu.Unlock()
 }
 
-// corkAll gathers without a bound, so appending never writes: a write
-// worker must not block on one socket. The hub's queue bound limits what
-// it gathers.
-func (c *corkConn) corkAll() {
-	c.mu.Lock()
-	c.corked, c.limit = true, math.MaxInt
-	c.mu.Unlock()
-}
-
-// tryUncork writes what was gathered with one write that does not block.
-// It reports false when some of it is left: the socket's buffer is full,
-// the write failed, or there is no descriptor to write to. What is left
-// stays for flush, which blocks (and meets the error, if there was one).
-func (c *corkConn) tryUncork() bool {
+// tryFlush writes what is buffered with one write that does not wait. It
+// reports false when some of it is left: another writer holds the
+// connection, the socket's buffer is full, the write failed, or there is
+// no descriptor to write to. What is left stays for flush.
+func (c *corkConn) tryFlush() bool {
+	if !c.wire.TryLock() {
+		return false
+	}
+	defer c.wire.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.corked = false
 	if len(c.buf) == 0 {
 		return true
 	}
-	if c.raw == nil || c.armDeadline() != nil {
+	if c.raw == nil {
 		return false
 	}
 	c.rawN, c.rawErr = 0, nil
 	err := c.raw.Write(c.rawWrite)
-	n, werr := c.rawN, c.rawErr
-	if n > 0 {
+	if n := c.rawN; n > 0 {
 		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
 	}
-	if err != nil || werr != nil || len(c.buf) > 0 {
+	if err != nil || c.rawErr != nil || len(c.buf) > 0 {
 		return false
 	}
 	if cap(c.buf) > maxCorked {
@@ -173,30 +150,48 @@ func (c *corkConn) writeRaw(fd uintptr) bool {
 	return true
 }
 
-// pending reports whether gathered bytes wait for flush.
+// pending reports whether buffered bytes wait to be written.
 func (c *corkConn) pending() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.buf) > 0
 }
 
-// flush writes what is left, blocking up to the write timeout.
+// flush writes everything buffered, waiting for the socket up to the
+// write timeout for each write; frames appended meanwhile go too. Only
+// the socket's own goroutine calls it: it may block, on this socket only.
 func (c *corkConn) flush() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.flushLocked()
+	c.wire.Lock()
+	defer c.wire.Unlock()
+	for {
+		c.mu.Lock()
+		if len(c.buf) == 0 {
+			c.mu.Unlock()
+			return nil
+		}
+		c.out, c.buf = c.buf, c.out[:0]
+		c.mu.Unlock()
+		err := c.armDeadline()
+		if err == nil {
+			_, err = c.Conn.Write(c.out)
+		}
+		if cap(c.out) > maxCorked {
+			c.out = nil
+		} else {
+			c.out = c.out[:0]
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
-// uncork writes what was gathered.
-func (c *corkConn) uncork() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.corked = false
-	err := c.flushLocked()
-	if cap(c.buf) > maxCorked {
-		c.buf = nil // do not keep a large buffer on an idle socket
+func (c *corkConn) armDeadline() error {
+	if now := time.Now(); c.deadline.Sub(now) < c.timeout/2 {
+		c.deadline = now.Add(c.timeout)
+		return c.Conn.SetWriteDeadline(c.deadline)
 	}
-	return err
+	return nil
 }
 
 // corkingWriter hands coder/websocket a corkConn when it hijacks the
@@ -232,7 +227,11 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err := brw.Writer.Flush(); err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: conn, timeout: w.timeout, limit: maxCorked}
+	// The HTTP server's read and write deadlines end with the request.
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	w.conn = &corkConn{Conn: conn, timeout: w.timeout}
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			w.conn.raw = raw

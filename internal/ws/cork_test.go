@@ -42,14 +42,9 @@ func TestWriteTextFrames(t *testing.T) {
 		cc := &captureConn{}
 		c := &corkConn{Conn: cc, timeout: time.Second}
 		payload := bytes.Repeat([]byte{'x'}, size)
-		c.cork()
-		if err := c.writeText(payload); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.writeText([]byte(`{"type":"pong"}`)); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.uncork(); err != nil {
+		c.writeText(payload)
+		c.writeText([]byte(`{"type":"pong"}`))
+		if err := c.flush(); err != nil {
 			t.Fatal(err)
 		}
 		fin, op, got, rest := parseFrame(t, cc.buf.Bytes())
@@ -59,8 +54,64 @@ func TestWriteTextFrames(t *testing.T) {
 		if _, _, second, rest2 := parseFrame(t, rest); string(second) != `{"type":"pong"}` || len(rest2) != 0 {
 			t.Fatalf("size %d: second frame %q, %d bytes left", size, second, len(rest2))
 		}
-		if size < maxCorked/2 && cc.writes != 1 {
-			t.Fatalf("size %d: %d writes while corked, want 1", size, cc.writes)
+		if cc.writes != 1 {
+			t.Fatalf("size %d: %d writes, want 1", size, cc.writes)
 		}
+	}
+}
+
+// TestControlFramesNeverWait: the library's writes (pongs, pings, close)
+// only queue when the client does not read, and past maxBacklog they fail:
+// no lock is held across a write that can block, so a writer of another
+// socket never waits on this one.
+func TestControlFramesNeverWait(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String()) // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	_ = client.(*net.TCPConn).SetReadBuffer(4096)
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	_ = server.(*net.TCPConn).SetWriteBuffer(4096)
+	woken := 0
+	c := &corkConn{Conn: server, timeout: time.Second, onBacklog: func() { woken++ }}
+	raw, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.raw, c.rawWrite = raw, c.writeRaw
+	pong := append([]byte{0x8A, 125}, bytes.Repeat([]byte{'p'}, 125)...) // the largest control frame
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := c.Write(pong); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != errBacklog {
+			t.Fatalf("err = %v, want errBacklog", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a control frame write blocked")
+	}
+	if woken == 0 {
+		t.Fatal("the socket's goroutine was never told of the backlog")
+	}
+	// The buffer and a writer's non-blocking attempt stay free meanwhile.
+	if !c.pending() || c.tryFlush() {
+		t.Fatal("want bytes pending and a non-blocking flush to give up")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -22,11 +23,26 @@ type rawClient struct {
 
 func dialRaw(t *testing.T, wsURL string) *rawClient {
 	t.Helper()
+	return dialRawBuffer(t, wsURL, 0)
+}
+
+// dialRawBuffer is dialRaw with the client's receive buffer set to
+// readBuffer bytes (0: the system's), for clients that stop reading.
+func dialRawBuffer(t *testing.T, wsURL string, readBuffer int) *rawClient {
+	t.Helper()
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.Dial("tcp", u.Host)
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		if readBuffer > 0 {
+			_ = c.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, readBuffer)
+			})
+		}
+		return nil
+	}}
+	conn, err := d.Dial("tcp", u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}

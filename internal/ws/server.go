@@ -169,7 +169,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
-	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.AllowedOrigins})
+	// Pings count against the socket's frame budget like its other
+	// frames: past it they are not answered.
+	limiter := rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
+	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
+		OriginPatterns: s.cfg.AllowedOrigins,
+		OnPingReceived: func(context.Context, []byte) bool {
+			if limiter.Allow() {
+				return true
+			}
+			s.metrics.PingsDropped.Inc()
+			return false
+		},
+	})
 	if err != nil {
 		// Accept has answered the request (403 for a foreign origin).
 		s.conns.Add(-1)
@@ -199,8 +211,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sent:    make(map[string]prometheus.Counter),
 		client:  s.hub.NewClient(claims.UserID),
 		id:      s.nextID.Add(1),
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
+		limiter: limiter,
 	}
+	// Control frames the library could not write at once are this
+	// socket's goroutine's to write.
+	cw.conn.onBacklog = sc.client.Wake
 	sc.expires.Store(claims.ExpiresAt.UnixNano())
 	sc.worker = s.workers[sc.id%uint64(len(s.workers))]
 	sc.client.OnQueued(func() { sc.worker.schedule(sc) })
@@ -433,45 +448,35 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 	if len(*items) == 0 {
 		return true
 	}
-	sc.cork.cork()
-	ok := true
 	for _, it := range *items {
-		if ok = sc.writeItem(it); !ok {
-			break
-		}
+		sc.writeItem(it)
 	}
 	clear(*items)
 	if cap(*items) > 1024 {
 		*items = nil
 	}
-	if err := sc.cork.uncork(); err != nil || !ok {
+	if err := sc.cork.flush(); err != nil {
 		sc.log.Debug("write failed", "err", err)
 		return false
 	}
 	return true
 }
 
-func (sc *socket) writeItem(it hub.Item) bool {
+// writeItem appends an item's frames to the socket's buffer.
+func (sc *socket) writeItem(it hub.Item) {
 	defer sc.client.Written(it)
-	if it.Frame != nil && !sc.write(it.Frame, it.Replayed) {
-		return false
+	if it.Frame != nil {
+		sc.write(it.Frame, it.Replayed)
 	}
 	for _, f := range it.Batch {
-		if !sc.write(f, it.Replayed) {
-			return false
-		}
+		sc.write(f, it.Replayed)
 	}
-	return true
 }
 
-// write hands one frame to the library. While the writer is corked this
-// only copies into the cork's buffer, so it needs no timeout of its own:
-// the deadline applies to the real write in uncork.
-func (sc *socket) write(f *hub.Frame, replayed bool) bool {
-	if err := sc.cork.writeText(f.Data); err != nil {
-		sc.log.Debug("write failed", "err", err)
-		return false
-	}
+// write appends one frame to the socket's buffer; the deadline applies to
+// the write that sends it.
+func (sc *socket) write(f *hub.Frame, replayed bool) {
+	sc.cork.writeText(f.Data)
 	c, ok := sc.sent[f.Type]
 	if !ok {
 		c = sc.srv.metrics.EventsSent.WithLabelValues(f.Type)
@@ -481,7 +486,6 @@ func (sc *socket) write(f *hub.Frame, replayed bool) bool {
 	if !replayed && !f.CommitTime.IsZero() {
 		sc.srv.metrics.DeliveryLatency.Observe(time.Since(f.CommitTime).Seconds())
 	}
-	return true
 }
 
 func (sc *socket) closeSlow() {
@@ -489,17 +493,32 @@ func (sc *socket) closeSlow() {
 	sc.close(CloseSlowConsumer, "slow consumer")
 }
 
-// close sends a close frame and waits briefly for the peer's.
+// close sends a close frame after everything buffered and waits briefly
+// for the peer's. The library queues the frame without waiting for the
+// network; this goroutine writes it, on this socket only.
 func (sc *socket) close(code websocket.StatusCode, reason string) {
 	done := make(chan struct{})
 	go func() {
 		_ = sc.conn.Close(code, reason)
 		close(done)
 	}()
-	select {
-	case <-done:
-	case <-time.After(sc.srv.cfg.WriteTimeout):
-		_ = sc.conn.CloseNow()
+	timeout := time.NewTimer(sc.srv.cfg.WriteTimeout)
+	defer timeout.Stop()
+	for {
+		if err := sc.cork.flush(); err != nil {
+			_ = sc.conn.CloseNow()
+			<-done
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-timeout.C:
+			_ = sc.conn.CloseNow()
+			<-done
+			return
+		case <-sc.client.Ready(): // the library queued more (its close frame)
+		}
 	}
 }
 

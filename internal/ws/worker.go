@@ -93,18 +93,14 @@ func (w *writeWorker) write(sc *socket) {
 	if len(w.items) == 0 {
 		return
 	}
-	sc.cork.corkAll()
-	ok := true
 	for _, it := range w.items {
-		if ok = sc.writeItem(it); !ok {
-			break
-		}
+		sc.writeItem(it)
 	}
 	clear(w.items)
 	if cap(w.items) > 1024 {
 		w.items = nil
 	}
-	if !sc.cork.tryUncork() || !ok {
+	if !sc.cork.tryFlush() {
 		handOver = true
 	}
 }

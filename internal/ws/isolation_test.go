@@ -1,0 +1,140 @@
+package ws
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/walcast/walcast/internal/events"
+)
+
+// frame writes one masked client frame.
+func (c *rawClient) frame(opcode byte, payload []byte) error {
+	b := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	default:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	}
+	key := [4]byte{1, 2, 3, 4}
+	b = append(b, key[:]...)
+	for i, p := range payload {
+		b = append(b, p^key[i%4])
+	}
+	_, err := c.conn.Write(b)
+	return err
+}
+
+// TestPingFloodHurtsNoOtherSocket: a client that floods pings and never
+// reads fills its own socket with pongs. Nothing it does may hold up the
+// write workers that serve every other socket: the victims receive every
+// frame, in order, and none is closed; the flooder is closed.
+func TestPingFloodHurtsNoOtherSocket(t *testing.T) {
+	_, h, url := newTestServer(t, Config{WriteTimeout: 2 * time.Second, WriteWorkers: 2, FrameRate: 1e6, FrameBurst: 1e6}, 256)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const victimsProject, attackerProject = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa", "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+
+	// Two flooders: subscribed to a busy project of their own, reading
+	// nothing, pinging with the largest control frames as fast as they can
+	// (the frame rate is set out of the way: the write path is on trial).
+	var flooders sync.WaitGroup
+	attackers := make([]*rawClient, 2)
+	for i := range attackers {
+		a := dialRawBuffer(t, url, 4096)
+		defer a.conn.Close()
+		attackers[i] = a
+		if err := a.frame(0x1, []byte(`{"action":"subscribe","project_id":"`+attackerProject+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		flooders.Add(1)
+		go func() {
+			defer flooders.Done()
+			ping := bytes.Repeat([]byte{'p'}, 125)
+			for range 40_000 {
+				if a.frame(0x9, ping) != nil {
+					return // closed by the server
+				}
+			}
+		}()
+	}
+
+	const victims, txns = 10, 1500
+	conns := make([]*websocket.Conn, victims)
+	for i := range conns {
+		c, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(1 << 20)
+		if err := c.Write(ctx, websocket.MessageText, []byte(`{"action":"subscribe","project_id":"`+victimsProject+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, b, err := c.Read(ctx); err != nil || !strings.Contains(string(b), `"subscribed"`) {
+			t.Fatalf("victim subscribe: %s %v", b, err)
+		}
+		conns[i] = c
+	}
+	errs := make(chan error, victims)
+	for i, c := range conns {
+		go func() {
+			for n := range txns {
+				_, b, err := c.Read(ctx)
+				if err != nil {
+					errs <- fmt.Errorf("victim %d at frame %d: %w", i, n, err)
+					return
+				}
+				if want := fmt.Sprintf(`"seq":%d}`, n); !strings.Contains(string(b), want) {
+					errs <- fmt.Errorf("victim %d: frame %d is %s", i, n, b)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+
+	// Both projects busy, paced: a burst would overflow the victims'
+	// queues on its own.
+	pad := strings.Repeat("x", 2000)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for n := range txns {
+		<-tick.C
+		p := events.Position{LSN: 0x1000 + uint64(n)}
+		h.Publish([]events.Event{
+			{Position: p, ProjectID: attackerProject, Type: "message_created", CommitTime: time.Now(),
+				Payload: fmt.Appendf(nil, `{"type":"message_created","pad":%q}`, pad)},
+			{Position: events.Position{LSN: p.LSN, Index: 1}, ProjectID: victimsProject, Type: "message_created", CommitTime: time.Now(),
+				Payload: fmt.Appendf(nil, `{"type":"message_created","seq":%d}`, n)},
+		})
+	}
+	for range victims {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The flooders are closed: reading now drains what was sent and ends
+	// (with EOF, or a reset for what the server left unsent), before the
+	// deadline.
+	for i, a := range attackers {
+		_ = a.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, a.br)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("flooder %d still open: %v", i, err)
+		}
+	}
+	flooders.Wait()
+}
