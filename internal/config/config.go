@@ -140,8 +140,10 @@ type Hub struct {
 
 // Events configures the table mapping.
 type Events struct {
-	BulkThreshold int            `yaml:"bulk_threshold"`
-	Tables        []events.Table `yaml:"tables"`
+	BulkThreshold int `yaml:"bulk_threshold"`
+	// MaxTxnRows bounds the rows one transaction keeps in memory.
+	MaxTxnRows int            `yaml:"max_transaction_rows"`
+	Tables     []events.Table `yaml:"tables"`
 }
 
 // API configures the REST routes.
@@ -176,7 +178,7 @@ func Default() Config {
 		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
 			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20},
 		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, MaxSubscriptionsPerSocket: 100},
-		Events: Events{BulkThreshold: 500, Tables: events.DefaultTables()},
+		Events: Events{BulkThreshold: 500, MaxTxnRows: 10_000, Tables: events.DefaultTables()},
 		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
 		Log:    Log{Level: "info"},
 		Cluster: Cluster{Stream: "WALCAST", SubjectPrefix: "walcast.events", MaxAge: time.Hour, MaxMsgs: 1_000_000,

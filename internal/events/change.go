@@ -55,6 +55,9 @@ type Change struct {
 	// stream's Relation message flags them (every column for FULL); nil
 	// when unknown. An UPDATE without Old left these columns unchanged.
 	Identity []string
+	// Bulk marks a change Retain kept in place of coalesced rows: it only
+	// names the project, and maps to that project's BULK invalidation.
+	Bulk bool
 }
 
 // Txn is one committed transaction: its changes to the watched tables in
@@ -68,6 +71,8 @@ type Txn struct {
 	EndLSN     uint64
 	CommitTime time.Time
 	Changes    []Change
+	// summary bounds what Retain keeps of a large transaction.
+	summary summary
 }
 
 // Lookup returns the value of the named column in cols and whether it was

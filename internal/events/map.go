@@ -89,9 +89,15 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 		if !ok {
 			continue
 		}
+		n := len(rs)
 		var err error
 		if rs, err = t.resolve(ch, rs); err != nil {
 			problems = append(problems, fmt.Errorf("%s %s in txn %d: %w", t.QualifiedName(), ch.Action, txn.Xid, err))
+		}
+		if ch.Bulk {
+			for k := n; k < len(rs); k++ {
+				rs[k].coalesce = true
+			}
 		}
 	}
 	if m.bulk > 0 {

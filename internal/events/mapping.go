@@ -68,13 +68,17 @@ type Options struct {
 	// project reaches that project as one BULK cache_invalidate per resource.
 	// Zero turns coalescing off.
 	BulkThreshold int
+	// MaxTxnRows bounds what Retain keeps of one transaction (see there);
+	// zero keeps everything.
+	MaxTxnRows int
 }
 
 // Mapper turns committed transactions into wire events.
 type Mapper struct {
-	tables map[string]*Table // by "schema.name"
-	bulk   int
-	camel  sync.Map // column name -> JSON key
+	tables  map[string]*Table // by "schema.name"
+	bulk    int
+	maxRows int
+	camel   sync.Map // column name -> JSON key
 }
 
 // ErrNoProject is reported for a change whose project id cannot be resolved
@@ -93,7 +97,10 @@ func NewMapper(opts Options) (*Mapper, error) {
 	if opts.BulkThreshold < 0 {
 		return nil, fmt.Errorf("events: bulk threshold %d is negative", opts.BulkThreshold)
 	}
-	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold}
+	if opts.MaxTxnRows < 0 {
+		return nil, fmt.Errorf("events: max transaction rows %d is negative", opts.MaxTxnRows)
+	}
+	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows}
 	for i := range opts.Tables {
 		t := opts.Tables[i]
 		switch {

@@ -44,9 +44,12 @@ type Decoder struct {
 	// change), and its error is reported through relationProblem.
 	checkRelation   func(schema, table string, columns, identity []string) error
 	relationProblem func(schema, table string, err error)
-	relations       map[uint32]*relation
-	types           *pgtype.Map
-	txn             *events.Txn
+	// retain, when set, adds a decoded change to the transaction, keeping
+	// its memory bounded (events.Mapper.Retain); else every change is kept.
+	retain    func(txn *events.Txn, ch events.Change)
+	relations map[uint32]*relation
+	types     *pgtype.Map
+	txn       *events.Txn
 	// tuples are reused by every change: their data alias the message.
 	tuples [2][]tupleColumn
 }
@@ -123,7 +126,7 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 				return nil, fmt.Errorf("%w: truncate of unknown relation %d", ErrProtocol, id)
 			}
 			if rel.watched {
-				d.txn.Changes = append(d.txn.Changes, events.Change{Schema: rel.schema, Table: rel.table, Action: events.Truncate})
+				d.keep(events.Change{Schema: rel.schema, Table: rel.table, Action: events.Truncate})
 			}
 		}
 	}
@@ -238,8 +241,16 @@ func (d *Decoder) change(relID uint32, action events.Action, newTuple, oldTuple 
 	if action != events.Delete && ch.New == nil {
 		return fmt.Errorf("%w: %s on %s.%s without a new row", ErrProtocol, action, rel.schema, rel.table)
 	}
-	d.txn.Changes = append(d.txn.Changes, ch)
+	d.keep(ch)
 	return nil
+}
+
+func (d *Decoder) keep(ch events.Change) {
+	if d.retain != nil {
+		d.retain(d.txn, ch)
+		return
+	}
+	d.txn.Changes = append(d.txn.Changes, ch)
 }
 
 // row decodes tuple; keyOnly keeps only the replica identity's columns

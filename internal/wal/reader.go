@@ -47,6 +47,9 @@ type Config struct {
 	// stream describes it (columns, replica identity); a problem is logged
 	// and counted when the stream first shows it.
 	CheckRelation func(schema, table string, columns, identity []string) error
+	// Retain, when set, adds each decoded change to its transaction,
+	// keeping the memory of a large transaction bounded.
+	Retain func(txn *events.Txn, ch events.Change)
 }
 
 // Sink takes one committed transaction. When it returns nil, the
@@ -220,6 +223,7 @@ func (r *Reader) stream(ctx context.Context) error {
 
 	s := &session{r: r, conn: conn, dec: NewDecoder(r.watch), lastFlushSent: confirmedFlush}
 	s.dec.checkRelation = r.cfg.CheckRelation
+	s.dec.retain = r.cfg.Retain
 	s.dec.relationProblem = func(schema, table string, err error) {
 		r.metrics.SchemaProblems.Inc()
 		r.log.Error("watched table changed shape; its changes fail closed until fixed", "table", schema+"."+table, "err", err)

@@ -1,0 +1,117 @@
+package events
+
+// Retain adds ch to txn as the WAL decoder reads it, keeping what a
+// transaction holds bounded by configuration (Options.MaxTxnRows), not by
+// its size. While a transaction is small every change is kept and Map
+// decides coalescing as always. Once it holds more than MaxTxnRows
+// coalescable changes it is summarized: each coalescable change shrinks to
+// a marker per (project, table), which Map turns into that project's BULK
+// invalidation at the marker's place, and the rows are let go; past
+// MaxTxnRows markers, one resync_required for every project stands for the
+// rest. Changes that end or grant access are never coalesced (they revoke
+// at their own positions); past MaxTxnRows of them, one conservative
+// revocation of every subscription stands for the rest.
+func (m *Mapper) Retain(txn *Txn, ch Change) {
+	t, ok := m.tables[ch.Schema+"."+ch.Table]
+	if !ok || m.maxRows <= 0 {
+		txn.Changes = append(txn.Changes, ch)
+		return
+	}
+	s := &txn.summary
+	if !t.coalescable(&ch) {
+		switch {
+		case s.accessCut:
+		case s.access < m.maxRows:
+			s.access++
+			txn.Changes = append(txn.Changes, ch)
+		default:
+			// One conservative revocation of everything stands for the
+			// rest: resolve finds no project in it.
+			s.accessCut = true
+			txn.Changes = append(txn.Changes, Change{Schema: ch.Schema, Table: ch.Table, Action: Delete})
+		}
+		return
+	}
+	if !s.summarized {
+		txn.Changes = append(txn.Changes, ch)
+		if s.rows++; s.rows <= m.maxRows {
+			return
+		}
+		m.summarize(txn)
+		return
+	}
+	m.mark(txn, t, &ch)
+}
+
+// summary is the state of a transaction Retain is bounding.
+type summary struct {
+	rows       int // coalescable changes kept whole
+	access     int // changes that grant or end access kept
+	summarized bool
+	markers    map[[2]string]bool // (project, table) with a marker
+	everyone   bool               // the resync of every project is in
+	accessCut  bool               // the revocation of everything is in
+}
+
+// summarize turns the coalescable changes kept so far into markers.
+func (m *Mapper) summarize(txn *Txn) {
+	s := &txn.summary
+	s.summarized = true
+	s.markers = make(map[[2]string]bool)
+	kept := txn.Changes
+	txn.Changes = make([]Change, 0, 64)
+	for i := range kept {
+		ch := &kept[i]
+		t := m.tables[ch.Schema+"."+ch.Table]
+		if t == nil || !t.coalescable(ch) {
+			txn.Changes = append(txn.Changes, *ch)
+			continue
+		}
+		m.mark(txn, t, ch)
+	}
+	clear(kept)
+}
+
+// mark records ch as markers for the projects it concerns.
+func (m *Mapper) mark(txn *Txn, t *Table, ch *Change) {
+	s := &txn.summary
+	if s.everyone {
+		return
+	}
+	rs, _ := t.resolve(ch, nil)
+	for _, r := range rs {
+		if r.everyone {
+			// Not mappable: it already tells every project to resync.
+			s.everyone = true
+			txn.Changes = append(txn.Changes, Change{Schema: ch.Schema, Table: ch.Table, Action: Truncate})
+			return
+		}
+		key := [2]string{r.projectID, t.QualifiedName()}
+		if s.markers[key] {
+			continue
+		}
+		if len(s.markers) >= m.maxRows {
+			s.everyone = true
+			txn.Changes = append(txn.Changes, Change{Schema: ch.Schema, Table: ch.Table, Action: Truncate})
+			return
+		}
+		s.markers[key] = true
+		txn.Changes = append(txn.Changes, Change{Schema: ch.Schema, Table: ch.Table, Action: Insert, Bulk: true,
+			New: []Column{{Name: t.ProjectIDColumn, Value: r.projectID}}})
+	}
+}
+
+// coalescable reports whether ch may become a BULK invalidation: it
+// neither grants nor ends access.
+func (t *Table) coalescable(ch *Change) bool {
+	switch {
+	case ch.Action == Truncate || t.UserIDColumn != "":
+		return false
+	case t.RevokesProject && ch.Action == Delete:
+		return false
+	case t.RevokesProject && ch.Action == Update:
+		moved, err := t.moved(ch) // a project whose id changes is deleted
+		return err == nil && !moved
+	}
+	return true
+}
