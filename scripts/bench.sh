@@ -5,7 +5,7 @@
 # results to docs/bench/. Takes about 14 minutes.
 #
 #   scripts/bench.sh            # everything
-#   scripts/bench.sh latency    # one part: writes | latency | max | slow | idle | go
+#   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | idle | go
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -150,6 +150,17 @@ if [[ "$PART" == all || "$PART" == slow ]]; then
 	for pair in 1 2 3; do
 		bench --subscribers 100 --projects 1 --rate 1000 --duration 30s --label "wal 1000/s x 100, no slow (pair $pair)" --json "$OUT/slow-0-$pair.json" 2>/dev/null
 		bench --subscribers 100 --projects 1 --rate 1000 --duration 30s --slow 1 --label "wal 1000/s x 100, 1 slow (pair $pair)" --json "$OUT/slow-1-$pair.json" 2>/dev/null
+	done
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == flood ]]; then
+	echo "== two clients flooding pings and never reading, beside 100 healthy ones"
+	fresh_db
+	start_walcast wal
+	for pair in 1 2 3; do
+		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --label "wal 200/s x 100, no flood (pair $pair)" --json "$OUT/flood-0-$pair.json" 2>/dev/null
+		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --ping-flood 2 --label "wal 200/s x 100, 2 ping flooders (pair $pair)" --json "$OUT/flood-2-$pair.json" 2>/dev/null
 	done
 	stop_walcast
 fi

@@ -22,6 +22,8 @@ type result struct {
 	Slow           int     `json:"slow_subscribers"`
 	SlowClosed     int     `json:"slow_closed_4008"`
 	SlowDropped    int     `json:"slow_dropped_after_write_timeout"`
+	PingFlood      int     `json:"ping_flooders,omitempty"`
+	FloodersClosed int     `json:"ping_flooders_closed,omitempty"`
 	DurationS      float64 `json:"duration_s"`
 	Sent           int64   `json:"messages_committed"`
 	Expected       int64   `json:"frames_expected"`
@@ -105,6 +107,9 @@ func report(o options, r result, all []sample, stdout io.Writer) error {
 	row("walcast RSS", fmt.Sprintf("%d KiB", r.RSSKB))
 	if r.Slow > 0 {
 		row("slow subscribers closed", fmt.Sprintf("%d of %d (4008: %d, write timeout: %d)", r.SlowClosed+r.SlowDropped, r.Slow, r.SlowClosed, r.SlowDropped))
+	}
+	if r.PingFlood > 0 {
+		row("ping flooders closed", fmt.Sprintf("%d of %d", r.FloodersClosed, r.PingFlood))
 	}
 	tw.Flush()
 	return writeOutputs(o, r, all)

@@ -33,6 +33,7 @@ type options struct {
 	rate               float64
 	duration           time.Duration
 	slow               int
+	pingFlood          int
 	idle               bool
 	pid                int
 	jsonOut, svgOut    string
@@ -57,6 +58,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 200, "message inserts per second over all writers (0: as fast as possible)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the writers run")
 	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), in the first project")
+	fs.IntVar(&o.pingFlood, "ping-flood", 0, "extra subscribers that never read and send WebSocket pings as fast as they can, in the first project")
 	fs.BoolVar(&o.idle, "idle", false, "open and subscribe the sockets, write nothing, report memory per socket")
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "with --idle: how long the sockets stay open before memory is read")
 	fs.IntVar(&o.pid, "pid", 0, "walcast's pid for CPU and RSS (default: from /api/v1/status)")
@@ -116,8 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	runID := fmt.Sprintf("%x", rand.Uint32())
-	fmt.Fprintf(stderr, "bench %s: setting up %d users and %d projects\n", runID, o.subscribers+o.slow, o.projects)
-	fx, err := setup(ctx, pool, runID, o.subscribers+o.slow, o.projects)
+	fmt.Fprintf(stderr, "bench %s: setting up %d users and %d projects\n", runID, o.subscribers+o.slow+o.pingFlood, o.projects)
+	fx, err := setup(ctx, pool, runID, o.subscribers+o.slow+o.pingFlood, o.projects)
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
@@ -144,7 +146,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	fmt.Fprintf(stderr, "bench %s: %d sockets subscribed in %s\n", runID, len(subs), time.Since(start).Round(time.Millisecond))
 
-	res := result{Label: o.label, Subscribers: o.subscribers, Projects: o.projects, Writers: o.writers, Rate: o.rate, Slow: o.slow}
+	res := result{Label: o.label, Subscribers: o.subscribers, Projects: o.projects, Writers: o.writers, Rate: o.rate, Slow: o.slow, PingFlood: o.pingFlood}
 	if o.idle {
 		time.Sleep(o.hold)
 		after := rssKB(pid)
@@ -156,8 +158,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	waitCaughtUp(ctx, pool, o.url, stderr)
+	floodCtx, stopFlood := context.WithCancel(ctx)
+	var flooders sync.WaitGroup
+	for _, s := range subs[o.subscribers+o.slow:] {
+		flooders.Add(1)
+		go func() { defer flooders.Done(); s.floodPings(floodCtx) }()
+	}
 	cpu0, cpuAt0 := cpuSeconds(pid), time.Now()
 	committed, sent := drive(ctx, o, pool, fx, healthy, stderr)
+	stopFlood()
+	flooders.Wait()
 	// Each message is a cache_invalidate and, in WAL mode, a message_created.
 	perMessage := int64(2)
 	if o.notify {
@@ -194,7 +204,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			res.CPUPerFrameUS = 1e6 * res.CPUSeconds / float64(res.Delivered)
 		}
 	}
-	for _, s := range subs[o.subscribers:] {
+	for _, s := range subs[o.subscribers : o.subscribers+o.slow] {
 		// 4008 when it resumed reading within the write timeout; a reset
 		// connection (-1) when the blocked write timed out first.
 		switch s.closeCodeAfterDrain() {
@@ -202,6 +212,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			res.SlowClosed++
 		case -1:
 			res.SlowDropped++
+		}
+	}
+	for _, s := range subs[o.subscribers+o.slow:] {
+		if s.closeCodeAfterDrain() != 0 {
+			res.FloodersClosed++
 		}
 	}
 	return report(o, res, all, stdout)
@@ -326,6 +341,20 @@ func (s *subscriber) connect(ctx context.Context, url, secret string) error {
 	}
 	_ = conn.conn.SetReadDeadline(time.Time{})
 	return nil
+}
+
+// floodPings sends the largest pings as fast as the connection takes them
+// and reads nothing, until ctx ends or the server closes the socket.
+func (s *subscriber) floodPings(ctx context.Context) {
+	ping := bytes.Repeat([]byte{'p'}, 125)
+	// A write blocked at the end of the run is cut by the deadline.
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.conn.SetWriteDeadline(time.Now()) })
+	defer stop()
+	for ctx.Err() == nil {
+		if s.conn.writeFrame(0x9, ping) != nil {
+			return
+		}
+	}
 }
 
 // closeCodeAfterDrain reads what a slow subscriber left unread and returns
