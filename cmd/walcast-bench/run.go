@@ -34,6 +34,7 @@ type options struct {
 	duration           time.Duration
 	slow               int
 	pingFlood          int
+	bulkRows           int
 	idle               bool
 	pid                int
 	jsonOut, svgOut    string
@@ -57,8 +58,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.writers, "writers", 4, "concurrent SQL writers")
 	fs.Float64Var(&o.rate, "rate", 200, "message inserts per second over all writers (0: as fast as possible)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the writers run")
-	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), in the first project")
-	fs.IntVar(&o.pingFlood, "ping-flood", 0, "extra subscribers that never read and send WebSocket pings as fast as they can, in the first project")
+	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), spread over the projects like the others")
+	fs.IntVar(&o.pingFlood, "ping-flood", 0, "extra subscribers that never read and send WebSocket pings as fast as they can, spread over the projects like the others")
+	fs.IntVar(&o.bulkRows, "bulk-rows", 0, "instead of writers: one transaction inserting this many messages, spread over --projects (one subscriber each); reports walcast's peak RSS over idle and commit→BULK time")
 	fs.BoolVar(&o.idle, "idle", false, "open and subscribe the sockets, write nothing, report memory per socket")
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "with --idle: how long the sockets stay open before memory is read")
 	fs.IntVar(&o.pid, "pid", 0, "walcast's pid for CPU and RSS (default: from /api/v1/status)")
@@ -134,6 +136,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	healthy := subs[:o.subscribers]
+	if o.bulkRows > 0 {
+		return runBulk(ctx, o, pool, fx, healthy, pid, stdout)
+	}
 	readers, err := readAll(healthy, start)
 	if err != nil {
 		return err
@@ -279,9 +284,7 @@ func connectAll(ctx context.Context, o options, fx *fixture) ([]*subscriber, err
 	for i, u := range fx.users {
 		proj := fx.projects[i%len(fx.projects)]
 		slow := i >= o.subscribers
-		if slow {
-			proj = fx.projects[0]
-		} else {
+		if !slow {
 			fx.subsPerProject[proj]++
 		}
 		s := &subscriber{user: u, project: proj}
@@ -630,4 +633,81 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 	}
 	i := int(p / 100 * float64(len(sorted)-1))
 	return sorted[i]
+}
+
+// runBulk commits one transaction of o.bulkRows messages spread over the
+// projects and measures what it costs walcast: its peak RSS above idle
+// while it decodes and maps the transaction, and the time from the commit
+// to the last subscriber's BULK invalidation.
+func runBulk(ctx context.Context, o options, pool *pgxpool.Pool, fx *fixture, subs []*subscriber, pid int, stdout io.Writer) error {
+	waitCaughtUp(ctx, pool, o.url, io.Discard)
+	idle := rssKB(pid)
+	var peak atomic.Int64
+	peak.Store(idle)
+	sampling, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	var sampler sync.WaitGroup
+	sampler.Add(1)
+	go func() {
+		defer sampler.Done()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if r := rssKB(pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-sampling.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+
+	got := make(chan error, len(subs))
+	for _, s := range subs {
+		go func() {
+			_ = s.conn.conn.SetReadDeadline(time.Now().Add(30 * time.Minute))
+			for {
+				b, err := s.conn.Next()
+				if err != nil {
+					got <- fmt.Errorf("subscriber of %s: %w", s.project, err)
+					return
+				}
+				if bytes.Contains(b, []byte(`"BULK"`)) {
+					got <- nil
+					return
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	_, err := pool.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content)
+		SELECT ($1::uuid[])[1 + i % cardinality($1::uuid[])], $2, 'bulk ' || i FROM generate_series(1, $3) i`,
+		fx.projects, fx.users[0], o.bulkRows)
+	if err != nil {
+		return fmt.Errorf("bulk insert: %w", err)
+	}
+	committed := time.Now()
+	for range subs {
+		if err := <-got; err != nil {
+			return err
+		}
+	}
+	last := time.Now()
+	stopSampling()
+	sampler.Wait()
+	insert := committed.Sub(start)
+	fmt.Fprintf(stdout, "run\t%s\n", o.label)
+	fmt.Fprintf(stdout, "rows\t%d in one transaction over %d projects\n", o.bulkRows, len(fx.projects))
+	fmt.Fprintf(stdout, "insert\t%s (%.0f rows/s, PostgreSQL)\n", insert.Round(time.Millisecond), float64(o.bulkRows)/insert.Seconds())
+	fmt.Fprintf(stdout, "commit→last BULK\t%s (%.0f rows/s through walcast)\n", last.Sub(committed).Round(time.Millisecond), float64(o.bulkRows)/last.Sub(committed).Seconds())
+	fmt.Fprintf(stdout, "walcast RSS idle / peak / above idle\t%d / %d / %d KiB\n", idle, peak.Load(), peak.Load()-idle)
+	if o.jsonOut != "" {
+		b, _ := json.Marshal(map[string]any{"label": o.label, "rows": o.bulkRows, "projects": len(fx.projects),
+			"insert_s": insert.Seconds(), "commit_to_last_bulk_s": last.Sub(committed).Seconds(),
+			"rss_idle_kb": idle, "rss_peak_kb": peak.Load(), "rss_above_idle_kb": peak.Load() - idle})
+		return os.WriteFile(o.jsonOut, b, 0o644)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	SlowConsumerCloses prometheus.Counter
 	WSRejected         *prometheus.CounterVec // reason
 	PingsDropped       prometheus.Counter
+	FloodCloses        prometheus.Counter
 	ClientErrors       *prometheus.CounterVec // code
 
 	// Delivery.
@@ -69,6 +70,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_ws_rejected_total", Help: "WebSocket upgrades refused, by reason."}, []string{"reason"}),
 		PingsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_ws_pings_dropped_total", Help: "Client WebSocket pings left unanswered because the socket was over its frame rate."}),
+		FloodCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_ws_flood_closes_total", Help: "Sockets closed with 1008 for sending frames (pings included) far past their rate."}),
 		ClientErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_client_errors_total", Help: "Error frames sent to clients, by code."}, []string{"code"}),
 		EventsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -143,7 +146,7 @@ func New(reg prometheus.Registerer) *Metrics {
 // Collectors lists every collector of m, for registration and for checks.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.ClientErrors,
+		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.FloodCloses, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,

@@ -138,3 +138,42 @@ func TestPingFloodHurtsNoOtherSocket(t *testing.T) {
 	}
 	flooders.Wait()
 }
+
+// TestFrameFloodIsClosed: reading a flood costs CPU even when nothing is
+// answered, so a socket that keeps sending pings (or any frame) far past
+// its rate is closed with 1008; pings within the rate are answered.
+func TestFrameFloodIsClosed(t *testing.T) {
+	for _, opcode := range []byte{0x9, 0x1} {
+		t.Run(fmt.Sprintf("opcode %d", opcode), func(t *testing.T) {
+			_, _, url := newTestServer(t, Config{WriteTimeout: 2 * time.Second, FrameRate: 20, FrameBurst: 50}, 64)
+			c := dialRaw(t, url)
+			defer c.conn.Close()
+			go func() {
+				payload := []byte(`{"action":"ping"}`)
+				for range 5 * floodFrames {
+					if c.frame(opcode, payload) != nil {
+						return
+					}
+				}
+			}()
+			_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			answered := 0
+			for {
+				op, p, err := c.next()
+				if err != nil {
+					t.Fatalf("no close frame: %v (%d answers)", err, answered)
+				}
+				if op == 0x8 {
+					if code := int(p[0])<<8 | int(p[1]); code != int(websocket.StatusPolicyViolation) {
+						t.Fatalf("close code %d (%s)", code, p[2:])
+					}
+					break
+				}
+				answered++
+			}
+			if answered == 0 || answered > 5*floodFrames/2 {
+				t.Fatalf("%d answers to %d frames", answered, 5*floodFrames)
+			}
+		})
+	}
+}

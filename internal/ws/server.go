@@ -170,12 +170,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
 	// Pings count against the socket's frame budget like its other
-	// frames: past it they are not answered.
-	limiter := rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
+	// frames: past it they are not answered. The callback runs on the
+	// socket's read goroutine, which starts after sc is set.
+	var sc *socket
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.AllowedOrigins,
 		OnPingReceived: func(context.Context, []byte) bool {
-			if limiter.Allow() {
+			if sc.allowFrame() {
 				return true
 			}
 			s.metrics.PingsDropped.Inc()
@@ -204,14 +205,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.admit.Unlock()
 	s.metrics.WSConnections.Inc()
-	sc := &socket{
+	sc = &socket{
 		srv:     s,
 		conn:    conn,
 		cork:    cw.conn,
 		sent:    make(map[string]prometheus.Counter),
 		client:  s.hub.NewClient(claims.UserID),
 		id:      s.nextID.Add(1),
-		limiter: limiter,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
 	}
 	// Control frames the library could not write at once are this
 	// socket's goroutine's to write.
@@ -271,7 +272,27 @@ type socket struct {
 	worker    *writeWorker
 	scheduled atomic.Bool // waiting in worker's queue
 	limiter   *rate.Limiter
+	// overLimit counts frames in a row over the rate; read goroutine only.
+	overLimit int
 	log       *slog.Logger
+}
+
+// floodFrames is how many frames in a row past its rate a socket may send
+// before it is closed: reading a flood costs CPU even when nothing is
+// answered, and no client needs that many.
+const floodFrames = 500
+
+// allowFrame takes a client frame (data or ping) from the socket's
+// budget. A socket that keeps sending past it is closed with 1008.
+func (sc *socket) allowFrame() bool {
+	if sc.limiter.Allow() {
+		sc.overLimit = 0
+		return true
+	}
+	if sc.overLimit++; sc.overLimit == floodFrames {
+		sc.signal(sigFlood)
+	}
+	return false
 }
 
 // Socket events the writer acts on besides queued frames.
@@ -280,6 +301,7 @@ const (
 	sigExpiry
 	sigShutdown
 	sigDone
+	sigFlood
 )
 
 func (sc *socket) signal(sig uint32) {
@@ -322,8 +344,12 @@ func (sc *socket) readLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if !sc.limiter.Allow() {
-			sc.sendError(CodeRateLimited, "too many frames; slow down", "")
+		if !sc.allowFrame() {
+			// Said once per run of dropped frames: an error per frame
+			// would let a flood fill the socket's own queue.
+			if sc.overLimit == 1 {
+				sc.sendError(CodeRateLimited, "too many frames; slow down", "")
+			}
 			continue
 		}
 		if typ != websocket.MessageText {
@@ -423,6 +449,11 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 	if sig := sc.signals.Swap(0); sig != 0 {
 		switch {
 		case sig&sigDone != 0:
+			return false
+		case sig&sigFlood != 0:
+			sc.srv.metrics.FloodCloses.Inc()
+			sc.log.Warn("client floods frames past its rate: closing socket")
+			sc.close(websocket.StatusPolicyViolation, "too many frames")
 			return false
 		case sig&sigShutdown != 0:
 			sc.close(websocket.StatusGoingAway, "server shutting down")
