@@ -349,7 +349,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
 	}
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := api.NewServer(router, api.ServerLimits{
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
+		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxConnections: cfg.HTTP.MaxConnections,
+	}, slog.NewLogLogger(log.Handler(), slog.LevelWarn), m)
 	log.Info("walcast listening", "addr", ln.Addr().String(), "slot", cfg.Replication.Slot, "publication", cfg.Replication.Publication)
 
 	if cfg.HTTP.DebugAddr != "" {

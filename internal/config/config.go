@@ -65,7 +65,16 @@ type Notify struct {
 type HTTP struct {
 	Addr              string        `yaml:"addr"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
-	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	// ReadTimeout bounds reading a whole request, body included;
+	// WriteTimeout writing a response; IdleTimeout a keep-alive
+	// connection waiting for its next request. None applies to a
+	// WebSocket once upgraded.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	// MaxConnections caps plain HTTP connections (not WebSockets).
+	MaxConnections  int           `yaml:"max_connections"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// DebugAddr, when set, serves net/http/pprof there (keep it private).
 	DebugAddr string `yaml:"debug_addr"`
 }
@@ -161,9 +170,10 @@ type Log struct {
 // Default returns the built-in settings.
 func Default() Config {
 	return Config{
-		Source:   "wal",
-		Notify:   Notify{Channel: "cache_invalidate"},
-		HTTP:     HTTP{Addr: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second, ShutdownTimeout: 10 * time.Second},
+		Source: "wal",
+		Notify: Notify{Channel: "cache_invalidate"},
+		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxConnections: 1000, ShutdownTimeout: 10 * time.Second},
 		Database: Database{MaxConns: 10},
 		Replication: Replication{
 			Slot: "walcast", Publication: "walcast",

@@ -48,7 +48,8 @@ type Metrics struct {
 	SchemaProblems   prometheus.Counter
 
 	// HTTP.
-	HTTPRequests *prometheus.CounterVec // route, code
+	HTTPRequests     *prometheus.CounterVec // route, code
+	HTTPConnsEvicted prometheus.Counter
 
 	// Cluster mode.
 	ClusterLeader         prometheus.Gauge
@@ -119,6 +120,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_access_ledger_entries", Help: "Recent access changes remembered to check membership lookups against."}),
 		SchemaProblems: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_schema_problems_total", Help: "Watched tables the stream showed in a shape walcast cannot map (a column missing, a replica identity too narrow)."}),
+		HTTPConnsEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_http_connections_evicted_total", Help: "Plain HTTP connections closed, not serving a request, to stay under http.max_connections."}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_http_requests_total", Help: "HTTP requests answered, by route pattern and status code."}, []string{"route", "code"}),
 	}
@@ -150,7 +153,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
-		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests,
+		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests, m.HTTPConnsEvicted,
 		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
 	}

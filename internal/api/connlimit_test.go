@@ -1,0 +1,129 @@
+package api
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/walcast/walcast/internal/metrics"
+)
+
+// serveLimited runs NewServer with short limits on a loopback port.
+func serveLimited(t *testing.T, lim ServerLimits) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			http.Error(w, "body", http.StatusBadRequest)
+			return
+		}
+		_, _ = io.WriteString(w, "read")
+	})
+	srv := NewServer(mux, lim, nil, metrics.New(prometheus.NewRegistry()))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// closedWithin reports whether the server closes c within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	ne, ok := err.(net.Error)
+	return !ok || !ne.Timeout()
+}
+
+// TestHeldConnectionsCannotLockOutHealthChecks: an attacker holding more
+// idle connections than the cap does not keep /healthz from answering;
+// the longest-waiting ones are evicted.
+func TestHeldConnectionsCannotLockOutHealthChecks(t *testing.T) {
+	addr := serveLimited(t, ServerLimits{ReadHeaderTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, MaxConnections: 5})
+	var held []net.Conn
+	for range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	for i := range 3 {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("healthz %d with connections held: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+	}
+	if !closedWithin(held[0], 5*time.Second) {
+		t.Fatal("the oldest held connection was not evicted")
+	}
+}
+
+// TestIdleAndTrickledConnectionsTimeOut: an idle keep-alive connection is
+// closed after the idle timeout, and a body trickled a byte at a time is
+// cut at the read timeout.
+func TestIdleAndTrickledConnectionsTimeOut(t *testing.T) {
+	addr := serveLimited(t, ServerLimits{ReadHeaderTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: time.Second, IdleTimeout: 300 * time.Millisecond})
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if !closedWithin(idle, 5*time.Second) {
+		t.Fatal("idle keep-alive connection stayed open")
+	}
+
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if !closedWithin(silent, 5*time.Second) {
+		t.Fatal("a connection that never sent its headers stayed open")
+	}
+
+	trickle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trickle.Close()
+	fmt.Fprintf(trickle, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+	start := time.Now()
+	go func() {
+		for range 100 {
+			if _, err := trickle.Write([]byte("x")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // the attack: one byte at a time
+		}
+	}()
+	resp, err = http.ReadResponse(bufio.NewReader(trickle), nil)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		if strings.Contains(string(b), "read") {
+			t.Fatalf("the trickled body was read whole (%s)", time.Since(start))
+		}
+	}
+	if !closedWithin(trickle, 5*time.Second) || time.Since(start) > 5*time.Second {
+		t.Fatalf("trickled request not cut (%s)", time.Since(start))
+	}
+}
