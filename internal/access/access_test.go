@@ -116,61 +116,96 @@ func TestDecide(t *testing.T) {
 		{"notify removal, cached answer", notified, Proof{Member: true, After: 9}, ForSubscribe, Retry},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Decide(tc.t, tc.p, tc.purpose); got != tc.want {
+			var ts []Transition
+			if tc.t.Seq != 0 {
+				ts = append(ts, tc.t)
+			}
+			if got := Decide(ts, tc.p, tc.purpose); got != tc.want {
 				t.Fatalf("got %v, want %v", got, tc.want)
 			}
 		})
 	}
 }
 
-func TestLedgerLatestAndPrune(t *testing.T) {
+// TestDecideAgainstEveryTransition: a newer transition the lookup sees
+// never hides an older one it does not (a removal held invisible by a
+// synchronous standby, then a fail-closed revocation of everything that is
+// visible at once).
+func TestDecideAgainstEveryTransition(t *testing.T) {
+	snap := &Snapshot{Xmin: 100, Xmax: 200, InProgress: []uint64{150}} // 150 running
+	held := Transition{Seq: 1, Kind: Removed, Xid: 150}
+	for _, tc := range []struct {
+		name string
+		ts   []Transition
+		want Verdict
+	}{
+		{"held removal, then a visible revocation of everything", []Transition{held, {Seq: 2, Kind: Unknown, Xid: 160}}, Deny},
+		{"held removal, then a visible re-grant", []Transition{held, {Seq: 2, Kind: Granted, Xid: 161}}, Deny},
+		{"held grant, then a visible removal", []Transition{{Seq: 1, Kind: Granted, Xid: 150}, {Seq: 2, Kind: Removed, Xid: 161}}, Retry},
+		{"all seen, newest a grant", []Transition{{Seq: 1, Kind: Removed, Xid: 120}, {Seq: 2, Kind: Granted, Xid: 161}}, Allow},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Decide(tc.ts, Proof{Member: true, Fresh: true, Snapshot: snap}, ForSubscribe); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLedgerKeepsWhatALookupMightNotSee(t *testing.T) {
 	now := time.Unix(1000, 0)
-	l := NewLedger(time.Minute, 4)
+	l := NewLedger(time.Minute, 100)
 	l.Record("p", "u", Removed, 150, now)
 	l.Record("p", "v", Granted, 151, now)
-	if got := l.Latest("p", "u"); got.Kind != Removed || got.Xid != 150 {
-		t.Fatalf("pair: %+v", got)
-	}
 	l.Record("p", "", Removed, 152, now)
-	if got := l.Latest("p", "u"); got.Xid != 152 {
-		t.Fatalf("project removal is newer: %+v", got)
-	}
 	l.Record("p", "u", Granted, 153, now)
-	if got := l.Latest("p", "u"); got.Kind != Granted {
-		t.Fatalf("re-grant is newer: %+v", got)
-	}
 	l.Record("", "", Unknown, 154, now)
-	if got := l.Latest("q", "w"); got.Kind != Unknown {
-		t.Fatalf("global: %+v", got)
+	l.Record("", "", Unknown, 155, now)
+	if got := l.Newest("p", "u"); got.Xid != 155 || got.Seq != l.Seq() {
+		t.Fatalf("newest %+v", got)
 	}
-	if got := l.Latest("q", "w"); got.Seq != l.Seq() {
-		t.Fatalf("seq %d vs %d", got.Seq, l.Seq())
+	if got := l.Concerning("p", "u", nil); len(got) != 5 {
+		t.Fatalf("concerning p/u: %+v", got)
+	}
+	if got := l.Concerning("q", "w", nil); len(got) != 2 {
+		t.Fatalf("concerning q/w: %+v", got)
 	}
 
 	// Nothing is forgotten while its commit may be invisible to a lookup.
 	l.Prune(now.Add(time.Hour))
-	if l.Len() != 4 {
+	if l.Len() != 6 {
 		t.Fatalf("pruned without a horizon: %d left", l.Len())
 	}
-	// A lookup shows 150..152 settled: old and settled entries go.
+	// A lookup shows up to 152 settled: settled entries go, except the
+	// newest of each key while younger than keep.
 	l.Observe(&Snapshot{Xmin: 153, Xmax: 160})
 	l.Prune(now.Add(30 * time.Second))
-	if l.Len() != 4 {
-		t.Fatalf("pruned before keep: %d left", l.Len())
+	if got := l.Concerning("p", "u", nil); len(got) != 4 { // all: 154, 155; project: 152; pair: 153
+		t.Fatalf("after an early prune: %+v", got)
 	}
 	l.Prune(now.Add(time.Hour))
-	if _, kept := l.pairs[pair{"p", "v"}]; l.Len() != 2 || kept || l.pairs[pair{"p", "u"}].Kind != Granted || l.Latest("q", "w").Kind != Unknown {
-		t.Fatalf("after prune: %d left", l.Len())
+	if got := l.Concerning("p", "u", nil); len(got) != 3 || l.Len() != 3 {
+		t.Fatalf("after prune: %d left, %+v", l.Len(), got)
 	}
-	// Past the bound, settled entries go first whatever their age, then
-	// the oldest.
-	l = NewLedger(time.Hour, 2)
-	l.Observe(&Snapshot{Xmin: 100, Xmax: 300, InProgress: []uint64{200}})
-	l.Record("p", "a", Removed, 200, now) // running: kept
-	l.Record("p", "b", Removed, 50, now)  // settled
-	l.Record("p", "c", Removed, 60, now)  // settled
-	l.Prune(now)
-	if l.Len() != 1 || l.Latest("p", "a").Seq == 0 {
-		t.Fatalf("bound: %d left", l.Len())
+}
+
+// TestLedgerFoldsPastItsBound: one transaction that grants or removes
+// more memberships than the bound is folded into one transition of
+// everything; nothing a lookup might not see is lost.
+func TestLedgerFoldsPastItsBound(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := NewLedger(time.Minute, 10)
+	l.Observe(&Snapshot{Xmin: 100, Xmax: 300, InProgress: []uint64{150, 200}})
+	l.Record("p", "bob", Removed, 150, now) // held invisible
+	for i := range 60 {
+		l.Record("q", string(rune('a'+i)), Granted, 200, now) // one import, running
+	}
+	l.Prune(now.Add(time.Hour))
+	if l.Len() != 2 {
+		t.Fatalf("%d left, want one per transaction", l.Len())
+	}
+	got := l.Concerning("p", "bob", nil)
+	if len(got) != 2 || Decide(got, Proof{Member: true, Fresh: true, Snapshot: &Snapshot{Xmin: 100, Xmax: 300, InProgress: []uint64{150}}}, ForSubscribe) != Retry {
+		t.Fatalf("bob's held removal was lost: %+v", got)
 	}
 }

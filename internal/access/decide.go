@@ -63,36 +63,41 @@ const (
 	ForRead
 )
 
-// Decide judges a lookup against t, the newest transition the stream has
-// brought for the same user and project. Never is a lookup older than a
-// transition it races allowed to grant access:
+// Decide judges a lookup against ts, every remembered transition that
+// concerns the same user and project (Ledger.Concerning). Never is a
+// lookup older than a transition it races allowed to grant access:
 //
-//   - it does not see t (t's commit was streamed but is not visible yet, or
-//     came while the lookup ran): a removal is final (Deny, it is committed);
-//     anything else is asked again;
-//   - it sees t and says "not a member": Deny;
-//   - it sees t, says "member", and t removed access: the row that grants it
-//     is newer than the removal and the stream has not brought it yet. A
-//     read may go on (the database already shows it); a subscription waits
-//     for the stream, or it would receive the events between the removal
-//     and the grant.
-func Decide(t Transition, p Proof, purpose Purpose) Verdict {
-	if t.Seq == 0 {
-		if p.Member {
-			return Allow
+//   - it does not see one of them (its commit was streamed but is not
+//     visible yet, or came while the lookup ran): an unseen removal is
+//     final (Deny: it is committed); anything else unseen is asked again;
+//   - it sees them all and says "not a member": Deny;
+//   - it sees them all, says "member", and the newest removed access: the
+//     row that grants it is newer than the removal and the stream has not
+//     brought it yet. A read may go on (the database already shows it); a
+//     subscription waits for the stream, or it would receive the events
+//     between the removal and the grant.
+func Decide(ts []Transition, p Proof, purpose Purpose) Verdict {
+	var newest Transition
+	unseenRemoval, unseen := false, false
+	for _, t := range ts {
+		if t.Seq > newest.Seq {
+			newest = t
 		}
-		return Deny
+		if !p.Sees(t) {
+			unseen = true
+			unseenRemoval = unseenRemoval || t.Kind == Removed
+		}
 	}
-	if !p.Sees(t) {
-		if p.Fresh && t.Kind == Removed {
-			return Deny
-		}
+	switch {
+	case unseen && !p.Fresh:
+		return Retry // a cached answer: ask the database
+	case unseenRemoval:
+		return Deny
+	case unseen:
 		return Retry
-	}
-	if !p.Member {
+	case !p.Member:
 		return Deny
-	}
-	if purpose == ForSubscribe && t.Kind == Removed && t.Xid != 0 {
+	case purpose == ForSubscribe && newest.Kind == Removed && newest.Xid != 0:
 		return Retry
 	}
 	return Allow

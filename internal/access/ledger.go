@@ -49,17 +49,20 @@ type Transition struct {
 
 type pair struct{ project, user string }
 
-// Ledger remembers, for a bounded time, the newest access transition of
-// every (project, user) pair, of every project and of everything, so a
-// membership lookup can be checked against what the stream has already
-// said. It is not safe for concurrent use: the hub guards it with the lock
-// under which it publishes the same transitions to subscribers, so that a
-// subscription registered before a transition is revoked by it and one
-// registered after it is checked against it.
+// Ledger remembers recent access transitions of every (project, user)
+// pair, of every project and of everything, so a membership lookup can be
+// checked against what the stream has already said. Every transition a
+// lookup might not see yet is kept (a newer one never hides an older
+// one); the newest of each key is kept for AccessKeep besides. It is not
+// safe for concurrent use: the hub guards it with the lock under which it
+// publishes the same transitions to subscribers, so that a subscription
+// registered before a transition is revoked by it and one registered
+// after it is checked against it.
 type Ledger struct {
-	pairs    map[pair]Transition
-	projects map[string]Transition
-	all      Transition
+	pairs    map[pair][]Transition
+	projects map[string][]Transition
+	all      []Transition
+	n        int
 	seq      uint64
 	// horizon is the newest snapshot a lookup returned: transactions it
 	// shows settled are visible to every later lookup.
@@ -68,43 +71,51 @@ type Ledger struct {
 	max     int
 }
 
-// NewLedger returns a ledger that keeps a transition at least keep, and
-// until every later lookup must see it; past max entries it drops settled
-// ones first, then the oldest.
+// NewLedger returns a ledger that keeps the newest transition of each key
+// at least keep, and every transition until every later lookup must see
+// it. Past max entries, the pairs' and projects' unsettled transitions are
+// folded into transitions of everything, one per transaction (so what
+// stays is bounded by the transactions committing at once).
 func NewLedger(keep time.Duration, max int) *Ledger {
-	return &Ledger{pairs: make(map[pair]Transition), projects: make(map[string]Transition), keep: keep, max: max}
-}
-
-func (l *Ledger) next(k Kind, xid uint32, now time.Time) Transition {
-	l.seq++
-	return Transition{Seq: l.seq, Kind: k, Xid: xid, at: now}
+	return &Ledger{pairs: make(map[pair][]Transition), projects: make(map[string][]Transition), keep: keep, max: max}
 }
 
 // Record notes a transition of user's access to project; an empty user
 // means every user of the project, an empty project every project.
 func (l *Ledger) Record(project, user string, k Kind, xid uint32, now time.Time) {
-	t := l.next(k, xid, now)
+	l.seq++
+	t := Transition{Seq: l.seq, Kind: k, Xid: xid, at: now}
+	l.n++
 	switch {
 	case project == "":
-		l.all = t
+		l.all = append(l.all, t)
 	case user == "":
-		l.projects[project] = t
+		l.projects[project] = append(l.projects[project], t)
 	default:
-		l.pairs[pair{project, user}] = t
+		k := pair{project, user}
+		l.pairs[k] = append(l.pairs[k], t)
 	}
 }
 
 // Seq is the sequence number of the newest transition.
 func (l *Ledger) Seq() uint64 { return l.seq }
 
-// Latest is the newest transition that concerns user's access to project.
-func (l *Ledger) Latest(project, user string) Transition {
-	t := l.all
-	if p, ok := l.projects[project]; ok && p.Seq > t.Seq {
-		t = p
-	}
-	if p, ok := l.pairs[pair{project, user}]; ok && p.Seq > t.Seq {
-		t = p
+// Concerning appends to dst every remembered transition that concerns
+// user's access to project.
+func (l *Ledger) Concerning(project, user string, dst []Transition) []Transition {
+	dst = append(dst, l.all...)
+	dst = append(dst, l.projects[project]...)
+	return append(dst, l.pairs[pair{project, user}]...)
+}
+
+// Newest is the newest remembered transition that concerns user's access
+// to project.
+func (l *Ledger) Newest(project, user string) Transition {
+	var t Transition
+	for _, list := range [][]Transition{l.all, l.projects[project], l.pairs[pair{project, user}]} {
+		if len(list) > 0 && list[len(list)-1].Seq > t.Seq {
+			t = list[len(list)-1]
+		}
 	}
 	return t
 }
@@ -117,45 +128,71 @@ func (l *Ledger) Observe(s *Snapshot) {
 }
 
 // Len is the number of remembered transitions.
-func (l *Ledger) Len() int {
-	n := len(l.pairs) + len(l.projects)
-	if l.all.Seq != 0 {
-		n++
-	}
-	return n
+func (l *Ledger) Len() int { return l.n }
+
+// settled reports whether every later lookup sees t.
+func (l *Ledger) settled(t Transition) bool {
+	return t.Xid == 0 || (l.horizon.Xmax != 0 && l.horizon.Settled(t.Xid))
 }
 
-// Prune forgets transitions older than the keep time that every later
-// lookup is known to see, and, past the size bound, settled ones of any
-// age and then the oldest. A transition whose commit may still be
-// invisible is kept however old it is, unless the bound forces it out.
+// prune keeps of list the unsettled transitions, and the newest while
+// younger than keep.
+func (l *Ledger) prune(list []Transition, now time.Time) []Transition {
+	kept := list[:0]
+	for i, t := range list {
+		newest := i == len(list)-1
+		if !l.settled(t) || (newest && now.Sub(t.at) < l.keep) {
+			kept = append(kept, t)
+		}
+	}
+	clear(list[len(kept):])
+	l.n -= len(list) - len(kept)
+	return kept
+}
+
+// Prune forgets what no later lookup needs; past the bound, it folds the
+// pairs' and projects' unsettled transitions into transitions of
+// everything, one per transaction, of kind Unknown: a lookup must then see
+// that transaction, whoever it concerns.
 func (l *Ledger) Prune(now time.Time) {
-	settled := func(t Transition) bool {
-		return t.Xid == 0 || (l.horizon.Xmax != 0 && l.horizon.Settled(t.Xid))
-	}
-	old := func(t Transition) bool { return now.Sub(t.at) >= l.keep && settled(t) }
-	over := l.Len() > l.max
-	for k, t := range l.pairs {
-		if old(t) || (over && settled(t)) {
+	for k, list := range l.pairs {
+		if list = l.prune(list, now); len(list) == 0 {
 			delete(l.pairs, k)
+		} else {
+			l.pairs[k] = list
 		}
 	}
-	for k, t := range l.projects {
-		if old(t) || (over && settled(t)) {
+	for k, list := range l.projects {
+		if list = l.prune(list, now); len(list) == 0 {
 			delete(l.projects, k)
+		} else {
+			l.projects[k] = list
 		}
 	}
-	if l.all.Seq != 0 && (old(l.all) || (over && settled(l.all))) {
-		l.all = Transition{}
+	l.all = l.prune(l.all, now)
+	if l.n <= l.max {
+		return
 	}
-	if excess := l.Len() - l.max; excess > 0 && len(l.pairs) > 0 {
-		keys := make([]pair, 0, len(l.pairs))
-		for k := range l.pairs {
-			keys = append(keys, k)
+	folded := make(map[uint32]Transition)
+	fold := func(list []Transition) {
+		for _, t := range list {
+			if f, ok := folded[t.Xid]; !ok || t.Seq > f.Seq {
+				folded[t.Xid] = Transition{Seq: t.Seq, Kind: Unknown, Xid: t.Xid, at: t.at}
+			}
 		}
-		slices.SortFunc(keys, func(a, b pair) int { return cmp.Compare(l.pairs[a].Seq, l.pairs[b].Seq) })
-		for _, k := range keys[:min(excess, len(keys))] {
-			delete(l.pairs, k)
-		}
+		l.n -= len(list)
 	}
+	for k, list := range l.pairs {
+		fold(list)
+		delete(l.pairs, k)
+	}
+	for k, list := range l.projects {
+		fold(list)
+		delete(l.projects, k)
+	}
+	for _, t := range folded {
+		l.all = append(l.all, t)
+		l.n++
+	}
+	slices.SortFunc(l.all, func(a, b Transition) int { return cmp.Compare(a.Seq, b.Seq) })
 }

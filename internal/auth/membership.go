@@ -98,16 +98,24 @@ func (ms *Memberships) Lookup(ctx context.Context, projectID, userID string, fre
 	if err != nil {
 		return access.Proof{}, err
 	}
-	if proof.Member && ms.cfg.TTL > 0 {
-		c := cached{proof: proof, expiry: ms.now().Add(ms.cfg.TTL)}
-		c.proof.Fresh = false
-		ms.mu.Lock()
+	if ms.cfg.TTL <= 0 {
+		return proof, nil
+	}
+	// The newest answer replaces what was cached: a "not a member" (or a
+	// member answer the hub found stale and asked again for) must not
+	// leave an older "member" behind.
+	ms.mu.Lock()
+	if proof.Member {
 		if len(ms.cache) >= maxCacheEntries {
 			ms.evictExpired()
 		}
+		c := cached{proof: proof, expiry: ms.now().Add(ms.cfg.TTL)}
+		c.proof.Fresh = false
 		ms.cache[key] = c
-		ms.mu.Unlock()
+	} else {
+		delete(ms.cache, key)
 	}
+	ms.mu.Unlock()
 	return proof, nil
 }
 

@@ -91,3 +91,26 @@ func BenchmarkMembershipLookup(b *testing.B) {
 		})
 	}
 }
+
+// TestFreshAnswerReplacesTheCachedOne: once a fresh lookup says "not a
+// member", a cached "member" is gone, so it cannot be used after the hub
+// has forgotten the removal it predates.
+func TestFreshAnswerReplacesTheCachedOne(t *testing.T) {
+	db := pgtest.New(t)
+	project, user := seedMemberships(t, db, 1000)
+	ms := NewMemberships(db.Pool, MembershipConfig{Query: referenceQuery, TTL: time.Hour, MaxConcurrent: 2}, metrics.New(prometheus.NewRegistry()))
+	ctx := context.Background()
+	if p, err := ms.Lookup(ctx, project, user, true); err != nil || !p.Member {
+		t.Fatalf("member: %+v %v", p, err)
+	}
+	db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, user)
+	if p, _ := ms.Lookup(ctx, project, user, false); !p.Member || p.Fresh {
+		t.Fatalf("want the cached answer first: %+v", p)
+	}
+	if p, err := ms.Lookup(ctx, project, user, true); err != nil || p.Member {
+		t.Fatalf("fresh: %+v %v", p, err)
+	}
+	if p, err := ms.Lookup(ctx, project, user, false); err != nil || p.Member || !p.Fresh {
+		t.Fatalf("the stale member answer is still cached: %+v %v", p, err)
+	}
+}

@@ -347,6 +347,12 @@ func (c *Config) Validate() error {
 		return bad("auth.jwt_secret (WALCAST_JWT_SECRET)", "must be at least 16 bytes")
 	case c.Auth.JWTAlgorithm != "HS256" && c.Auth.JWTAlgorithm != "HS384" && c.Auth.JWTAlgorithm != "HS512":
 		return bad("auth.jwt_algorithm", "must be HS256, HS384 or HS512")
+	case c.Auth.MembershipCacheTTL < 0 || c.Auth.MembershipCacheTTL > c.Auth.AccessMemory:
+		// A cached answer must expire before the access changes it may
+		// predate are forgotten (docs/access.md).
+		return bad("auth.membership_cache_ttl", "must be between 0 and auth.access_memory")
+	case c.Auth.MembershipWait <= 0 || c.Auth.MembershipLookups < 1 || c.Auth.AccessMemoryMax < 1:
+		return bad("auth.membership_wait, membership_lookups, access_memory_max", "must be positive")
 	case !identRE.MatchString(c.Replication.Slot):
 		return bad("replication.slot (WALCAST_SLOT_NAME)", "must be lowercase letters, digits and '_' (at most 63)")
 	case !identRE.MatchString(c.Replication.Publication):

@@ -213,7 +213,7 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	h.topic(projectID).subs[c] = s
 	// Every access change from here on either reaches s (a revocation
 	// ends it while pending) or shows in the ledger below.
-	before := h.ledger.Latest(projectID, c.userID).Seq
+	before := h.ledger.Newest(projectID, c.userID).Seq
 	after := h.ledger.Seq()
 	h.mu.Unlock()
 
@@ -236,14 +236,14 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		return Subscription{}, access.Deny, err
 	}
 	h.ledger.Observe(proof.Snapshot)
-	t := h.ledger.Latest(projectID, c.userID)
-	if t.Seq != before {
+	if h.ledger.Newest(projectID, c.userID).Seq != before {
 		// Access changed while the lookup ran: judge a new lookup
 		// against the change, from a new registration.
 		h.detach(s)
 		return Subscription{}, access.Retry, nil
 	}
-	switch v := access.Decide(t, proof, access.ForSubscribe); v {
+	h.scratch = h.ledger.Concerning(projectID, c.userID, h.scratch[:0])
+	switch v := access.Decide(h.scratch, proof, access.ForSubscribe); v {
 	case access.Deny:
 		h.detach(s)
 		return Subscription{}, v, ErrForbidden
@@ -300,7 +300,8 @@ func (h *Hub) Authorize(ctx context.Context, projectID, userID string, lookup Lo
 		proof.Fresh, proof.After = true, after
 		h.mu.Lock()
 		h.ledger.Observe(proof.Snapshot)
-		v := access.Decide(h.ledger.Latest(projectID, userID), proof, access.ForRead)
+		h.scratch = h.ledger.Concerning(projectID, userID, h.scratch[:0])
+		v := access.Decide(h.scratch, proof, access.ForRead)
 		h.mu.Unlock()
 		if v != access.Retry {
 			return v == access.Allow, nil

@@ -113,7 +113,8 @@ type Hub struct {
 	// ledger remembers recent access changes, recorded under mu as they
 	// are published, so a subscription registered before one is revoked by
 	// it and a lookup made after one is checked against it.
-	ledger *access.Ledger
+	ledger  *access.Ledger
+	scratch []access.Transition // Ledger.Concerning's, under mu
 	// suspended, when set, says why no subscription can be granted now
 	// (a table that grants access is missing from the publication).
 	suspended string

@@ -187,6 +187,21 @@ func TestSetupChecks(t *testing.T) {
 	if err := CheckReplicaIdentity(ctx, db.Pool, tables); err != nil {
 		t.Fatalf("reference schema: %v", err)
 	}
+	// A row filter or a column list hides changes: a filtered membership
+	// table leaves walcast blind to removals, another table only lossy.
+	db.Exec(t, `CREATE PUBLICATION filtered FOR TABLE projects, sprints, tasks (id, project_id, title), messages, project_members WHERE (role <> 'guest')`)
+	pub, err := ReadPublication(ctx, db.Pool, "filtered", tables)
+	if err != nil || len(pub.Missing) != 0 || len(pub.Filtered) != 2 || !pub.AccessBlind() ||
+		!strings.Contains(strings.Join(pub.Problems(tables), ";"), "filters the rows or columns of public.project_members") {
+		t.Fatalf("filtered: %+v %v", pub, err)
+	}
+	if err := EnsurePublication(ctx, db.Pool, "filtered", tables); err == nil {
+		t.Fatal("a filtered publication was accepted at start")
+	}
+	db.Exec(t, `ALTER PUBLICATION filtered SET TABLE projects, sprints, tasks (id, project_id, title), messages, project_members`)
+	if pub, err := ReadPublication(ctx, db.Pool, "filtered", tables); err != nil || pub.AccessBlind() || len(pub.Filtered) != 1 {
+		t.Fatalf("column list on tasks only: %+v %v", pub, err)
+	}
 	db.Exec(t, `ALTER TABLE tasks REPLICA IDENTITY DEFAULT`)
 	if err := CheckReplicaIdentity(ctx, db.Pool, tables); err == nil || !strings.Contains(err.Error(), "public.tasks") || !strings.Contains(err.Error(), "project_id") {
 		t.Fatalf("default identity: %v", err)

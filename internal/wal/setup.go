@@ -66,6 +66,9 @@ type Publication struct {
 	AllActions bool
 	// Missing are the watched tables it does not publish.
 	Missing []events.Table
+	// Filtered are watched tables it publishes with a row filter or a
+	// column list (PostgreSQL 15+): changes it leaves out are never seen.
+	Filtered []events.Table
 }
 
 // Problems says, with its fix, each way p keeps a change from being
@@ -86,6 +89,10 @@ func (p Publication) Problems(tables []events.Table) []string {
 		names := strings.Join(qualified, ", ")
 		problems = append(problems, fmt.Sprintf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s", p.Name, names, p.Name, names))
 	}
+	for _, t := range p.Filtered {
+		problems = append(problems, fmt.Sprintf("publication %s filters the rows or columns of %s, so walcast never sees some of its changes; publish it whole: ALTER PUBLICATION %s SET TABLE … with %s and no WHERE or column list",
+			p.Name, t.QualifiedName(), p.Name, t.QualifiedName()))
+	}
 	return problems
 }
 
@@ -96,7 +103,7 @@ func (p Publication) AccessBlind() bool {
 	if !p.Exists || !p.AllActions {
 		return true
 	}
-	return slices.ContainsFunc(p.Missing, events.Table.GrantsAccess)
+	return slices.ContainsFunc(p.Missing, events.Table.GrantsAccess) || slices.ContainsFunc(p.Filtered, events.Table.GrantsAccess)
 }
 
 // ReadPublication reads what publication name streams of tables.
@@ -122,6 +129,26 @@ func ReadPublication(ctx context.Context, pool *pgxpool.Pool, name string, table
 	for _, t := range tables {
 		if !slices.Contains(published, t.QualifiedName()) {
 			p.Missing = append(p.Missing, t)
+		}
+	}
+	// Row filters and column lists exist from PostgreSQL 15 on.
+	rows, err = pool.Query(ctx, `SELECT n.nspname || '.' || c.relname
+		FROM pg_publication_rel r
+		JOIN pg_publication pub ON pub.oid = r.prpubid
+		JOIN pg_class c ON c.oid = r.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE pub.pubname = $1 AND current_setting('server_version_num')::int >= 150000
+		  AND (to_jsonb(r) ->> 'prqual' IS NOT NULL OR to_jsonb(r) ->> 'prattrs' IS NOT NULL)`, name)
+	if err != nil {
+		return p, fmt.Errorf("read filters of publication %s: %w", name, err)
+	}
+	filtered, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return p, fmt.Errorf("read filters of publication %s: %w", name, err)
+	}
+	for _, t := range tables {
+		if slices.Contains(filtered, t.QualifiedName()) {
+			p.Filtered = append(p.Filtered, t)
 		}
 	}
 	return p, nil

@@ -104,7 +104,9 @@ func TestServerPingsAndDropsSilentSockets(t *testing.T) {
 			if pings <= answered {
 				t.Fatalf("socket ended after %d pings (%v); want more than the %d answered", pings, err, answered)
 			}
-			if waited := time.Since(silentSince); waited < timeout {
+			// (The server's clock starts when it sends the ping, a
+			// moment before this client sees it.)
+			if waited := time.Since(silentSince); waited < timeout*9/10 {
 				t.Fatalf("dropped %v after the first unanswered ping, before the %v write timeout", waited, timeout)
 			}
 			return
