@@ -5,7 +5,7 @@
 # results to docs/bench/. Takes about 14 minutes.
 #
 #   scripts/bench.sh            # everything
-#   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | idle | go
+#   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | bulk | idle | go
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -162,6 +162,15 @@ if [[ "$PART" == all || "$PART" == flood ]]; then
 		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --label "wal 200/s x 100, no flood (pair $pair)" --json "$OUT/flood-0-$pair.json" 2>/dev/null
 		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --ping-flood 2 --label "wal 200/s x 100, 2 ping flooders (pair $pair)" --json "$OUT/flood-2-$pair.json" 2>/dev/null
 	done
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == bulk ]]; then
+	echo "== one huge transaction: walcast's memory and commit→BULK"
+	fresh_db
+	start_walcast wal
+	bench --subscribers 1 --projects 1 --bulk-rows "${BULK_ROWS:-10000000}" --label "10M rows, one project" --json "$OUT/bulk-10m-1.json" 2>/dev/null
+	bench --subscribers 1000 --projects 1000 --bulk-rows "${BULK_ROWS_SPREAD:-1000000}" --label "1M rows over 1,000 projects" --json "$OUT/bulk-1m-1000.json" 2>/dev/null
 	stop_walcast
 fi
 

@@ -207,7 +207,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}, m)
 	pub := &publisher{mapper: mapper, hub: h, log: log, metrics: m}
 	clustered := cfg.Cluster.NATSURL != ""
-	onStart := h.SetFloor
+	onStart := func(confirmed, walEnd uint64) { h.SetFloor(confirmed); h.CatchUp(walEnd) }
 	reconnectMax, standbyPoll := cfg.Replication.ReconnectMax, time.Duration(0)
 	if clustered {
 		bus, err := cluster.Connect(ctx, cluster.Config{

@@ -209,6 +209,12 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		return Subscription{}, access.Deny, fmt.Errorf("%w: %s", ErrAccessSuspended, reason)
 	}
 	s := &subscription{client: c, projectID: projectID, state: subPending, from: h.last}
+	switch {
+	case since != nil:
+		s.skipThrough = *since
+	case h.history.Compare(h.last) > 0:
+		s.skipThrough = h.history
+	}
 	c.subs[projectID] = s
 	h.topic(projectID).subs[c] = s
 	// Every access change from here on either reaches s (a revocation
@@ -267,11 +273,11 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		h.enqueue(c, Item{Batch: held})
 	}
 	s.buf = nil
-	if since != nil && since.Compare(h.last) > 0 {
-		// The client saw events the hub has not rebuilt yet (it came back
-		// before walcast's replay of the slot): skip them when they arrive.
-		s.skipThrough = *since
-		res.Position = *since
+	if s.skipThrough.Compare(h.last) > 0 {
+		// The hub is replaying history the client has seen (it came
+		// back before walcast's replay of the slot) or does not need (it
+		// resumes from nothing): it goes live after it.
+		res.Position = s.skipThrough
 	}
 	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position), Type: "subscribed", Position: res.Position}})
 	s.state = subActive

@@ -80,8 +80,9 @@ type subscription struct {
 	buf []*Frame
 	// from is the hub's position when the subscription was registered.
 	from events.Position
-	// skipThrough drops live frames at or before a resume position the
-	// hub has not reached yet (a client back before the replay).
+	// skipThrough drops frames at or before the client's resume position,
+	// or, for a client with none, before the stream's start: events the
+	// hub publishes while it replays history the client does not need.
 	skipThrough events.Position
 }
 
@@ -118,6 +119,9 @@ type Hub struct {
 	// suspended, when set, says why no subscription can be granted now
 	// (a table that grants access is missing from the publication).
 	suspended string
+	// history is the newest position committed before the stream last
+	// started: events up to it are history the hub is catching up with.
+	history events.Position
 }
 
 // New returns a Hub.
@@ -150,6 +154,18 @@ func (h *Hub) SetFloor(confirmedLSN uint64) {
 	}
 	h.floor = h.last
 	close(h.ready)
+}
+
+// CatchUp tells the hub the server's WAL end when the stream (re)starts:
+// events committed before it are history the hub replays (the hold-back
+// window), not news. A subscription without a resume position taken while
+// the hub catches up starts after that history.
+func (h *Hub) CatchUp(walEnd uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if walEnd > 0 {
+		h.history = events.Position{LSN: walEnd - 1, Index: ^uint32(0)}
+	}
 }
 
 // SetFloorAt is SetFloor for a floor that is a position: the events the
@@ -264,7 +280,13 @@ func (h *Hub) revokeEverywhere(rev *events.Revocation, commit, now time.Time) {
 func (h *Hub) fanoutRun(t *topic, run []*Frame) {
 	for c, s := range t.subs {
 		if s.state == subPending {
-			s.buf = append(s.buf, run...)
+			// Only what the client will be sent counts: not frames at or
+			// before its resume position (a replay after a restart).
+			for _, f := range run {
+				if f.Position.Compare(s.skipThrough) > 0 {
+					s.buf = append(s.buf, f)
+				}
+			}
 			if len(s.buf) > h.cfg.QueueSize {
 				h.dropSlow(c)
 			}
@@ -318,7 +340,9 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 			continue
 		}
 		if s.state == subPending {
-			s.buf = append(s.buf, f)
+			if f.Position.Compare(s.skipThrough) > 0 {
+				s.buf = append(s.buf, f)
+			}
 			if len(s.buf) > h.cfg.QueueSize {
 				h.dropSlow(c)
 			}

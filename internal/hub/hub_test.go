@@ -342,3 +342,45 @@ func TestRunCountsEachFrameAgainstTheBound(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestPendingSubscriptionHoldsOnlyWhatItWillSend: while a resuming
+// client's subscription is checked, the hub may be replaying its own
+// history (after a restart); frames at or before the client's since are
+// never sent to it, so they must not count against its queue.
+func TestPendingSubscriptionHoldsOnlyWhatItWillSend(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 4, HistorySize: 100})
+	c := h.NewClient("a")
+	since := events.Position{LSN: 0x900}
+	_, err := h.Subscribe(context.Background(), c, pA, &since, func(ctx context.Context, fresh bool) (access.Proof, error) {
+		for i := uint64(0); i < 20; i++ { // the replay: all at or before since
+			h.Publish([]events.Event{ev(0x200+i, 0, pA, "old")})
+		}
+		h.Publish([]events.Event{ev(0x901, 0, pA, "new")})
+		return allow(ctx, fresh)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"new@" + pos(0x901, 0), "subscribed@" + pos(0x901, 0)}) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// TestSubscribeWithoutSinceWhileCatchingUp: a client with no resume
+// position that subscribes while the hub replays history (events committed
+// before the stream started) goes live after that history: it never gets
+// old events as if they were new.
+func TestSubscribeWithoutSinceWhileCatchingUp(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 100})
+	h.CatchUp(0x500)
+	c := h.NewClient("a")
+	res := subscribe(t, h, c, pA, nil)
+	if res.Position != (events.Position{LSN: 0x4FF, Index: ^uint32(0)}) {
+		t.Fatalf("live from %s", res.Position)
+	}
+	h.Publish([]events.Event{ev(0x300, 0, pA, "history")})
+	h.Publish([]events.Event{ev(0x500, 0, pA, "news")})
+	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"subscribed@" + pos(0x4FF, ^uint32(0)), "news@" + pos(0x500, 0)}) {
+		t.Fatalf("got %v", got)
+	}
+}

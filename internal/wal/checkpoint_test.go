@@ -99,3 +99,22 @@ func TestCheckpointerMergesCloseTransactions(t *testing.T) {
 		t.Fatalf("after the window: target %d, want %d", got, lsn)
 	}
 }
+
+// TestCheckpointerAgesFromCommit: a held transaction is aged from its
+// commit time (the reader passes it), so one replayed after a restart is
+// released when its window, counted from the commit, has passed, not a
+// whole window after the restart: any number of restarts cannot hold the
+// slot back longer than the window.
+func TestCheckpointerAgesFromCommit(t *testing.T) {
+	commit := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := checkpointer{maxAge: time.Minute, maxBytes: 1 << 30}
+	// Replayed by a process that started 50 s after the commit.
+	restart := commit.Add(50 * time.Second)
+	c.delivered(100, 100, 120, commit)
+	if got := c.target(restart, 120, 0); got != 0 {
+		t.Fatalf("released %d before the window passed", got)
+	}
+	if got := c.target(commit.Add(61*time.Second), 120, 0); got != 120 {
+		t.Fatalf("held %d past the window counted from the commit", got)
+	}
+}

@@ -62,7 +62,7 @@ type Reader struct {
 	cfg     Config
 	watch   func(schema, table string) bool
 	sink    Sink
-	onStart func(confirmedFlush uint64)
+	onStart func(confirmedFlush, walEnd uint64)
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time
@@ -85,7 +85,7 @@ type Reader struct {
 // NewReader returns a Reader. watch selects the tables whose changes are
 // kept; onStart, if not nil, is told the slot's confirmed position each time
 // streaming starts, before any transaction reaches the sink.
-func NewReader(cfg Config, watch func(schema, table string) bool, sink Sink, onStart func(uint64), log *slog.Logger, m *metrics.Metrics) *Reader {
+func NewReader(cfg Config, watch func(schema, table string) bool, sink Sink, onStart func(confirmedFlush, walEnd uint64), log *slog.Logger, m *metrics.Metrics) *Reader {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = time.Second
 	}
@@ -195,12 +195,12 @@ func (r *Reader) stream(ctx context.Context) error {
 		_ = conn.Close(closeCtx)
 	}()
 
-	confirmedFlush, err := slotConfirmedFlush(ctx, conn, r.cfg.Slot)
+	confirmedFlush, walEnd, err := slotConfirmedFlush(ctx, conn, r.cfg.Slot)
 	if err != nil {
 		return err
 	}
 	if r.onStart != nil {
-		r.onStart(confirmedFlush)
+		r.onStart(confirmedFlush, walEnd)
 	}
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(r.cfg.Publication)},
@@ -366,7 +366,15 @@ func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
 		return fmt.Errorf("hand on txn %d at %s: %w", txn.Xid, pglogrepl.LSN(txn.CommitLSN), err)
 	}
 	r.delivered = txn.EndLSN
-	r.cp.delivered(s.txnStart, txn.CommitLSN, txn.EndLSN, r.now())
+	// Aged from its commit, not from when this process read it: a
+	// restart replays the window, and must not restart its clock (the
+	// window would grow with every restart). A server clock ahead of ours
+	// counts as now.
+	at := r.now()
+	if txn.CommitTime.Before(at) {
+		at = txn.CommitTime
+	}
+	r.cp.delivered(s.txnStart, txn.CommitLSN, txn.EndLSN, at)
 	r.metrics.WALTransactions.Inc()
 	r.metrics.LastEventTimestamp.Set(float64(txn.CommitTime.UnixNano()) / 1e9)
 	return nil
@@ -437,23 +445,34 @@ func sendStandbyStatus(conn *pgconn.PgConn, write, flush uint64, now time.Time) 
 
 // slotConfirmedFlush reads the slot's confirmed_flush_lsn over the
 // replication connection, before streaming starts.
-func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (uint64, error) {
-	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = "+quoteLiteral(slot)).ReadAll()
+// slotConfirmedFlush reads the slot's confirmed position and the server's
+// WAL end (what was committed before the stream starts).
+func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (confirmed, walEnd uint64, err error) {
+	res, err := conn.Exec(ctx, "SELECT confirmed_flush_lsn::text, (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text FROM pg_replication_slots WHERE slot_name = "+quoteLiteral(slot)).ReadAll()
 	if err != nil {
-		return 0, fmt.Errorf("read slot %s: %w", slot, err)
+		return 0, 0, fmt.Errorf("read slot %s: %w", slot, err)
 	}
 	if len(res) == 0 || len(res[0].Rows) == 0 {
-		return 0, fmt.Errorf("%w: %s", ErrNoSlot, slot)
+		return 0, 0, fmt.Errorf("%w: %s", ErrNoSlot, slot)
 	}
 	row := res[0].Rows[0]
-	if len(row) == 0 || row[0] == nil {
-		return 0, nil
+	parse := func(v []byte) (uint64, error) {
+		if v == nil {
+			return 0, nil
+		}
+		lsn, err := pglogrepl.ParseLSN(string(v))
+		return uint64(lsn), err
 	}
-	lsn, err := pglogrepl.ParseLSN(string(row[0]))
-	if err != nil {
-		return 0, fmt.Errorf("parse confirmed_flush_lsn of %s: %w", slot, err)
+	if len(row) < 2 {
+		return 0, 0, fmt.Errorf("read slot %s: short row", slot)
 	}
-	return uint64(lsn), nil
+	if confirmed, err = parse(row[0]); err != nil {
+		return 0, 0, fmt.Errorf("parse confirmed_flush_lsn of %s: %w", slot, err)
+	}
+	if walEnd, err = parse(row[1]); err != nil {
+		return 0, 0, fmt.Errorf("parse the WAL end: %w", err)
+	}
+	return confirmed, walEnd, nil
 }
 
 // ErrNoSlot reports that the configured replication slot does not exist.

@@ -52,10 +52,17 @@ type corkConn struct {
 	// reprogram a timer on every write: a write gets between half the
 	// timeout and the whole of it.
 	out      []byte
+	outEnds  []int
 	deadline time.Time
 
 	mu  sync.Mutex
 	buf []byte
+	// ends are the offsets in buf where frames end, and midFrame says
+	// that buf starts inside a frame (a write stopped there): a socket
+	// closed as slow sends the rest of that frame, then its close frame,
+	// and drops the frames behind it.
+	ends     []int
+	midFrame bool
 }
 
 // maxCorked is the buffer capacity kept on an idle socket; larger ones are
@@ -79,6 +86,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		return 0, errBacklog
 	}
 	c.buf = append(c.buf, p...)
+	c.ends = append(c.ends, len(c.buf))
 	c.mu.Unlock()
 	if !c.tryFlush() && c.onBacklog != nil {
 		c.onBacklog()
@@ -109,6 +117,7 @@ func (c *corkConn) writeText(p []byte) {
 	}
 	c.mu.Lock()
 	c.buf = append(append(c.buf, hdr[:n]...), p...)
+	c.ends = append(c.ends, len(c.buf))
 	c.mu.Unlock()
 }
 
@@ -133,6 +142,7 @@ func (c *corkConn) tryFlush() bool {
 	err := c.raw.Write(c.rawWrite)
 	if n := c.rawN; n > 0 {
 		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
+		c.ends, c.midFrame = consumed(c.ends, n)
 	}
 	if err != nil || c.rawErr != nil || len(c.buf) > 0 {
 		return false
@@ -160,6 +170,7 @@ func (c *corkConn) pending() bool {
 // flush writes everything buffered, waiting for the socket up to the
 // write timeout for each write; frames appended meanwhile go too. Only
 // the socket's own goroutine calls it: it may block, on this socket only.
+// On an error what was not written stays buffered, in order.
 func (c *corkConn) flush() error {
 	c.wire.Lock()
 	defer c.wire.Unlock()
@@ -170,20 +181,65 @@ func (c *corkConn) flush() error {
 			return nil
 		}
 		c.out, c.buf = c.buf, c.out[:0]
+		c.outEnds, c.ends = c.ends, c.outEnds[:0]
 		c.mu.Unlock()
+		n := 0
 		err := c.armDeadline()
 		if err == nil {
-			_, err = c.Conn.Write(c.out)
-		}
-		if cap(c.out) > maxCorked {
-			c.out = nil
-		} else {
-			c.out = c.out[:0]
+			n, err = c.Conn.Write(c.out)
 		}
 		if err != nil {
+			c.mu.Lock()
+			ends, mid := consumed(c.outEnds, n)
+			rest := len(c.out) - n
+			for _, e := range c.ends {
+				ends = append(ends, rest+e)
+			}
+			c.buf = append(append(make([]byte, 0, rest+len(c.buf)), c.out[n:]...), c.buf...)
+			c.ends, c.midFrame = ends, mid || (n == 0 && c.midFrame)
+			c.out, c.outEnds = nil, nil
+			c.mu.Unlock()
 			return err
 		}
+		c.mu.Lock()
+		c.midFrame = false // all of out went: buf starts with a whole frame
+		c.mu.Unlock()
+		if cap(c.out) > maxCorked {
+			c.out, c.outEnds = nil, nil
+		} else {
+			c.out, c.outEnds = c.out[:0], c.outEnds[:0]
+		}
 	}
+}
+
+// consumed returns the frame ends of a buffer from which the first n
+// bytes were written, and whether it now starts inside a frame.
+func consumed(ends []int, n int) ([]int, bool) {
+	i := 0
+	for i < len(ends) && ends[i] <= n {
+		i++
+	}
+	atBoundary := n == 0 || (i > 0 && ends[i-1] == n)
+	rest := ends[:copy(ends, ends[i:])]
+	for j := range rest {
+		rest[j] -= n
+	}
+	return rest, len(rest) > 0 && !atBoundary
+}
+
+// cutToFrameInFlight drops every buffered frame that has not begun to be
+// written, keeping the rest of the one that has: what is sent next then
+// ends on a frame boundary at once (a close frame can follow).
+func (c *corkConn) cutToFrameInFlight() {
+	c.wire.Lock()
+	defer c.wire.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.midFrame && len(c.ends) > 0 {
+		c.buf, c.ends = c.buf[:c.ends[0]], c.ends[:1]
+		return
+	}
+	c.buf, c.ends, c.midFrame = c.buf[:0], c.ends[:0], false
 }
 
 func (c *corkConn) armDeadline() error {

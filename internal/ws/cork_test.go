@@ -3,7 +3,10 @@ package ws
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -113,5 +116,70 @@ func TestControlFramesNeverWait(t *testing.T) {
 	// The buffer and a writer's non-blocking attempt stay free meanwhile.
 	if !c.pending() || c.tryFlush() {
 		t.Fatal("want bytes pending and a non-blocking flush to give up")
+	}
+}
+
+func TestConsumed(t *testing.T) {
+	for _, tc := range []struct {
+		ends []int
+		n    int
+		want []int
+		mid  bool
+	}{
+		{[]int{10, 20, 30}, 0, []int{10, 20, 30}, false},
+		{[]int{10, 20, 30}, 5, []int{5, 15, 25}, true},
+		{[]int{10, 20, 30}, 10, []int{10, 20}, false},
+		{[]int{10, 20, 30}, 15, []int{5, 15}, true},
+		{[]int{10, 20, 30}, 30, []int{}, false},
+	} {
+		got, mid := consumed(append([]int(nil), tc.ends...), tc.n)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) || mid != tc.mid {
+			t.Errorf("consumed(%v, %d) = %v %v, want %v %v", tc.ends, tc.n, got, mid, tc.want, tc.mid)
+		}
+	}
+}
+
+// stallConn takes limit bytes, then times out like a client that stopped
+// reading.
+type stallConn struct {
+	captureConn
+	limit int
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	n := min(len(p), c.limit-c.buf.Len())
+	c.buf.Write(p[:n])
+	if n < len(p) {
+		return n, os.ErrDeadlineExceeded
+	}
+	return n, nil
+}
+
+// TestSlowCloseEndsOnAFrameBoundary: when a write times out mid-frame,
+// what was not written stays buffered in order, and cutting for the close
+// keeps exactly the rest of the frame in flight: the bytes on the wire then
+// end on a whole frame, and a close frame can follow.
+func TestSlowCloseEndsOnAFrameBoundary(t *testing.T) {
+	sc := &stallConn{limit: 150}
+	c := &corkConn{Conn: sc, timeout: time.Second}
+	for i := range 5 {
+		c.writeText(bytes.Repeat([]byte{byte('a' + i)}, 100)) // 102-byte frames
+	}
+	if err := c.flush(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("flush: %v", err)
+	}
+	if !c.pending() || !c.midFrame || len(c.ends) != 4 || c.ends[0] != 54 {
+		t.Fatalf("after a partial write: mid %v ends %v", c.midFrame, c.ends)
+	}
+	c.cutToFrameInFlight()
+	sc.limit = 1 << 20
+	if err := c.flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Two whole frames on the wire, nothing of the three behind.
+	_, _, first, rest := parseFrame(t, sc.buf.Bytes())
+	_, _, second, rest := parseFrame(t, rest)
+	if len(rest) != 0 || first[0] != 'a' || second[0] != 'b' || len(second) != 100 {
+		t.Fatalf("on the wire: %q %q + %d bytes", first[:1], second[:1], len(rest))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/walcast/walcast/internal/events"
 )
@@ -175,5 +176,80 @@ func TestFrameFloodIsClosed(t *testing.T) {
 				t.Fatalf("%d answers to %d frames", answered, 5*floodFrames)
 			}
 		})
+	}
+}
+
+// nextFrame reads one whole server frame of any length.
+func (c *rawClient) nextFrame() (byte, []byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7F)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = uint64(b[0])<<8 | uint64(b[1])
+	case 127:
+		var b [8]byte
+		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+			return 0, nil, err
+		}
+		n = 0
+		for _, x := range b {
+			n = n<<8 | uint64(x)
+		}
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(c.br, p)
+	return h[0] & 0x0F, p, err
+}
+
+// TestSlowReaderEndsWith4008AfterWholeFrames: a client that reads, but
+// too slowly for the write timeout, is closed with a 4008 close frame that
+// follows whole frames (never cut mid-frame), and the close is counted.
+func TestSlowReaderEndsWith4008AfterWholeFrames(t *testing.T) {
+	s, h, url := newTestServer(t, Config{WriteTimeout: 300 * time.Millisecond, WriteWorkers: 1}, 1<<20)
+	c := dialRawBuffer(t, url, 16<<10)
+	defer c.conn.Close()
+	const project = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
+	if err := c.frame(0x1, []byte(`{"action":"subscribe","project_id":"`+project+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, p, err := c.nextFrame(); err != nil || !strings.Contains(string(p), "subscribed") {
+		t.Fatalf("subscribe: %s %v", p, err)
+	}
+	pad := strings.Repeat("x", 2000)
+	for n := range 3000 { // 6 MB: far more than the client takes in the timeout
+		h.Publish([]events.Event{{Position: events.Position{LSN: 0x1000 + uint64(n)}, ProjectID: project, Type: "message_created",
+			CommitTime: time.Now(), Payload: fmt.Appendf(nil, `{"seq":%d,"pad":%q}`, n, pad)}})
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	next := 0
+	for {
+		op, p, err := c.nextFrame()
+		if err != nil {
+			t.Fatalf("after %d whole frames, no close frame: %v", next, err)
+		}
+		if op == 0x8 {
+			if code := int(p[0])<<8 | int(p[1]); code != int(CloseSlowConsumer) {
+				t.Fatalf("close code %d", code)
+			}
+			break
+		}
+		if want := fmt.Sprintf(`{"seq":%d,`, next); !strings.HasPrefix(string(p), want) || !strings.HasSuffix(string(p), `"}`) {
+			t.Fatalf("frame %d is not whole: %.40s…%q", next, p, p[max(0, len(p)-5):])
+		}
+		next++
+		time.Sleep(2 * time.Millisecond) // the slow reader: ~1 MB/s
+	}
+	if next == 0 || next == 3000 {
+		t.Fatalf("%d frames before the close", next)
+	}
+	if got := testutil.ToFloat64(s.metrics.SlowConsumerCloses); got != 1 {
+		t.Fatalf("slow consumer closes counted: %v", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -476,8 +477,7 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 	}
 	// What a worker could not write goes first.
 	if err := sc.cork.flush(); err != nil {
-		sc.log.Debug("write failed", "err", err)
-		return false
+		return sc.writeFailed(err)
 	}
 	// Everything queued now goes out in one TCP write.
 	*items = sc.client.Take((*items)[:0])
@@ -492,10 +492,24 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 		*items = nil
 	}
 	if err := sc.cork.flush(); err != nil {
-		sc.log.Debug("write failed", "err", err)
-		return false
+		return sc.writeFailed(err)
 	}
 	return true
+}
+
+// writeFailed ends the socket after a failed write and returns false. A
+// write that timed out is a client that does not keep up: it is closed
+// with 4008 after the frame in flight, like one whose queue overflowed.
+func (sc *socket) writeFailed(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		sc.srv.hub.Remove(sc.client)
+		sc.srv.metrics.SlowConsumerCloses.Inc()
+		sc.closeSlow()
+		return false
+	}
+	sc.log.Debug("write failed", "err", err)
+	return false
 }
 
 // writeItem appends an item's frames to the socket's buffer.
@@ -524,8 +538,12 @@ func (sc *socket) write(f *hub.Frame, replayed bool) {
 	}
 }
 
+// closeSlow closes with 4008 right after the frame on the wire: the
+// frames behind it are dropped, so the close frame does not wait for a
+// client that reads slowly to take them all.
 func (sc *socket) closeSlow() {
 	sc.log.Warn("slow consumer: closing socket", "queued_frames", sc.client.Len())
+	sc.cork.cutToFrameInFlight()
 	sc.close(CloseSlowConsumer, "slow consumer")
 }
 
