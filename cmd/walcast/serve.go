@@ -10,6 +10,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // served only on http.debug_addr
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -156,6 +157,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	log := newLogger(stdout, cfg.Log.Level)
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

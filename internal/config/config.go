@@ -23,7 +23,10 @@ import (
 type Config struct {
 	// Source is where changes come from: "wal" (logical replication, the
 	// default) or "notify" (the legacy triggers' NOTIFY channel).
-	Source      string      `yaml:"source"`
+	Source string `yaml:"source"`
+	// MemoryLimit is Go's soft memory limit in bytes (debug.SetMemoryLimit):
+	// the collector works harder as the heap nears it. 0 leaves it unset.
+	MemoryLimit int64       `yaml:"memory_limit"`
 	Notify      Notify      `yaml:"notify"`
 	HTTP        HTTP        `yaml:"http"`
 	Database    Database    `yaml:"database"`
@@ -272,6 +275,7 @@ var envVars = []struct {
 	{"WALCAST_NATS_STREAM", func(c *Config, v string) error { c.Cluster.Stream = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"WALCAST_PUBLICATION_CHECK_INTERVAL", func(c *Config, v string) error { return setDuration(&c.Replication.PublicationCheck, v) }},
+	{"WALCAST_MEMORY_LIMIT", func(c *Config, v string) error { return setInt64(&c.MemoryLimit, v) }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
 	{"WALCAST_QUEUE_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.QueueSize, v) }},

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// TestResumeRightAfterKillWithAFullWindow: 20,000 messages sit in the
+// hold-back window when walcast is killed; restarted, it replays them
+// while ten clients resume with the last position each saw. No client is
+// closed as slow (the replay is history they already have), none gets
+// resync_required, and each then gets exactly the messages committed
+// after, once.
+func TestResumeRightAfterKillWithAFullWindow(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_HOLD_BACK_AGE"] = "1h"
+	env["WALCAST_HISTORY_SIZE"] = "50000"
+	env["WALCAST_LOG_LEVEL"] = "warn"
+	p := startProcess(t, env)
+
+	const clients = 10
+	last := make([]string, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		c := dial(t, &instance{base: p.base}, alice)
+		c.subscribe(project)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < 40_000; n++ { // a cache_invalidate and a message_created each
+				f, err := c.tryRead(30 * time.Second)
+				if err != nil {
+					t.Errorf("client %d at frame %d: %v", i, n, err)
+					return
+				}
+				last[i] = f.str("position")
+			}
+		}()
+	}
+	for range 200 {
+		db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) SELECT $1, $2, 'windowed ' || i FROM generate_series(1, 100) i`, project, alice)
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	p.kill(syscall.SIGKILL)
+	p = startProcess(t, env)
+	resumed := make([]*client, clients)
+	for i := range clients {
+		c := dial(t, &instance{base: p.base}, alice)
+		c.send(map[string]string{"action": "subscribe", "project_id": project, "since": last[i]})
+		resumed[i] = c
+	}
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) SELECT $1, $2, 'after ' || i FROM generate_series(1, 5) i`, project, alice)
+	for i, c := range resumed {
+		got := 0
+		for got < 10 {
+			f, err := c.tryRead(20 * time.Second)
+			if err != nil {
+				t.Fatalf("client %d after %d frames: %v", i, got, err)
+			}
+			switch f.str("type") {
+			case "subscribed":
+				continue
+			case "resync_required":
+				t.Fatalf("client %d: resync_required inside the window", i)
+			case "message_created":
+				if content, _ := f.data()["content"].(string); !strings.HasPrefix(content, "after ") {
+					t.Fatalf("client %d: replayed %q again", i, content)
+				}
+			}
+			if p := f.str("position"); p <= last[i] {
+				t.Fatalf("client %d: %s at or before its since %s", i, p, last[i])
+			}
+			got++
+		}
+		c.expectQuiet(200 * time.Millisecond)
+	}
+}
+
+// TestRestartsDoNotExtendTheWindow: the hold-back window is counted from
+// each transaction's commit, so restarting walcast twice within it does not
+// hold the slot back past the window's age.
+func TestRestartsDoNotExtendTheWindow(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_HOLD_BACK_AGE"] = "4s"
+	env["WALCAST_LOG_LEVEL"] = "warn"
+	p := startProcess(t, env)
+	var end string
+	committed := time.Now()
+	if err := db.Pool.QueryRow(context.Background(), `WITH m AS (INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'held') RETURNING 1)
+		SELECT pg_current_wal_lsn()::text FROM m`, project, alice).Scan(&end); err != nil {
+		t.Fatal(err)
+	}
+	endLSN, _ := pglogrepl.ParseLSN(end)
+	for range 2 {
+		time.Sleep(2500 * time.Millisecond) // within the window: the transaction is held
+		p.kill(syscall.SIGKILL)
+		p = startProcess(t, env)
+	}
+	confirmed := func() pglogrepl.LSN {
+		var s string
+		if err := db.Pool.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, env["WALCAST_SLOT_NAME"]).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := pglogrepl.ParseLSN(s)
+		return l
+	}
+	// 4 s after the commit plus a status interval; restarted clocks would
+	// hold it until 4 s after the last restart (9 s after the commit).
+	deadline := committed.Add(7 * time.Second)
+	for confirmed() < endLSN {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot still at %s, before %s, %s after the commit", confirmed(), end, time.Since(committed).Round(time.Millisecond))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
