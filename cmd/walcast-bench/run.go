@@ -640,6 +640,25 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 // while it decodes and maps the transaction, and the time from the commit
 // to the last subscriber's BULK invalidation.
 func runBulk(ctx context.Context, o options, pool *pgxpool.Pool, fx *fixture, subs []*subscriber, pid int, stdout io.Writer) error {
+	// Readers first: they answer the server's pings while walcast catches
+	// up with the previous run's clean-up.
+	got := make(chan error, len(subs))
+	for _, s := range subs {
+		go func() {
+			_ = s.conn.conn.SetReadDeadline(time.Now().Add(30 * time.Minute))
+			for {
+				b, err := s.conn.Next()
+				if err != nil {
+					got <- fmt.Errorf("subscriber of %s: %w", s.project, err)
+					return
+				}
+				if bytes.Contains(b, []byte(`"BULK"`)) {
+					got <- nil
+					return
+				}
+			}
+		}()
+	}
 	waitCaughtUp(ctx, pool, o.url, io.Discard)
 	idle := rssKB(pid)
 	var peak atomic.Int64
@@ -664,23 +683,6 @@ func runBulk(ctx context.Context, o options, pool *pgxpool.Pool, fx *fixture, su
 		}
 	}()
 
-	got := make(chan error, len(subs))
-	for _, s := range subs {
-		go func() {
-			_ = s.conn.conn.SetReadDeadline(time.Now().Add(30 * time.Minute))
-			for {
-				b, err := s.conn.Next()
-				if err != nil {
-					got <- fmt.Errorf("subscriber of %s: %w", s.project, err)
-					return
-				}
-				if bytes.Contains(b, []byte(`"BULK"`)) {
-					got <- nil
-					return
-				}
-			}
-		}()
-	}
 	start := time.Now()
 	_, err := pool.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content)
 		SELECT ($1::uuid[])[1 + i % cardinality($1::uuid[])], $2, 'bulk ' || i FROM generate_series(1, $3) i`,

@@ -212,6 +212,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	pub := &publisher{mapper: mapper, hub: h, log: log, metrics: m}
 	clustered := cfg.Cluster.NATSURL != ""
 	onStart := func(confirmed, walEnd uint64) { h.SetFloor(confirmed); h.CatchUp(walEnd) }
+	onGap := func(walPos uint64) { h.Gap(walPos, time.Now()) }
 	reconnectMax, standbyPoll := cfg.Replication.ReconnectMax, time.Duration(0)
 	if clustered {
 		bus, err := cluster.Connect(ctx, cluster.Config{
@@ -223,7 +224,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		defer bus.Close()
 		pub.bus = bus
-		onStart = nil
+		// In cluster mode the stream's own floor and gaps are the bus's.
+		onStart, onGap = nil, nil
 		reconnectMax, standbyPoll = cfg.Cluster.FailoverPoll, cfg.Cluster.FailoverPoll
 		// History comes from the stream: the hub knows everything after
 		// its oldest retained event, or, for an empty stream, after the
@@ -259,7 +261,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
 			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
-			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain,
+			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain, OnGap: onGap,
 		}, mapper.Watches, pub.take, onStart, log, m)
 		reader = walReader
 	}

@@ -209,6 +209,13 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		return Subscription{}, access.Deny, fmt.Errorf("%w: %s", ErrAccessSuspended, reason)
 	}
 	s := &subscription{client: c, projectID: projectID, state: subPending, from: h.last}
+	if since != nil && !h.history.IsZero() && since.Compare(h.last) > 0 && since.Compare(h.history) > 0 {
+		// Ahead of everything this server had when the stream started and
+		// of everything published since: forged, or from another cluster.
+		// It cannot be served: resumed from before everything, replay
+		// below answers resync_required.
+		since = &events.Position{}
+	}
 	switch {
 	case since != nil:
 		s.skipThrough = *since
@@ -259,7 +266,7 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	}
 
 	res := Subscription{Position: h.last}
-	if since != nil && since.Compare(s.from) < 0 {
+	if since != nil && (since.Compare(s.from) < 0 || (!h.gapAt.IsZero() && since.Compare(h.gapAt) <= 0)) {
 		// History covers (since, s.from]; s.buf covers what came after.
 		res = h.replay(c, projectID, *since, s.from, res)
 	}
@@ -366,7 +373,8 @@ var ErrAccessSuspended = errors.New("access changes cannot be followed")
 // resync_required when they cannot all be served.
 func (h *Hub) replay(c *Client, projectID string, since, through events.Position, res Subscription) Subscription {
 	t := h.topic(projectID)
-	gap := since.Compare(h.floor) < 0 || since.Compare(t.lost) < 0 || since.Compare(h.lostFloor) < 0
+	gap := since.Compare(h.floor) < 0 || since.Compare(t.lost) < 0 || since.Compare(h.lostFloor) < 0 ||
+		(!h.gapAt.IsZero() && since.Compare(h.gapAt) <= 0)
 	var frames []*Frame
 	for _, f := range t.history {
 		if gap || f.Position.Compare(through) > 0 {

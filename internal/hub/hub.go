@@ -122,6 +122,10 @@ type Hub struct {
 	// history is the newest position committed before the stream last
 	// started: events up to it are history the hub is catching up with.
 	history events.Position
+	// gapAt is the newest position at which every project was told to
+	// resync because changes may have been lost: a resume from at or
+	// before it cannot be served seamlessly.
+	gapAt events.Position
 }
 
 // New returns a Hub.
@@ -166,6 +170,46 @@ func (h *Hub) CatchUp(walEnd uint64) {
 	if walEnd > 0 {
 		h.history = events.Position{LSN: walEnd - 1, Index: ^uint32(0)}
 	}
+}
+
+// Gap tells the hub that changes before walPos may never reach it (the
+// slot was dropped and re-created, or moved past what this process had
+// received): every project with subscribers or history is told to resync
+// at a position just before walPos, and no resume from before it replays
+// as if nothing had happened.
+func (h *Hub) Gap(walPos uint64, commit time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pos := h.last
+	if walPos > 0 {
+		if p := (events.Position{LSN: walPos - 1, Index: ^uint32(0)}); p.Compare(h.last) > 0 {
+			pos = p
+		}
+	}
+	h.resyncEverywhere(pos, commit)
+}
+
+// ResyncAll tells every project to resync at the newest position: changes
+// of a watched table may have been lost (it left the publication and came
+// back).
+func (h *Hub) ResyncAll(commit time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.resyncEverywhere(h.last, commit)
+}
+
+func (h *Hub) resyncEverywhere(pos events.Position, commit time.Time) {
+	h.last = pos
+	if pos.Compare(h.gapAt) > 0 {
+		h.gapAt = pos
+	}
+	now := h.now()
+	for pid, t := range h.topics {
+		f := &Frame{Data: events.ResyncFrame(pid, pos), Type: events.TypeResyncRequired, Position: pos, CommitTime: commit}
+		h.append(t, f, now)
+		h.fanout(t, f)
+	}
+	h.metrics.StreamGaps.Inc()
 }
 
 // SetFloorAt is SetFloor for a floor that is a position: the events the

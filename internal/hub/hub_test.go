@@ -384,3 +384,59 @@ func TestSubscribeWithoutSinceWhileCatchingUp(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestForgedOrForeignSinceResyncs: a resume position ahead of everything
+// the server had when the stream started and everything published since
+// (forged, or from another cluster) is answered resync_required, never
+// taken for "not replayed yet" (which would mute the client).
+func TestForgedOrForeignSinceResyncs(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	h.CatchUp(0x500)
+	h.Publish([]events.Event{ev(0x600, 0, pA, "live")})
+	c := h.NewClient("a")
+	future := events.Position{LSN: 0x9_0000_0000}
+	res := subscribe(t, h, c, pA, &future)
+	if !res.Resync {
+		t.Fatalf("future since: %+v", res)
+	}
+	h.Publish([]events.Event{ev(0x700, 0, pA, "next")})
+	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"resync_required@" + pos(0x600, 0), "subscribed@" + pos(0x600, 0), "next@" + pos(0x700, 0)}) {
+		t.Fatalf("got %v", got)
+	}
+	// Within what the server had, ahead of the hub: not replayed yet.
+	d := h.NewClient("d")
+	h2 := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	h2.CatchUp(0x500)
+	within := events.Position{LSN: 0x400}
+	if res := subscribe(t, h2, d, pA, &within); res.Resync || res.Position != within {
+		t.Fatalf("since within the stream's history: %+v", res)
+	}
+}
+
+// TestGapResyncsEveryProject: when changes may have been lost (the slot
+// was re-created or moved), every project is told to resync, and a resume
+// from before the gap is answered resync_required.
+func TestGapResyncsEveryProject(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	a, b := h.NewClient("a"), h.NewClient("b")
+	subscribe(t, h, a, pA, nil)
+	subscribe(t, h, b, pB, nil)
+	h.Publish([]events.Event{ev(0x200, 0, pA, "before")})
+	h.Gap(0x900, time.Now())
+	gap := pos(0x8FF, ^uint32(0))
+	if got := frames(a); fmt.Sprint(got[1:]) != fmt.Sprint([]string{"before@" + pos(0x200, 0), "resync_required@" + gap}) {
+		t.Fatalf("a got %v", got)
+	}
+	if got := frames(b); fmt.Sprint(got[1:]) != fmt.Sprint([]string{"resync_required@" + gap}) {
+		t.Fatalf("b got %v", got)
+	}
+	before := events.Position{LSN: 0x200}
+	if res := subscribe(t, h, h.NewClient("c"), pA, &before); !res.Resync {
+		t.Fatalf("resume across the gap: %+v", res)
+	}
+	h.ResyncAll(time.Now())
+	at := events.Position{LSN: 0x8FF, Index: ^uint32(0)}
+	if res := subscribe(t, h, h.NewClient("e"), pB, &at); !res.Resync {
+		t.Fatalf("resume at the resync position of a table back in the publication: %+v", res)
+	}
+}

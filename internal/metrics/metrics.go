@@ -19,6 +19,7 @@ type Metrics struct {
 	EventsSent      *prometheus.CounterVec // type
 	DeliveryLatency prometheus.Histogram
 	ResyncsSent     prometheus.Counter
+	StreamGaps      prometheus.Counter
 	Revocations     *prometheus.CounterVec // reason
 	HistoryEvents   prometheus.Gauge
 	HubTopics       prometheus.Gauge
@@ -84,6 +85,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		ResyncsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_resyncs_sent_total", Help: "resync_required frames sent."}),
+		StreamGaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_stream_gaps_total", Help: "Times changes may have been lost (slot dropped or moved, a table back in the publication) and every project was told to resync."}),
 		Revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_subscription_revocations_total", Help: "subscription_revoked frames sent, by reason."}, []string{"reason"}),
 		HistoryEvents: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -150,7 +153,7 @@ func New(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.FloodCloses, m.ClientErrors,
-		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.Revocations, m.HistoryEvents, m.HubTopics,
+		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.StreamGaps, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
 		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests, m.HTTPConnsEvicted,

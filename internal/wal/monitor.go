@@ -39,6 +39,10 @@ type Monitor struct {
 	mu   sync.Mutex
 	last SlotStats
 	err  error
+	// warned is when the retained-WAL warning was last logged: every
+	// status request reads the slot, and a warning per read drowned the
+	// log (the gauge says it every time).
+	warned time.Time
 }
 
 // NewMonitor returns a Monitor that reads every interval and warns when the
@@ -95,10 +99,21 @@ FROM pg_replication_slots WHERE slot_name = $1`, m.slot).Scan(
 		switch {
 		case m.warnAt > 0 && st.RetainedWAL > m.warnAt:
 			m.metrics.RetainedWALWarning.Set(1)
-			m.log.Warn("replication slot retains a lot of WAL", "slot", m.slot, "retained_wal_bytes", st.RetainedWAL,
-				"threshold_bytes", m.warnAt, "wal_status", st.WALStatus, "safe_wal_size", st.SafeWALSize)
+			m.mu.Lock()
+			warn := time.Since(m.warned) > time.Minute
+			if warn {
+				m.warned = time.Now()
+			}
+			m.mu.Unlock()
+			if warn {
+				m.log.Warn("replication slot retains a lot of WAL", "slot", m.slot, "retained_wal_bytes", st.RetainedWAL,
+					"threshold_bytes", m.warnAt, "wal_status", st.WALStatus, "safe_wal_size", st.SafeWALSize)
+			}
 		default:
 			m.metrics.RetainedWALWarning.Set(0)
+			m.mu.Lock()
+			m.warned = time.Time{}
+			m.mu.Unlock()
 		}
 		if st.WALStatus == "unreserved" || st.WALStatus == "lost" {
 			m.log.Error("replication slot is losing WAL: events may be lost; see max_slot_wal_keep_size", "slot", m.slot, "wal_status", st.WALStatus)

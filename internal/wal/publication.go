@@ -14,10 +14,12 @@ import (
 )
 
 // Access is told when access changes can no longer be followed through
-// the stream and when they can again (the hub: Suspend and Resume).
+// the stream and when they can again (the hub: Suspend and Resume), and
+// when changes of a watched table may have been lost (ResyncAll).
 type Access interface {
 	Suspend(reason string)
 	Resume()
+	ResyncAll(at time.Time)
 }
 
 // PublicationWatch checks the publication every interval. A table dropped
@@ -85,6 +87,12 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	}
 	if len(problems) > 0 && !blind && !had {
 		w.log.Error("changes of a watched table are not streamed", "publication", w.name, "problem", strings.Join(problems, "; "))
+	}
+	if had && len(problems) == 0 {
+		// The changes made meanwhile were never streamed: every project
+		// refetches (a resume from before now cannot be served either).
+		w.log.Warn("the publication streams every watched table again; changes made meanwhile were lost: every project is told to resync", "publication", w.name)
+		w.access.ResyncAll(time.Now())
 	}
 }
 

@@ -50,6 +50,11 @@ type Config struct {
 	// Retain, when set, adds each decoded change to its transaction,
 	// keeping the memory of a large transaction bounded.
 	Retain func(txn *events.Txn, ch events.Change)
+	// OnGap, when set, is told that changes before walPos may never be
+	// streamed: the slot was dropped (the reader re-creates it) or was
+	// moved past what this process had received (another consumer, or a
+	// re-created slot).
+	OnGap func(walPos uint64)
 }
 
 // Sink takes one committed transaction. When it returns nil, the
@@ -196,8 +201,27 @@ func (r *Reader) stream(ctx context.Context) error {
 	}()
 
 	confirmedFlush, walEnd, err := slotConfirmedFlush(ctx, conn, r.cfg.Slot)
+	received := r.received.Load()
+	if errors.Is(err, ErrNoSlot) && received > 0 {
+		// Dropped while walcast streamed from it: what was committed
+		// since is gone. Re-create it and say so; the gap is signalled
+		// below.
+		if _, cerr := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication}); cerr != nil {
+			return fmt.Errorf("replication slot %s was dropped and could not be re-created: %w", r.cfg.Slot, cerr)
+		}
+		r.log.Error("replication slot was dropped while walcast streamed from it: re-created; changes committed meanwhile are lost and every project is told to resync", "slot", r.cfg.Slot)
+		confirmedFlush, walEnd, err = slotConfirmedFlush(ctx, conn, r.cfg.Slot)
+	}
 	if err != nil {
 		return err
+	}
+	if received > 0 && confirmedFlush > received {
+		r.log.Error("replication slot starts past what walcast received (re-created, or consumed by another client): changes in between are lost; every project is told to resync",
+			"slot", r.cfg.Slot, "received_lsn", pglogrepl.LSN(received).String(), "slot_confirmed_lsn", pglogrepl.LSN(confirmedFlush).String())
+		if r.cfg.OnGap != nil {
+			r.cfg.OnGap(confirmedFlush)
+		}
 	}
 	if r.onStart != nil {
 		r.onStart(confirmedFlush, walEnd)
