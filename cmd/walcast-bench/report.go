@@ -109,7 +109,7 @@ func report(o options, r result, all []sample, stdout io.Writer) error {
 		row("slow subscribers closed", fmt.Sprintf("%d of %d (4008: %d, write timeout: %d)", r.SlowClosed+r.SlowDropped, r.Slow, r.SlowClosed, r.SlowDropped))
 	}
 	if r.PingFlood > 0 {
-		row("ping flooders closed", fmt.Sprintf("%d of %d", r.FloodersClosed, r.PingFlood))
+		row("ping flooders", fmt.Sprintf("%d, each reopening after a close: %d sockets closed by the server", r.PingFlood, r.FloodersClosed))
 	}
 	tw.Flush()
 	return writeOutputs(o, r, all)

@@ -34,6 +34,7 @@ type options struct {
 	duration           time.Duration
 	slow               int
 	pingFlood          int
+	floodEvery         time.Duration
 	bulkRows           int
 	idle               bool
 	pid                int
@@ -60,6 +61,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the writers run")
 	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), spread over the projects like the others")
 	fs.IntVar(&o.pingFlood, "ping-flood", 0, "extra subscribers that never read and send WebSocket pings as fast as they can, spread over the projects like the others")
+	fs.DurationVar(&o.floodEvery, "flood-every", 3*time.Second, "with --ping-flood: a flooder opens a new socket this long after the server closed its last")
 	fs.IntVar(&o.bulkRows, "bulk-rows", 0, "instead of writers: one transaction inserting this many messages, spread over --projects (one subscriber each); reports walcast's peak RSS over idle and commit→BULK time")
 	fs.BoolVar(&o.idle, "idle", false, "open and subscribe the sockets, write nothing, report memory per socket")
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "with --idle: how long the sockets stay open before memory is read")
@@ -97,6 +99,7 @@ type subscriber struct {
 	samples       []sample
 	received      int64
 	closeCode     int
+	floods        int // flooder sockets the server closed
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -167,7 +170,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var flooders sync.WaitGroup
 	for _, s := range subs[o.subscribers+o.slow:] {
 		flooders.Add(1)
-		go func() { defer flooders.Done(); s.floodPings(floodCtx) }()
+		go func() {
+			defer flooders.Done()
+			s.floods = s.floodPings(floodCtx, strings.Replace(o.url, "http", "ws", 1)+"/ws", o.secret, o.floodEvery)
+		}()
 	}
 	cpu0, cpuAt0 := cpuSeconds(pid), time.Now()
 	committed, sent := drive(ctx, o, pool, fx, healthy, stderr)
@@ -220,9 +226,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	for _, s := range subs[o.subscribers+o.slow:] {
-		if s.closeCodeAfterDrain() != 0 {
-			res.FloodersClosed++
-		}
+		res.FloodersClosed += s.floods
 	}
 	return report(o, res, all, stdout)
 }
@@ -347,17 +351,33 @@ func (s *subscriber) connect(ctx context.Context, url, secret string) error {
 }
 
 // floodPings sends the largest pings as fast as the connection takes them
-// and reads nothing, until ctx ends or the server closes the socket.
-func (s *subscriber) floodPings(ctx context.Context) {
+// and reads nothing; after the server closes the socket it opens another
+// (every later) and floods again, until ctx ends. It returns how many of its sockets the
+// server closed.
+func (s *subscriber) floodPings(ctx context.Context, url, secret string, every time.Duration) (closed int) {
 	ping := bytes.Repeat([]byte{'p'}, 125)
-	// A write blocked at the end of the run is cut by the deadline.
-	stop := context.AfterFunc(ctx, func() { _ = s.conn.conn.SetWriteDeadline(time.Now()) })
-	defer stop()
 	for ctx.Err() == nil {
-		if s.conn.writeFrame(0x9, ping) != nil {
-			return
+		conn := s.conn
+		// A write blocked at the end of the run is cut by the deadline.
+		stop := context.AfterFunc(ctx, func() { _ = conn.conn.SetWriteDeadline(time.Now()) })
+		for ctx.Err() == nil && conn.writeFrame(0x9, ping) == nil {
+		}
+		stop()
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			return closed
+		}
+		closed++
+		select { // a new attacker socket, as a hostile client would
+		case <-ctx.Done():
+			return closed
+		case <-time.After(every):
+		}
+		if s.connect(ctx, url, secret) != nil {
+			return closed
 		}
 	}
+	return closed
 }
 
 // closeCodeAfterDrain reads what a slow subscriber left unread and returns

@@ -121,6 +121,18 @@ func (c *corkConn) writeText(p []byte) {
 	c.mu.Unlock()
 }
 
+// writeClose appends a close frame (RFC 6455 §5.5.1) with code and a
+// reason of at most 123 bytes, for a close that does not wait for the
+// peer's answer.
+func (c *corkConn) writeClose(code uint16, reason string) {
+	reason = reason[:min(len(reason), 123)]
+	c.mu.Lock()
+	c.buf = append(c.buf, 0x88, byte(2+len(reason)), byte(code>>8), byte(code))
+	c.buf = append(c.buf, reason...)
+	c.ends = append(c.ends, len(c.buf))
+	c.mu.Unlock()
+}
+
 // tryFlush writes what is buffered with one write that does not wait. It
 // reports false when some of it is left: another writer holds the
 // connection, the socket's buffer is full, the write failed, or there is

@@ -457,9 +457,15 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 		case sig&sigDone != 0:
 			return false
 		case sig&sigFlood != 0:
+			// No closing handshake: waiting for the peer's close frame
+			// would mean reading its flood until the timeout. The close
+			// frame goes if the socket takes it at once.
 			sc.srv.metrics.FloodCloses.Inc()
 			sc.log.Warn("client floods frames past its rate: closing socket")
-			sc.close(websocket.StatusPolicyViolation, "too many frames")
+			sc.cork.cutToFrameInFlight()
+			sc.cork.writeClose(uint16(websocket.StatusPolicyViolation), "too many frames")
+			sc.cork.tryFlush()
+			_ = sc.conn.CloseNow()
 			return false
 		case sig&sigShutdown != 0:
 			sc.close(websocket.StatusGoingAway, "server shutting down")
