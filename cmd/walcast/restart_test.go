@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func TestResumeRightAfterKillWithAFullWindow(t *testing.T) {
 
 	const clients = 10
 	last := make([]string, clients)
+	read := make([]atomic.Int64, clients)
 	var wg sync.WaitGroup
 	for i := range clients {
 		c := dial(t, &instance{base: p.base}, alice)
@@ -41,11 +43,22 @@ func TestResumeRightAfterKillWithAFullWindow(t *testing.T) {
 					return
 				}
 				last[i] = f.str("position")
+				read[i].Add(1)
 			}
 		}()
 	}
-	for range 200 {
-		db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) SELECT $1, $2, 'windowed ' || i FROM generate_series(1, 100) i`, project, alice)
+	// Written at the pace the clients read (the window filling is on
+	// trial here, not the queue bound).
+	for k := range 40 { // 500 rows each: not over the bulk threshold
+		db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) SELECT $1, $2, 'windowed ' || i FROM generate_series(1, 500) i`, project, alice)
+		waitFor(t, 30*time.Second, "clients read the batch", func() bool {
+			for i := range read {
+				if read[i].Load() < int64(1000*(k+1)) && !t.Failed() {
+					return false
+				}
+			}
+			return true
+		})
 	}
 	wg.Wait()
 	if t.Failed() {

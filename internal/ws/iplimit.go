@@ -49,31 +49,19 @@ func (l *keyedLimiter) allow(key string, now time.Time) bool {
 	return e.lim.AllowN(now, 1)
 }
 
-// reserve takes a token of key's bucket, if it has one, and returns the
-// function that gives it back (when what it was taken for did not happen).
-// Taken before the work, not after it, so that concurrent callers cannot
-// all pass a bucket that has one token left.
-func (l *keyedLimiter) reserve(key string, now time.Time) (giveBack func(), ok bool) {
+// empty reports whether key's bucket has no token left, taking none.
+// (Checked before the work and charged after it, with allow, when the
+// work was refused: a reservation given back does not restore its token
+// when others were taken since, and concurrent subscribes of one user
+// drained the bucket that way.)
+func (l *keyedLimiter) empty(key string, now time.Time) bool {
 	if l.rate <= 0 {
-		return func() {}, true
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.byIP) >= l.maxSize || now.Sub(l.swept) > time.Minute {
-		l.sweep(now)
-	}
-	e, found := l.byIP[key]
-	if !found {
-		e = &ipEntry{lim: rate.NewLimiter(l.rate, l.burst)}
-		l.byIP[key] = e
-	}
-	e.seen = now
-	r := e.lim.ReserveN(now, 1)
-	if !r.OK() || r.DelayFrom(now) > 0 {
-		r.CancelAt(now)
-		return nil, false
-	}
-	return func() { r.Cancel() }, true
+	e, ok := l.byIP[key]
+	return ok && e.lim.TokensAt(now) < 1
 }
 
 // sweep forgets addresses idle long enough for their bucket to be full.

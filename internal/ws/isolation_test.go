@@ -6,16 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/walcast/walcast/internal/access"
+	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/metrics"
 )
 
 // frame writes one masked client frame.
@@ -252,4 +259,65 @@ func TestSlowReaderEndsWith4008AfterWholeFrames(t *testing.T) {
 	if got := testutil.ToFloat64(s.metrics.SlowConsumerCloses); got != 1 {
 		t.Fatalf("slow consumer closes counted: %v", got)
 	}
+}
+
+// slowMembers says yes after a moment, so that subscribes overlap.
+type slowMembers struct{}
+
+func (slowMembers) Lookup(ctx context.Context, _, _ string, _ bool) (access.Proof, error) {
+	select {
+	case <-time.After(50 * time.Millisecond):
+	case <-ctx.Done():
+	}
+	return access.Proof{Member: true, Fresh: true}, nil
+}
+
+// TestManySubscribesOfAMemberAreNotLimited: the per-user budget of refused
+// subscribes is charged only by refusals: a member subscribing to many
+// projects from many sockets at once is never answered rate_limited.
+func TestManySubscribesOfAMemberAreNotLimited(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	h := hub.New(hub.Config{QueueSize: 64, AccessWait: time.Second}, m)
+	h.SetFloor(1)
+	v, _ := auth.NewVerifier([]byte(testSecret), "HS256", 0)
+	s := NewServer(Config{WriteTimeout: 2 * time.Second, FrameRate: 100, FrameBurst: 100, ForbiddenRate: 1, ForbiddenBurst: 5},
+		h, v, slowMembers{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	tok, _ := auth.Issue([]byte(testSecret), "HS256", "11111111-1111-4111-8111-111111111111", time.Hour, time.Now())
+	url := strings.Replace(srv.URL, "http", "ws", 1) + "/?token=" + tok
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 5 {
+		c, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		for p := range 8 {
+			project := fmt.Sprintf("%08d-0000-4000-8000-000000000000", p)
+			if err := c.Write(ctx, websocket.MessageText, []byte(`{"action":"subscribe","project_id":"`+project+`"}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 8 {
+				_, b, err := c.Read(ctx)
+				if err != nil || !strings.Contains(string(b), `"subscribed"`) {
+					errs <- fmt.Errorf("%s %v", b, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	_ = s.Shutdown(ctx)
 }

@@ -390,9 +390,8 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 	case ActionSubscribe:
 		userID := sc.client.UserID()
 		// A refused subscribe costs the user a token of a budget shared
-		// by all their sockets; any other outcome gives it back.
-		giveBack, ok := sc.srv.denials.reserve(userID, time.Now())
-		if !ok {
+		// by all their sockets.
+		if sc.srv.denials.empty(userID, time.Now()) {
 			sc.sendError(CodeRateLimited, "too many refused subscribes; slow down", cmd.ProjectID)
 			return
 		}
@@ -401,13 +400,11 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, cmd.Since, func(ctx context.Context, fresh bool) (access.Proof, error) {
 			return sc.srv.members.Lookup(ctx, cmd.ProjectID, userID, fresh)
 		})
-		if !errors.Is(err, hub.ErrForbidden) {
-			giveBack()
-		}
 		switch {
 		case err == nil:
 			sc.log.Debug("subscribed", "project_id", cmd.ProjectID, "position", res.Position.String(), "replayed", res.Replayed, "resync", res.Resync)
 		case errors.Is(err, hub.ErrForbidden):
+			sc.srv.denials.allow(userID, time.Now())
 			sc.sendError(CodeForbidden, "not a member of this project", cmd.ProjectID)
 		case errors.Is(err, hub.ErrAlreadySubscribed), errors.Is(err, hub.ErrTooManySubs):
 			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
