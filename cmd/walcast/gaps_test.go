@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/pgtest"
+)
+
+// gapUntil reads c until a frame of typ for projectID arrives and returns
+// it with the message contents received before it.
+func gapUntil(t *testing.T, c *client, typ, projectID string, within time.Duration) (frame, []string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var contents []string
+	for {
+		f, err := c.tryRead(max(time.Until(deadline), time.Millisecond))
+		if err != nil {
+			t.Fatalf("waiting for %s of %s: %v (messages meanwhile: %v)", typ, projectID, err, contents)
+		}
+		if f.str("type") == typ && f.str("project_id") == projectID {
+			return f, contents
+		}
+		if f.str("type") == "message_created" {
+			contents = append(contents, f.data()["content"].(string))
+		}
+	}
+}
+
+// dropSlot ends walcast's walsender and drops its slot (an operator, or a
+// second deployment's clean-up): walcast reconnects at once, so it is
+// retried until the drop wins.
+func dropSlot(t *testing.T, db *pgtest.DB, slot string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "slot dropped", func() bool {
+		_, _ = db.Pool.Exec(context.Background(), `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+		_, err := db.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot)
+		return err == nil
+	})
+}
+
+// TestSlotDroppedOrRecreatedIsSignalled: a slot dropped while walcast
+// streams from it (walcast re-creates it), or dropped and re-created by an
+// operator, loses what was committed in between: every subscriber gets
+// resync_required, and a resume from before the gap is answered with it.
+func TestSlotDroppedOrRecreatedIsSignalled(t *testing.T) {
+	for _, recreate := range []bool{false, true} {
+		name := "dropped"
+		if recreate {
+			name = "re-created by an operator"
+		}
+		t.Run(name, func(t *testing.T) {
+			db := newDB(t)
+			env := baseEnv(t, db)
+			in := start(t, db, env)
+			a, m := dial(t, in, alice), dial(t, in, mallory)
+			a.subscribe(project)
+			m.subscribe(project2)
+			db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'before')`, project, alice)
+			before, _ := gapUntil(t, a, "message_created", project, 5*time.Second)
+
+			dropSlot(t, db, env["WALCAST_SLOT_NAME"])
+			db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'lost')`, project, alice)
+			if recreate {
+				// Create it before walcast does (it reconnects within its
+				// backoff): either way a gap.
+				_, _ = db.Pool.Exec(context.Background(), `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, env["WALCAST_SLOT_NAME"])
+			}
+			for c, p := range map[*client]string{a: project, m: project2} {
+				f, _ := gapUntil(t, c, "resync_required", p, 20*time.Second)
+				if f.str("position") <= before.str("position") {
+					t.Fatalf("resync at %s, not after %s", f.str("position"), before.str("position"))
+				}
+			}
+			db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'after')`, project, alice)
+			if f, _ := gapUntil(t, a, "message_created", project, 10*time.Second); f.data()["content"] != "after" {
+				t.Fatalf("after the gap: %v", f)
+			}
+			// A client that saw only "before" resumes: it must be told.
+			b := dial(t, in, alice)
+			b.send(map[string]string{"action": "subscribe", "project_id": project, "since": before.str("position")})
+			gapUntil(t, b, "resync_required", project, 5*time.Second)
+			if v, ok := accMetric(t, in, "walcast_stream_gaps_total"); !ok || v < 1 {
+				t.Fatalf("walcast_stream_gaps_total: found=%v value=%v", ok, v)
+			}
+		})
+	}
+}
+
+// TestTableBackInThePublicationResyncs: changes of a table out of the
+// publication are never streamed; walcast is unready meanwhile, and when
+// the table is back every project is told to resync.
+func TestTableBackInThePublicationResyncs(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
+	in := start(t, db, env)
+	a := dial(t, in, alice)
+	a.subscribe(project)
+	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` DROP TABLE messages`)
+	waitFor(t, 5*time.Second, "unready while messages is out of the publication", func() bool {
+		resp, err := http.Get(in.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'unseen')`, project, alice)
+	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` ADD TABLE messages`)
+	if _, got := gapUntil(t, a, "resync_required", project, 5*time.Second); len(got) != 0 {
+		t.Fatalf("messages before the resync: %v", got)
+	}
+}
+
+// TestUnmappableChangeResyncs: a change whose project the stream does not
+// carry (the column renamed under walcast) is never dropped silently:
+// every project is told to resync at its position.
+func TestUnmappableChangeResyncs(t *testing.T) {
+	db := newDB(t)
+	in := start(t, db, baseEnv(t, db))
+	a := dial(t, in, alice)
+	a.subscribe(project)
+	db.Exec(t, `ALTER TABLE messages RENAME COLUMN project_id TO pid`)
+	db.Exec(t, `INSERT INTO messages (pid, sender_id, content) VALUES ($1, $2, 'renamed')`, project, alice)
+	gapUntil(t, a, "resync_required", project, 5*time.Second)
+}
+
+// TestRowMovedToAnotherProjectReachesBoth: a task moved to another project
+// leaves the old one as a deletion (its subscribers drop it from their
+// lists) and arrives in the new one, both at the change's position, and a
+// resume replays both.
+func TestRowMovedToAnotherProjectReachesBoth(t *testing.T) {
+	db := newDB(t)
+	db.Exec(t, `INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)`, project2, alice)
+	in := start(t, db, baseEnv(t, db))
+	old, nw := dial(t, in, bob), dial(t, in, mallory)
+	sub := old.subscribe(project)
+	nw.subscribe(project2)
+	const task = "eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee"
+	db.Exec(t, `INSERT INTO tasks (id, project_id, title) VALUES ($1, $2, 'moving')`, task, project)
+	gapUntil(t, old, "task_created", project, 5*time.Second)
+	db.Exec(t, `UPDATE tasks SET project_id = $1 WHERE id = $2`, project2, task)
+
+	inv, _ := gapUntil(t, old, "cache_invalidate", project, 5*time.Second)
+	gone, _ := gapUntil(t, old, "task_deleted", project, 5*time.Second)
+	if inv.str("action") != "DELETE" || inv.str("id") != task || gone.data()["projectId"] != project {
+		t.Fatalf("old project: %v then %v", inv, gone)
+	}
+	arrived, _ := gapUntil(t, nw, "task_updated", project2, 5*time.Second)
+	if arrived.data()["projectId"] != project2 {
+		t.Fatalf("new project: %v", arrived)
+	}
+	p1, _ := events.ParsePosition(gone.str("position"))
+	p2, _ := events.ParsePosition(arrived.str("position"))
+	if p1.LSN != p2.LSN || p1.Compare(p2) >= 0 {
+		t.Fatalf("positions %s, %s: one transaction, the old project first", gone.str("position"), arrived.str("position"))
+	}
+	// Resumed from before the move, both projects replay it.
+	r := dial(t, in, alice)
+	r.send(map[string]string{"action": "subscribe", "project_id": project, "since": sub.str("position")})
+	gapUntil(t, r, "task_deleted", project, 5*time.Second)
+	r.send(map[string]string{"action": "subscribe", "project_id": project2, "since": sub.str("position")})
+	gapUntil(t, r, "task_updated", project2, 5*time.Second)
+}
