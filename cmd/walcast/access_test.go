@@ -35,9 +35,7 @@ import (
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
-	"github.com/walcast/walcast/internal/migrate"
 	"github.com/walcast/walcast/internal/pgtest"
-	"github.com/walcast/walcast/migrations"
 )
 
 // carol is an extra user some tests add; she is in no project at first.
@@ -667,19 +665,8 @@ func accPoll(within time.Duration, cond func() bool) bool {
 // So walcast has seen bob's removal while every other session still sees
 // bob's row: nothing in walcast may trust that row any more.
 func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
-	cluster := pgtest.NewCluster(t)
+	cluster := newClusterDB(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, cluster.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := migrate.Apply(ctx, conn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, fixture); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
 
 	in := start(t, nil, map[string]string{
 		"WALCAST_DATABASE_URL": cluster.URL,

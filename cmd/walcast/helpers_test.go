@@ -19,7 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/migrate"
 	"github.com/walcast/walcast/internal/pgtest"
+	"github.com/walcast/walcast/migrations"
 )
 
 const testSecret = "test-secret-0123456789abcdef"
@@ -90,6 +92,26 @@ func newDB(t *testing.T) *pgtest.DB {
 	db := pgtest.New(t)
 	db.Exec(t, fixture)
 	return db
+}
+
+// newClusterDB starts a PostgreSQL cluster of the test's own (for tests
+// that stop it or reconfigure it) with the schema and the fixture loaded.
+func newClusterDB(t *testing.T, conf ...string) *pgtest.Cluster {
+	t.Helper()
+	cluster := pgtest.NewCluster(t, conf...)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, cluster.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := migrate.Apply(ctx, conn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, fixture); err != nil {
+		t.Fatal(err)
+	}
+	return cluster
 }
 
 // baseEnv is the environment of a walcast on db with a unique slot.

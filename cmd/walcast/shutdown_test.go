@@ -21,19 +21,8 @@ import (
 // position as invalid; when PostgreSQL comes back walcast reconnects, and
 // clients keep their sockets and get the next change exactly once.
 func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
-	cluster := pgtest.NewCluster(t)
+	cluster := newClusterDB(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, cluster.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := migrate.Apply(ctx, conn, migrate.Set{Name: "schema", FS: migrations.Schema, Dir: "."}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, fixture); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
 
 	env := map[string]string{
 		"WALCAST_DATABASE_URL":  cluster.URL,
@@ -63,7 +52,7 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 	}
 
 	// The window is held: the slot is confirmed before that transaction.
-	conn, err = pgx.Connect(ctx, cluster.URL)
+	conn, err := pgx.Connect(ctx, cluster.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
