@@ -9,24 +9,13 @@ import (
 	"unicode/utf8"
 )
 
-// timeLayout is RFC 3339 with the microsecond precision PostgreSQL keeps.
-const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
-
 // appendTime writes t in timeLayout. Years 0–9999 are written digit by
 // digit: AppendFormat interprets its layout on every call, and formatting
 // two timestamps per change was 8 % of walcast's CPU under insert load.
 func appendTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	if y < 0 || y > 9999 {
-		return t.AppendFormat(b, timeLayout)
-	}
+	t = ClampJS(t)
+	b = appendDate(b, t)
 	h, mi, s := t.Clock()
-	b = appendDigits(b, y, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(mo), 2)
-	b = append(b, '-')
-	b = appendDigits(b, d, 2)
 	b = append(b, 'T')
 	b = appendDigits(b, h, 2)
 	b = append(b, ':')
@@ -36,6 +25,67 @@ func appendTime(b []byte, t time.Time) []byte {
 	b = append(b, '.')
 	b = appendDigits(b, t.Nanosecond()/1000, 6)
 	return append(b, 'Z')
+}
+
+// JavaScript's Date holds ±8.64e15 ms around the Unix epoch; PostgreSQL's
+// timestamps reach further (to 294276 AD) and have ±infinity.
+var (
+	JSMaxTime = time.UnixMilli(8_640_000_000_000_000).UTC() // +275760-09-13
+	JSMinTime = time.UnixMilli(-8_640_000_000_000_000).UTC() // -271821-04-20
+)
+
+// ClampJS bounds t to what JavaScript's Date holds: a value past either
+// end (and ±infinity, which the decoder maps to the ends) is sent as that
+// end, so that `new Date(value)` is never NaN and values still sort.
+func ClampJS(t time.Time) time.Time {
+	switch t = t.UTC(); {
+	case t.After(JSMaxTime):
+		return JSMaxTime
+	case t.Before(JSMinTime):
+		return JSMinTime
+	}
+	return t
+}
+
+// appendDate writes t's date as YYYY-MM-DD, or, for a year outside
+// 0000–9999, in ISO 8601's expanded form with a sign and six digits
+// (+010000-01-01, -000043-03-15: astronomical years, 0 is 1 BC), which
+// is what JavaScript's Date parses.
+func appendDate(b []byte, t time.Time) []byte {
+	y, mo, d := t.Date()
+	switch {
+	case y < 0:
+		b = append(b, '-')
+		b = appendDigits(b, -y, 6)
+	case y > 9999:
+		b = append(b, '+')
+		b = appendDigits(b, y, 6)
+	default:
+		b = appendDigits(b, y, 4)
+	}
+	b = append(b, '-')
+	b = appendDigits(b, int(mo), 2)
+	b = append(b, '-')
+	return appendDigits(b, d, 2)
+}
+
+// FormatDate is a date column's JSON string (see appendDate), clamped to
+// what JavaScript's Date holds.
+func FormatDate(t time.Time) string { return string(appendDate(nil, ClampJS(t))) }
+
+// FormatLocalTime is a timestamp-without-time-zone column's JSON string:
+// the date as appendDate writes it, then THH:MM:SS and up to six fraction
+// digits, no offset, clamped a day inside what JavaScript's Date holds
+// (Date reads it in the browser's time zone, up to 14 h either way).
+func FormatLocalTime(t time.Time) string {
+	switch t = t.UTC(); {
+	case t.After(JSMaxTime.AddDate(0, 0, -1)):
+		t = JSMaxTime.AddDate(0, 0, -1)
+	case t.Before(JSMinTime.AddDate(0, 0, 1)):
+		t = JSMinTime.AddDate(0, 0, 1)
+	}
+	b := appendDate(make([]byte, 0, 32), t)
+	return string(t.AppendFormat(b, "T15:04:05.999999"))
 }
 
 // appendDigits writes v, 0 <= v < 10^n, as exactly n decimal digits.

@@ -21,7 +21,13 @@ func TestAppendTimeMatchesAppendFormat(t *testing.T) {
 		cases = append(cases, time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)))
 	}
 	for _, tc := range cases {
-		got, want := string(appendTime(nil, tc)), tc.UTC().Format(timeLayout)
+		got, want := string(appendTime(nil, tc)), tc.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+		switch y := tc.UTC().Year(); {
+		case y > 9999:
+			want = "+0" + want // ISO 8601's expanded years, as Date parses them
+		case y < 0:
+			want = "-00" + want[1:]
+		}
 		if got != want {
 			t.Fatalf("appendTime(%v) = %s, want %s", tc, got, want)
 		}

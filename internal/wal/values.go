@@ -6,7 +6,22 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/walcast/walcast/internal/events"
 )
+
+// finite maps PostgreSQL's ±infinity to the ends of what JavaScript's
+// Date holds (events.JSMaxTime, JSMinTime): one representation a frontend
+// can parse, and that sorts after (before) every real value.
+func finite(t time.Time, inf pgtype.InfinityModifier) time.Time {
+	switch inf {
+	case pgtype.Infinity:
+		return events.JSMaxTime
+	case pgtype.NegativeInfinity:
+		return events.JSMinTime
+	}
+	return t
+}
 
 // decodeText turns the text form of a column value, as pgoutput sends it,
 // into the typed value events.Column documents. A value that does not parse
@@ -54,18 +69,18 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 			return t.UTC()
 		}
 		var ts pgtype.Timestamptz
-		if err := m.Scan(oid, pgtype.TextFormatCode, src, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite {
-			return ts.Time.UTC()
+		if err := m.Scan(oid, pgtype.TextFormatCode, src, &ts); err == nil && ts.Valid {
+			return events.ClampJS(finite(ts.Time, ts.InfinityModifier))
 		}
 	case pgtype.TimestampOID:
 		var ts pgtype.Timestamp
-		if err := m.Scan(oid, pgtype.TextFormatCode, src, &ts); err == nil && ts.Valid && ts.InfinityModifier == pgtype.Finite {
-			return ts.Time.Format("2006-01-02T15:04:05.999999")
+		if err := m.Scan(oid, pgtype.TextFormatCode, src, &ts); err == nil && ts.Valid {
+			return events.FormatLocalTime(finite(ts.Time, ts.InfinityModifier))
 		}
 	case pgtype.DateOID:
 		var d pgtype.Date
-		if err := m.Scan(oid, pgtype.TextFormatCode, src, &d); err == nil && d.Valid && d.InfinityModifier == pgtype.Finite {
-			return d.Time.Format(time.DateOnly)
+		if err := m.Scan(oid, pgtype.TextFormatCode, src, &d); err == nil && d.Valid {
+			return events.FormatDate(finite(d.Time, d.InfinityModifier))
 		}
 	default:
 		if dt, ok := m.TypeForOID(oid); ok {
