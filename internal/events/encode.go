@@ -30,7 +30,7 @@ func appendTime(b []byte, t time.Time) []byte {
 // JavaScript's Date holds ±8.64e15 ms around the Unix epoch; PostgreSQL's
 // timestamps reach further (to 294276 AD) and have ±infinity.
 var (
-	JSMaxTime = time.UnixMilli(8_640_000_000_000_000).UTC() // +275760-09-13
+	JSMaxTime = time.UnixMilli(8_640_000_000_000_000).UTC()  // +275760-09-13
 	JSMinTime = time.UnixMilli(-8_640_000_000_000_000).UTC() // -271821-04-20
 )
 
