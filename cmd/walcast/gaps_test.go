@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/pgtest"
+	"github.com/walcast/walcast/internal/wal"
 )
 
 // gapUntil reads c until a frame of typ for projectID arrives and returns
@@ -165,4 +168,47 @@ func TestRowMovedToAnotherProjectReachesBoth(t *testing.T) {
 	gapUntil(t, r, "task_deleted", project, 5*time.Second)
 	r.send(map[string]string{"action": "subscribe", "project_id": project2, "since": sub.str("position")})
 	gapUntil(t, r, "task_updated", project2, 5*time.Second)
+}
+
+// TestNewClusterBehindTheOldStopsWalcast: the database moved to another
+// cluster (a restore, a blue/green switch) whose WAL ends before what
+// walcast had received: carrying on would take every new change for one
+// already published and mute every client, so walcast stops with an
+// error (a supervisor restarts it; clients then resume with
+// resync_required, TestForgedOrForeignSinceResyncs).
+func TestNewClusterBehindTheOldStopsWalcast(t *testing.T) {
+	old := newClusterDB(t)
+	in := start(t, nil, map[string]string{
+		"WALCAST_DATABASE_URL": old.URL, "WALCAST_JWT_SECRET": testSecret, "WALCAST_HTTP_ADDR": freeAddr(t),
+		"WALCAST_CONFIG": "../../config/walcast.yaml", "WALCAST_LOG_LEVEL": "warn",
+	})
+	c := dial(t, in, alice)
+	c.subscribe(project)
+	ctx := context.Background()
+	conn, err := old.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two WAL segments further on than a fresh cluster, then a change
+	// walcast reads: it has received that far.
+	_, _ = conn.Exec(ctx, `SELECT pg_switch_wal(); CREATE TABLE filler (x int); INSERT INTO filler VALUES (1); SELECT pg_switch_wal()`)
+	if _, err := conn.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'old cluster')`, project, alice); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	gapUntil(t, c, "message_created", project, 5*time.Second)
+	if _, err := old.StopFast(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	newClusterDB(t, fmt.Sprintf("port = %d", old.Port)) // the new cluster, at the same address
+
+	select {
+	case err := <-in.done:
+		in.done <- nil // stop() at cleanup expects a clean end
+		if !errors.Is(err, wal.ErrWALBehind) {
+			t.Fatalf("walcast ended with %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("walcast did not stop\n%s", in.logs.String())
+	}
 }

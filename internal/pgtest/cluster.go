@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -9,8 +10,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Cluster is a PostgreSQL server of a test's own, for tests that stop and
@@ -40,6 +44,15 @@ func NewCluster(t testing.TB, conf ...string) *Cluster {
 		t.Fatal(err)
 	}
 	c := &Cluster{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, Port: freePort(t)}
+	for _, line := range conf {
+		// A "port = N" line chooses the port (a cluster taking another's
+		// place at the same address).
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "port" {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				c.Port = n
+			}
+		}
+	}
 	c.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)
 	if os.Getuid() == 0 {
 		u, err := user.Lookup("postgres")
@@ -122,4 +135,10 @@ func freePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Connect opens a connection to the cluster's postgres database as the
+// superuser.
+func (c *Cluster) Connect(ctx context.Context) (*pgx.Conn, error) {
+	return pgx.Connect(ctx, c.URL)
 }

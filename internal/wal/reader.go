@@ -137,6 +137,9 @@ func (r *Reader) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, ErrWALBehind) {
+			return err // a fresh start resumes clients with resync_required
+		}
 		r.mu.Lock()
 		r.lastErr = err
 		r.mu.Unlock()
@@ -215,6 +218,14 @@ func (r *Reader) stream(ctx context.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if received > 0 && walEnd > 0 && walEnd < received {
+		// The server's WAL ends before what this process received: it is
+		// another cluster (a restore, a blue/green switch). The hub's
+		// positions and its clients' belong to the old one; carrying on
+		// would take every new change for one already published.
+		return fmt.Errorf("%w: the server's WAL ends at %s, before %s that walcast received; restart walcast to follow the new cluster (clients then resume with resync_required)",
+			ErrWALBehind, pglogrepl.LSN(walEnd), pglogrepl.LSN(received))
 	}
 	if received > 0 && confirmedFlush > received {
 		r.log.Error("replication slot starts past what walcast received (re-created, or consumed by another client): changes in between are lost; every project is told to resync",
@@ -498,6 +509,10 @@ func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (
 	}
 	return confirmed, walEnd, nil
 }
+
+// ErrWALBehind reports a server whose WAL ends before what walcast had
+// received from it: another cluster. Run returns it; walcast stops.
+var ErrWALBehind = errors.New("the database's WAL went backwards")
 
 // ErrNoSlot reports that the configured replication slot does not exist.
 var ErrNoSlot = errors.New("replication slot does not exist")
