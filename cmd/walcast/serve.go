@@ -213,6 +213,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	clustered := cfg.Cluster.NATSURL != ""
 	onStart := func(confirmed, walEnd uint64) { h.SetFloor(confirmed); h.CatchUp(walEnd) }
 	onGap := func(walPos uint64) { h.Gap(walPos, time.Now()) }
+	downNotice := cfg.Replication.DownNotice
 	reconnectMax, standbyPoll := cfg.Replication.ReconnectMax, time.Duration(0)
 	if clustered {
 		bus, err := cluster.Connect(ctx, cluster.Config{
@@ -226,6 +227,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		pub.bus = bus
 		// In cluster mode the stream's own floor and gaps are the bus's.
 		onStart, onGap = nil, nil
+		downNotice = 0 // a standby's reader is down by design
 		reconnectMax, standbyPoll = cfg.Cluster.FailoverPoll, cfg.Cluster.FailoverPoll
 		// History comes from the stream: the hub knows everything after
 		// its oldest retained event, or, for an empty stream, after the
@@ -262,6 +264,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
 			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain, OnGap: onGap,
+			DownNotice: downNotice, OnDown: h.StreamDown, OnUp: h.StreamUp,
 		}, mapper.Watches, pub.take, onStart, log, m)
 		reader = walReader
 	}

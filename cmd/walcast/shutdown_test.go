@@ -30,6 +30,7 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 		"WALCAST_HTTP_ADDR":     freeAddr(t),
 		"WALCAST_CONFIG":        "../../config/walcast.yaml",
 		"WALCAST_HOLD_BACK_AGE": "1h",
+		"WALCAST_DOWN_NOTICE":   "1s",
 	}
 	in := start(t, nil, env)
 	c := dial(t, in, alice)
@@ -75,6 +76,10 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 		status, _ := doJSON(t, http.MethodGet, in.base+"/readyz", "", "", "")
 		return status == http.StatusServiceUnavailable
 	})
+	// Down past the notice: the open socket is told, not left silent.
+	if f := c.read(10 * time.Second); f.str("type") != "stream_down" || f.str("project_id") != project || f.str("since") == "" {
+		t.Fatalf("want stream_down, got %v", f)
+	}
 
 	if err := cluster.Start(); err != nil {
 		t.Fatal(err)
@@ -83,6 +88,9 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 		status, _ := doJSON(t, http.MethodGet, in.base+"/readyz", "", "", "")
 		return status == http.StatusOK
 	})
+	if f := c.read(5 * time.Second); f.str("type") != "stream_up" || f.str("project_id") != project {
+		t.Fatalf("want stream_up, got %v", f)
+	}
 	insert("after restart")
 	// The replayed window is not delivered again; the new change is.
 	c.read(5 * time.Second)

@@ -102,6 +102,9 @@ type Replication struct {
 	// table is still in the publication (a table dropped from it streams
 	// nothing, and says nothing).
 	PublicationCheck time.Duration `yaml:"publication_check_interval"`
+	// DownNotice: a stream down longer than this is told to subscribers
+	// (stream_down, then stream_up); 0 never tells them.
+	DownNotice time.Duration `yaml:"down_notice"`
 	// RetainedWALWarnBytes: above this much WAL kept for the slot, walcast
 	// logs a warning and sets walcast_retained_wal_warning.
 	RetainedWALWarnBytes int64 `yaml:"retained_wal_warn_bytes"`
@@ -182,7 +185,7 @@ func Default() Config {
 			Slot: "walcast", Publication: "walcast",
 			StatusInterval: time.Second, StandbyTimeout: 10 * time.Second,
 			HoldBackAge: 5 * time.Minute, HoldBackBytes: 64 << 20,
-			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second,
+			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second, DownNotice: 30 * time.Second,
 			RetainedWALWarnBytes: 1 << 30,
 		},
 		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: 0,
@@ -276,6 +279,7 @@ var envVars = []struct {
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
 	{"WALCAST_PUBLICATION_CHECK_INTERVAL", func(c *Config, v string) error { return setDuration(&c.Replication.PublicationCheck, v) }},
 	{"WALCAST_MEMORY_LIMIT", func(c *Config, v string) error { return setInt64(&c.MemoryLimit, v) }},
+	{"WALCAST_DOWN_NOTICE", func(c *Config, v string) error { return setDuration(&c.Replication.DownNotice, v) }},
 	{"WALCAST_HOLD_BACK_AGE", func(c *Config, v string) error { return setDuration(&c.Replication.HoldBackAge, v) }},
 	{"WALCAST_HOLD_BACK_BYTES", func(c *Config, v string) error { return setInt64(&c.Replication.HoldBackBytes, v) }},
 	{"WALCAST_QUEUE_SIZE", func(c *Config, v string) error { return setInt(&c.Hub.QueueSize, v) }},

@@ -40,3 +40,22 @@ func positionFrame(typ, projectID string, pos Position, reason string) []byte {
 func InvalidateFrame(resource, id, action, projectID string, ts time.Time, pos Position) []byte {
 	return appendInvalidate(make([]byte, 0, 256), resource, id, action, projectID, appendTime(nil, ts), pos)
 }
+
+// StreamFrame is {"type":"stream_down","project_id":…,"since":…} while
+// changes cannot be read (since: when the stream went down), or
+// {"type":"stream_up","project_id":…} once they flow again.
+func StreamFrame(projectID string, down bool, since time.Time) []byte {
+	b := make([]byte, 0, 128)
+	if down {
+		b = append(b, `{"type":"stream_down","project_id":`...)
+	} else {
+		b = append(b, `{"type":"stream_up","project_id":`...)
+	}
+	b = appendString(b, projectID)
+	if down {
+		b = append(b, `,"since":"`...)
+		b = appendTime(b, since)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}

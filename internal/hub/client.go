@@ -287,6 +287,9 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		res.Position = s.skipThrough
 	}
 	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position), Type: "subscribed", Position: res.Position}})
+	if !h.downSince.IsZero() {
+		h.enqueue(c, Item{Frame: &Frame{Data: events.StreamFrame(projectID, true, h.downSince), Type: "stream_down"}})
+	}
 	s.state = subActive
 	h.metrics.Subscriptions.Inc()
 	if c.dropped {

@@ -122,6 +122,9 @@ type Hub struct {
 	// history is the newest position committed before the stream last
 	// started: events up to it are history the hub is catching up with.
 	history events.Position
+	// downSince, when set, is when the stream went down, as subscribers
+	// were told (stream_down); zero while it is up.
+	downSince time.Time
 	// gapAt is the newest position at which every project was told to
 	// resync because changes may have been lost: a resume from at or
 	// before it cannot be served seamlessly.
@@ -187,6 +190,46 @@ func (h *Hub) Gap(walPos uint64, commit time.Time) {
 		}
 	}
 	h.resyncEverywhere(pos, commit)
+}
+
+// StreamDown tells every subscriber, once, that changes cannot be read
+// since the given time (the replication stream has been down past a
+// bound): their sockets stay open and will deliver, late, what the slot
+// replays, or a resync_required. New subscriptions are told too.
+func (h *Hub) StreamDown(since time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.downSince.IsZero() {
+		return
+	}
+	h.downSince = since
+	h.streamFrames(true)
+}
+
+// StreamUp ends StreamDown: every subscriber is told changes flow again.
+func (h *Hub) StreamUp() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince.IsZero() {
+		return
+	}
+	h.streamFrames(false)
+	h.downSince = time.Time{}
+}
+
+func (h *Hub) streamFrames(down bool) {
+	typ := "stream_up"
+	if down {
+		typ = "stream_down"
+	}
+	for pid, t := range h.topics {
+		data := events.StreamFrame(pid, down, h.downSince)
+		for c, s := range t.subs {
+			if s.state == subActive {
+				h.enqueue(c, Item{Frame: &Frame{Data: data, Type: typ}})
+			}
+		}
+	}
 }
 
 // ResyncAll tells every project to resync at the newest position: changes

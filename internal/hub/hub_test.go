@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -438,5 +439,34 @@ func TestGapResyncsEveryProject(t *testing.T) {
 	at := events.Position{LSN: 0x8FF, Index: ^uint32(0)}
 	if res := subscribe(t, h, h.NewClient("e"), pB, &at); !res.Resync {
 		t.Fatalf("resume at the resync position of a table back in the publication: %+v", res)
+	}
+}
+
+// TestStreamDownAndUp: subscribers are told once when the stream has been
+// down past its notice and once when it is back; a subscription made
+// meanwhile is told after its subscribed frame.
+func TestStreamDownAndUp(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16})
+	a := h.NewClient("a")
+	subscribe(t, h, a, pA, nil)
+	since := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	h.StreamDown(since)
+	h.StreamDown(since.Add(time.Minute)) // told once
+	b := h.NewClient("b")
+	subscribe(t, h, b, pA, nil)
+	h.StreamUp()
+	h.StreamUp()
+	for name, c := range map[string]*Client{"a": a, "b": b} {
+		var types []string
+		for _, it := range c.Take(nil) {
+			c.Written(it)
+			types = append(types, it.Frame.Type)
+			if it.Frame.Type == "stream_down" && !strings.Contains(string(it.Frame.Data), `"since":"2026-11-27T12:00:00.000000Z"`) {
+				t.Fatalf("%s: %s", name, it.Frame.Data)
+			}
+		}
+		if fmt.Sprint(types) != "[subscribed stream_down stream_up]" {
+			t.Fatalf("%s got %v", name, types)
+		}
 	}
 }

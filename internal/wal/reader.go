@@ -50,6 +50,11 @@ type Config struct {
 	// Retain, when set, adds each decoded change to its transaction,
 	// keeping the memory of a large transaction bounded.
 	Retain func(txn *events.Txn, ch events.Change)
+	// DownNotice is how long the stream may be down before OnDown is told
+	// (0: never); OnUp is told when it is back after that.
+	DownNotice time.Duration
+	OnDown     func(since time.Time)
+	OnUp       func()
 	// OnGap, when set, is told that changes before walPos may never be
 	// streamed: the slot was dropped (the reader re-creates it) or was
 	// moved past what this process had received (another consumer, or a
@@ -72,7 +77,12 @@ type Reader struct {
 	metrics *metrics.Metrics
 	now     func() time.Time
 
-	live      atomic.Bool
+	live atomic.Bool
+	// down tracks an outage for Config.OnDown: its timer, and whether
+	// OnDown was told (so OnUp must be).
+	downMu    sync.Mutex
+	downTimer *time.Timer
+	downTold  bool
 	standby   atomic.Bool
 	confirmed atomic.Uint64 // last flush position reported to the server
 	received  atomic.Uint64
@@ -134,6 +144,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		err := r.stream(ctx)
 		r.live.Store(false)
 		r.metrics.WALConnected.Set(0)
+		r.wentDown()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -167,6 +178,45 @@ func (r *Reader) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, r.cfg.ReconnectMax)
+	}
+}
+
+// wentDown starts the outage clock: past Config.DownNotice, OnDown is told.
+func (r *Reader) wentDown() {
+	if r.cfg.DownNotice <= 0 || r.cfg.OnDown == nil {
+		return
+	}
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
+	if r.downTimer != nil {
+		return // already counting this outage
+	}
+	since := r.now()
+	r.downTimer = time.AfterFunc(r.cfg.DownNotice, func() {
+		r.downMu.Lock()
+		defer r.downMu.Unlock()
+		if r.downTimer == nil {
+			return // came up meanwhile
+		}
+		r.downTold = true
+		r.log.Error("replication stream down past its notice: subscribers are told (stream_down)", "since", since, "slot", r.cfg.Slot)
+		r.cfg.OnDown(since)
+	})
+}
+
+// cameUp ends the outage clock, and tells OnUp if OnDown was told.
+func (r *Reader) cameUp() {
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
+	if r.downTimer != nil {
+		r.downTimer.Stop()
+		r.downTimer = nil
+	}
+	if r.downTold {
+		r.downTold = false
+		if r.cfg.OnUp != nil {
+			r.cfg.OnUp()
+		}
 	}
 }
 
@@ -244,6 +294,7 @@ func (r *Reader) stream(ctx context.Context) error {
 		return fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
 	}
 	r.live.Store(true)
+	r.cameUp()
 	if r.standby.Swap(false) {
 		r.log.Info("took over the replication slot", "slot", r.cfg.Slot)
 	}
