@@ -190,7 +190,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 
-	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold, MaxTxnRows: cfg.Events.MaxTxnRows})
+	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold, MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes})
 	if err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		TTL:   cfg.Auth.MembershipCacheTTL, MaxConcurrent: cfg.Auth.MembershipLookups,
 	}, m)
 	h := hub.New(hub.Config{
-		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge,
+		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge, HistoryBytes: cfg.Hub.HistoryBytes,
 		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
 		AccessWait:       cfg.Auth.MembershipWait, AccessKeep: cfg.Auth.AccessMemory, AccessMax: cfg.Auth.AccessMemoryMax,
 	}, m)

@@ -14,9 +14,10 @@ import (
 // connections leave its count when they are hijacked; the socket server
 // caps those). Past the cap, a new connection evicts the longest-waiting
 // connection that is not serving a request (idle keep-alive, or opened and
-// silent): an attacker holding connections cannot lock out /healthz,
-// /readyz or anyone else, and no request in progress is cut. If every
-// connection is busy, the new one is closed.
+// silent), or else the request that has been running longest if it has run
+// for over a second (a trickled body): an attacker holding connections
+// cannot lock out /healthz, /readyz or anyone else. If every connection is
+// serving a request younger than that, the new one is closed.
 type ConnLimiter struct {
 	max     int
 	metrics *metrics.Metrics
@@ -55,7 +56,7 @@ func (l *ConnLimiter) ConnState(c net.Conn, state http.ConnState) {
 		}
 	case http.StateActive:
 		if t := l.conns[c]; t != nil {
-			t.busy = true
+			t.busy, t.since = true, time.Now()
 		}
 	case http.StateIdle:
 		if t := l.conns[c]; t != nil {
@@ -78,16 +79,34 @@ func (l *ConnLimiter) Len() int {
 	return len(l.conns)
 }
 
+// oldestWaiting is the connection to evict: the longest-waiting one not
+// serving a request, or else the one serving a request for the longest if
+// that has taken over busyGrace (a request whose body is trickled in holds
+// its connection busy up to the read timeout: many of them must not lock
+// everyone out either; a real request is long done).
 func (l *ConnLimiter) oldestWaiting() net.Conn {
-	var oldest net.Conn
-	var since time.Time
+	var idle, busy net.Conn
+	var idleSince, busySince time.Time
 	for c, t := range l.conns {
-		if !t.busy && (oldest == nil || t.since.Before(since)) {
-			oldest, since = c, t.since
+		switch {
+		case !t.busy && (idle == nil || t.since.Before(idleSince)):
+			idle, idleSince = c, t.since
+		case t.busy && (busy == nil || t.since.Before(busySince)):
+			busy, busySince = c, t.since
 		}
 	}
-	return oldest
+	if idle != nil {
+		return idle
+	}
+	if busy != nil && time.Since(busySince) > busyGrace {
+		return busy
+	}
+	return nil
 }
+
+// busyGrace is how long a request may hold its connection before, at the
+// cap, a new connection may take its place.
+const busyGrace = time.Second
 
 // ServerLimits are the plain-HTTP limits of NewServer.
 type ServerLimits struct {

@@ -127,3 +127,26 @@ func TestIdleAndTrickledConnectionsTimeOut(t *testing.T) {
 		t.Fatalf("trickled request not cut (%s)", time.Since(start))
 	}
 }
+
+// TestTrickledRequestsCannotLockOutHealthChecks: requests whose bodies are
+// trickled in hold their connections busy up to the read timeout; at the
+// cap, the longest-running of them gives way to a new connection.
+func TestTrickledRequestsCannotLockOutHealthChecks(t *testing.T) {
+	addr := serveLimited(t, ServerLimits{ReadHeaderTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, MaxConnections: 5})
+	for range 10 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\nx")
+	}
+	time.Sleep(1200 * time.Millisecond) // the held requests age past the grace
+	for i := range 3 {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("healthz %d with busy connections held: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+	}
+}

@@ -147,18 +147,22 @@ type WS struct {
 
 // Hub configures queues and history.
 type Hub struct {
-	QueueSize                 int           `yaml:"queue_size"`
-	HistorySize               int           `yaml:"history_size"`
-	HistoryAge                time.Duration `yaml:"history_age"`
-	MaxSubscriptionsPerSocket int           `yaml:"max_subscriptions_per_socket"`
+	QueueSize   int           `yaml:"queue_size"`
+	HistorySize int           `yaml:"history_size"`
+	HistoryAge  time.Duration `yaml:"history_age"`
+	// HistoryBytes bounds what every project's history holds together.
+	HistoryBytes              int64 `yaml:"history_bytes"`
+	MaxSubscriptionsPerSocket int   `yaml:"max_subscriptions_per_socket"`
 }
 
 // Events configures the table mapping.
 type Events struct {
 	BulkThreshold int `yaml:"bulk_threshold"`
-	// MaxTxnRows bounds the rows one transaction keeps in memory.
-	MaxTxnRows int            `yaml:"max_transaction_rows"`
-	Tables     []events.Table `yaml:"tables"`
+	// MaxTxnRows and MaxTxnBytes bound what one transaction keeps in
+	// memory.
+	MaxTxnRows  int            `yaml:"max_transaction_rows"`
+	MaxTxnBytes int            `yaml:"max_transaction_bytes"`
+	Tables      []events.Table `yaml:"tables"`
 }
 
 // API configures the REST routes.
@@ -193,8 +197,8 @@ func Default() Config {
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
 			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20},
-		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, MaxSubscriptionsPerSocket: 100},
-		Events: Events{BulkThreshold: 500, MaxTxnRows: 10_000, Tables: events.DefaultTables()},
+		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, HistoryBytes: 64 << 20, MaxSubscriptionsPerSocket: 100},
+		Events: Events{BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 16 << 20, Tables: events.DefaultTables()},
 		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
 		Log:    Log{Level: "info"},
 		Cluster: Cluster{Stream: "WALCAST", SubjectPrefix: "walcast.events", MaxAge: time.Hour, MaxMsgs: 1_000_000,

@@ -3,6 +3,7 @@ package events
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -68,17 +69,19 @@ type Options struct {
 	// project reaches that project as one BULK cache_invalidate per resource.
 	// Zero turns coalescing off.
 	BulkThreshold int
-	// MaxTxnRows bounds what Retain keeps of one transaction (see there);
-	// zero keeps everything.
-	MaxTxnRows int
+	// MaxTxnRows and MaxTxnBytes bound what Retain keeps of one
+	// transaction (see there); zero rows keeps everything.
+	MaxTxnRows  int
+	MaxTxnBytes int
 }
 
 // Mapper turns committed transactions into wire events.
 type Mapper struct {
-	tables  map[string]*Table // by "schema.name"
-	bulk    int
-	maxRows int
-	camel   sync.Map // column name -> JSON key
+	tables   map[string]*Table // by "schema.name"
+	bulk     int
+	maxRows  int
+	maxBytes int
+	camel    sync.Map // column name -> JSON key
 }
 
 // ErrNoProject is reported for a change whose project id cannot be resolved
@@ -100,7 +103,10 @@ func NewMapper(opts Options) (*Mapper, error) {
 	if opts.MaxTxnRows < 0 {
 		return nil, fmt.Errorf("events: max transaction rows %d is negative", opts.MaxTxnRows)
 	}
-	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows}
+	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes}
+	if m.maxBytes <= 0 {
+		m.maxBytes = math.MaxInt
+	}
 	for i := range opts.Tables {
 		t := opts.Tables[i]
 		switch {

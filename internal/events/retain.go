@@ -1,10 +1,13 @@
 package events
 
+import "encoding/json"
+
 // Retain adds ch to txn as the WAL decoder reads it, keeping what a
-// transaction holds bounded by configuration (Options.MaxTxnRows), not by
-// its size. While a transaction is small every change is kept and Map
-// decides coalescing as always. Once it holds more than MaxTxnRows
-// coalescable changes it is summarized: each coalescable change shrinks to
+// transaction holds bounded by configuration (Options.MaxTxnRows and
+// MaxTxnBytes), not by its size. While a transaction is small every change
+// is kept and Map decides coalescing as always. Once it holds more than
+// MaxTxnRows coalescable changes, or more than MaxTxnBytes, it is
+// summarized: each coalescable change shrinks to
 // a marker per (project, table), which Map turns into that project's BULK
 // invalidation at the marker's place, and the rows are let go; past
 // MaxTxnRows markers, one resync_required for every project stands for the
@@ -21,8 +24,9 @@ func (m *Mapper) Retain(txn *Txn, ch Change) {
 	if !t.coalescable(&ch) {
 		switch {
 		case s.accessCut:
-		case s.access < m.maxRows:
+		case s.access < m.maxRows && s.bytes <= m.maxBytes:
 			s.access++
+			s.bytes += changeBytes(&ch)
 			txn.Changes = append(txn.Changes, ch)
 		default:
 			// One conservative revocation of everything stands for the
@@ -34,7 +38,8 @@ func (m *Mapper) Retain(txn *Txn, ch Change) {
 	}
 	if !s.summarized {
 		txn.Changes = append(txn.Changes, ch)
-		if s.rows++; s.rows <= m.maxRows {
+		s.bytes += changeBytes(&ch)
+		if s.rows++; s.rows <= m.maxRows && s.bytes <= m.maxBytes {
 			return
 		}
 		m.summarize(txn)
@@ -46,6 +51,7 @@ func (m *Mapper) Retain(txn *Txn, ch Change) {
 // summary is the state of a transaction Retain is bounding.
 type summary struct {
 	rows       int // coalescable changes kept whole
+	bytes      int // what the changes kept whole hold, about
 	access     int // changes that grant or end access kept
 	summarized bool
 	markers    map[[2]string]bool // (project, table) with a marker
@@ -114,4 +120,24 @@ func (t *Table) coalescable(ch *Change) bool {
 		return err == nil && !moved
 	}
 	return true
+}
+
+// changeBytes estimates what a kept change holds: its values and a little
+// per column.
+func changeBytes(ch *Change) int {
+	n := 64
+	for _, row := range [2][]Column{ch.New, ch.Old} {
+		for i := range row {
+			n += 32 + len(row[i].Name)
+			switch v := row[i].Value.(type) {
+			case string:
+				n += len(v)
+			case []byte:
+				n += len(v)
+			case json.RawMessage:
+				n += len(v)
+			}
+		}
+	}
+	return n
 }

@@ -123,3 +123,33 @@ func TestRetainBoundsAccessChanges(t *testing.T) {
 }
 
 func withSchema(ch Change) Change { ch.Schema = "public"; return ch }
+
+// TestRetainBoundsBytes: wide rows are bounded by bytes, not only rows.
+func TestRetainBoundsBytes(t *testing.T) {
+	m, err := NewMapper(Options{Tables: DefaultTables(), BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := &Txn{CommitLSN: 7, CommitTime: commit}
+	wide := strings.Repeat("x", 50<<10)
+	most := 0
+	for i := range 200 { // 10 MB of 50 KB rows over two projects
+		p := pid
+		if i%2 == 1 {
+			p = pid2
+		}
+		m.Retain(txn, withSchema(Change{Table: "tasks", Action: Insert, New: cols("id", fmt.Sprint(i), "project_id", p, "description", wide)}))
+		kept := 0
+		for _, ch := range txn.Changes {
+			kept += changeBytes(&ch)
+		}
+		most = max(most, kept)
+	}
+	if most > 1<<20+64<<10 {
+		t.Fatalf("kept up to %d bytes, bound 1 MiB", most)
+	}
+	evs, _ := m.Map(txn, nil)
+	if got := strings.Join(describe(evs), " "); got != "cache_invalidate:a: cache_invalidate:b:" {
+		t.Fatalf("got %s", got)
+	}
+}

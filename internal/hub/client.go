@@ -277,7 +277,8 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		}
 	}
 	if len(held) > 0 {
-		h.enqueue(c, Item{Batch: held})
+		hist := h.catchingUp(held[len(held)-1])
+		h.enqueue(c, Item{Batch: held, Replayed: hist, catchUp: hist})
 	}
 	s.buf = nil
 	if s.skipThrough.Compare(h.last) > 0 {

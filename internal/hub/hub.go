@@ -15,9 +15,11 @@ import (
 type Config struct {
 	// QueueSize is each client's send queue, in frames.
 	QueueSize int
-	// HistorySize and HistoryAge bound each project's retained events.
-	HistorySize int
-	HistoryAge  time.Duration
+	// HistorySize and HistoryAge bound each project's retained events,
+	// HistoryBytes what all of them hold together (0: no byte bound).
+	HistorySize  int
+	HistoryAge   time.Duration
+	HistoryBytes int64
 	// MaxSubscriptions caps the subscriptions of one client; 0 means no cap.
 	MaxSubscriptions int
 	// AccessWait bounds how long a subscribe or a REST check asks the
@@ -51,6 +53,9 @@ type Item struct {
 	// Replayed marks history sent on resume, whose commit→write latency is
 	// not a delivery latency.
 	Replayed bool
+	// catchUp marks history the hub replays after a restart (see
+	// catchingUp): it does not count against the queue bound.
+	catchUp bool
 	// weight is what the item counts against the queue bound.
 	weight int64
 }
@@ -108,9 +113,11 @@ type Hub struct {
 	floorSet bool
 	ready    chan struct{}
 	// lostFloor is the newest position evicted from a topic since removed.
-	lostFloor  events.Position
-	retained   int
-	lastCommit time.Time
+	lostFloor events.Position
+	retained  int
+	// retainedBytes is the payload the histories hold.
+	retainedBytes int64
+	lastCommit    time.Time
 	// ledger remembers recent access changes, recorded under mu as they
 	// are published, so a subscription registered before one is revoked by
 	// it and a lookup made after one is checked against it.
@@ -362,6 +369,12 @@ func (h *Hub) revokeEverywhere(rev *events.Revocation, commit, now time.Time) {
 	}
 }
 
+// catchingUp reports whether f was committed before the stream started:
+// history the hub is replaying, not news.
+func (h *Hub) catchingUp(f *Frame) bool {
+	return !h.history.IsZero() && f.Position.Compare(h.history) <= 0
+}
+
 // fanoutRun delivers frames of one project, none of them revoking, as one
 // item per subscriber.
 func (h *Hub) fanoutRun(t *topic, run []*Frame) {
@@ -374,7 +387,7 @@ func (h *Hub) fanoutRun(t *topic, run []*Frame) {
 					s.buf = append(s.buf, f)
 				}
 			}
-			if len(s.buf) > h.cfg.QueueSize {
+			if len(s.buf) > h.cfg.QueueSize && !h.catchingUp(run[len(run)-1]) {
 				h.dropSlow(c)
 			}
 			continue
@@ -382,12 +395,13 @@ func (h *Hub) fanoutRun(t *topic, run []*Frame) {
 		if !s.skipThrough.IsZero() && run[0].Position.Compare(s.skipThrough) <= 0 {
 			for _, f := range run {
 				if f.Position.Compare(s.skipThrough) > 0 {
-					h.enqueue(c, Item{Frame: f})
+					h.enqueue(c, Item{Frame: f, Replayed: h.catchingUp(f), catchUp: h.catchingUp(f)})
 				}
 			}
 			continue
 		}
-		h.enqueue(c, Item{Batch: run})
+		last := run[len(run)-1]
+		h.enqueue(c, Item{Batch: run, Replayed: h.catchingUp(last), catchUp: h.catchingUp(last)})
 	}
 }
 
@@ -407,15 +421,35 @@ func (h *Hub) append(t *topic, f *Frame, now time.Time) {
 		return
 	}
 	if len(t.history) >= h.cfg.HistorySize {
-		t.lost = t.history[0].Position
-		t.history[0] = nil
-		t.history = t.history[1:]
-		t.times = t.times[1:]
-		h.retained--
+		h.evictOldest(t)
 	}
 	t.history = append(t.history, f)
 	t.times = append(t.times, now)
 	h.retained++
+	h.retainedBytes += int64(len(f.Data))
+	// Past the byte bound the project that grows gives up its oldest
+	// events first, then the others (a resume from before them resyncs).
+	for h.cfg.HistoryBytes > 0 && h.retainedBytes > h.cfg.HistoryBytes && len(t.history) > 1 {
+		h.evictOldest(t)
+	}
+	for _, o := range h.topics {
+		if h.cfg.HistoryBytes <= 0 || h.retainedBytes <= h.cfg.HistoryBytes {
+			break
+		}
+		for len(o.history) > 0 && h.retainedBytes > h.cfg.HistoryBytes && (o != t || len(o.history) > 1) {
+			h.evictOldest(o)
+		}
+	}
+}
+
+// evictOldest drops t's oldest retained event.
+func (h *Hub) evictOldest(t *topic) {
+	t.lost = t.history[0].Position
+	h.retainedBytes -= int64(len(t.history[0].Data))
+	t.history[0] = nil
+	t.history = t.history[1:]
+	t.times = t.times[1:]
+	h.retained--
 }
 
 func (h *Hub) fanout(t *topic, f *Frame) {
@@ -430,7 +464,7 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 			if f.Position.Compare(s.skipThrough) > 0 {
 				s.buf = append(s.buf, f)
 			}
-			if len(s.buf) > h.cfg.QueueSize {
+			if len(s.buf) > h.cfg.QueueSize && !h.catchingUp(f) {
 				h.dropSlow(c)
 			}
 			continue
@@ -438,7 +472,7 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 		if f.Position.Compare(s.skipThrough) <= 0 {
 			continue
 		}
-		h.enqueue(c, Item{Frame: f})
+		h.enqueue(c, Item{Frame: f, Replayed: h.catchingUp(f), catchUp: h.catchingUp(f)})
 	}
 }
 
@@ -478,6 +512,13 @@ func (h *Hub) enqueue(c *Client, it Item) {
 		return
 	}
 	it.weight = 1
+	if it.catchUp {
+		// History the hub replays after a (re)start, committed before
+		// the stream began: a resuming client is never closed as slow
+		// for it. What it holds is bounded by the hold-back window the
+		// slot replays, and the frames are shared.
+		it.weight = 0
+	}
 	if !it.Replayed && len(it.Batch) > 1 {
 		it.weight = int64(len(it.Batch))
 	}
@@ -519,6 +560,9 @@ func (h *Hub) Sweep() {
 		}
 		if n > 0 {
 			t.lost = t.history[n-1].Position
+			for _, f := range t.history[:n] {
+				h.retainedBytes -= int64(len(f.Data))
+			}
 			clear(t.history[:n])
 			t.history = t.history[n:]
 			t.times = t.times[n:]

@@ -470,3 +470,56 @@ func TestStreamDownAndUp(t *testing.T) {
 		}
 	}
 }
+
+// TestCatchUpIsNotCountedAsSlow: after a restart the hub replays history
+// committed before its stream started; a resumed client receives it live
+// and is never closed as slow for it, however much there is.
+func TestCatchUpIsNotCountedAsSlow(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 8, HistorySize: 100})
+	h.CatchUp(0x10000)
+	c := h.NewClient("a")
+	since := events.Position{LSN: 0x200}
+	subscribe(t, h, c, pA, &since)
+	for i := uint64(1); i <= 50; i++ { // the replay: news to this client
+		h.Publish([]events.Event{ev(0x200+i, 0, pA, "replayed"), ev(0x200+i, 1, pA, "replayed")})
+	}
+	if c.IsSlow() {
+		t.Fatal("closed as slow while the hub caught up")
+	}
+	if got := frames(c); len(got) != 101 {
+		t.Fatalf("%d frames", len(got))
+	}
+	for i := uint64(1); i <= 5; i++ { // live again: the bound applies
+		h.Publish([]events.Event{ev(0x20000+i, 0, pA, "live"), ev(0x20000+i, 1, pA, "live")})
+	}
+	if !c.IsSlow() {
+		t.Fatal("a client that does not read live events is slow")
+	}
+}
+
+// TestHistoryIsBoundedInBytes: wide events cannot make the histories hold
+// more than history_bytes; the oldest go first, and a resume from before
+// them resyncs.
+func TestHistoryIsBoundedInBytes(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 1000, HistoryBytes: 100 << 10})
+	wide := strings.Repeat("x", 10<<10)
+	for i := uint64(1); i <= 100; i++ { // 1 MB over two projects
+		p := pA
+		if i%2 == 0 {
+			p = pB
+		}
+		e := ev(0x200+i, 0, p, "wide")
+		e.Payload = []byte(wide)
+		h.Publish([]events.Event{e})
+		if h.retainedBytes > 100<<10 {
+			t.Fatalf("histories hold %d bytes", h.retainedBytes)
+		}
+	}
+	if h.Retained() < 5 {
+		t.Fatalf("only %d events retained", h.Retained())
+	}
+	early := events.Position{LSN: 0x201}
+	if res := subscribe(t, h, h.NewClient("a"), pA, &early); !res.Resync {
+		t.Fatal("a resume from before the evicted events did not resync")
+	}
+}

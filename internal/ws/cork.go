@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // corkConn sits between coder/websocket and the TCP connection. Every frame,
@@ -43,6 +45,12 @@ type corkConn struct {
 	// onBacklog is called when bytes the library queued are left unsent:
 	// the socket's goroutine must flush them.
 	onBacklog func()
+	// readLim is the client's byte budget, readWaited how long its reads
+	// have waited for it in a row, onFlood told when that passes
+	// floodWait; read goroutine only.
+	readLim    *rate.Limiter
+	readWaited time.Duration
+	onFlood    func()
 
 	// wire is held by whoever writes to the connection.
 	wire sync.Mutex
@@ -263,11 +271,44 @@ func (c *corkConn) armDeadline() error {
 }
 
 // corkingWriter hands coder/websocket a corkConn when it hijacks the
-// connection.
+// connection, and a reader that holds the client to a byte budget.
 type corkingWriter struct {
 	http.ResponseWriter
 	timeout time.Duration
 	conn    *corkConn
+	// readRate and readBurst are the client's byte budget (bytes/s).
+	readRate  float64
+	readBurst int
+}
+
+// floodWait is how long a client may keep its read budget exhausted.
+const floodWait = 2 * time.Second
+
+// Read makes the client's bytes wait for its budget. Frames the frame
+// limiter never sees (empty continuation frames of a message that never
+// ends, unsolicited pongs) cost walcast CPU all the same: a flood of them
+// is slowed to the budget at the TCP level, and a client that keeps the
+// budget exhausted for floodWait is reported (onFlood; the socket is then
+// closed with 1008). Only the socket's read goroutine reads.
+func (c *corkConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.readLim != nil {
+		r := c.readLim.ReserveN(time.Now(), n)
+		d := r.Delay()
+		if !r.OK() {
+			d = floodWait
+		}
+		if d <= 0 {
+			c.readWaited = 0
+			return n, err
+		}
+		if c.readWaited += d; c.readWaited >= floodWait && c.onFlood != nil {
+			c.onFlood()
+			c.onFlood = nil
+		}
+		time.Sleep(min(d, floodWait))
+	}
+	return n, err
 }
 
 func (w *corkingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -305,6 +346,9 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			w.conn.raw = raw
 			w.conn.rawWrite = w.conn.writeRaw
 		}
+	}
+	if w.readRate > 0 {
+		w.conn.readLim = rate.NewLimiter(rate.Limit(w.readRate), max(w.readBurst, 8<<10))
 	}
 	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4<<10)), nil
 }

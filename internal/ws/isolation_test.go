@@ -321,3 +321,45 @@ func TestManySubscribesOfAMemberAreNotLimited(t *testing.T) {
 	}
 	_ = s.Shutdown(ctx)
 }
+
+// TestFloodsTheFrameLimiterCannotSeeAreClosed: empty continuation frames
+// of a message that never ends, and unsolicited pongs, never reach the
+// socket's frame limiter as messages or pings; they cost CPU all the
+// same. They are held to the socket's byte budget and the socket is
+// closed (1008, or reset: the close frame goes only if it fits at once).
+func TestFloodsTheFrameLimiterCannotSeeAreClosed(t *testing.T) {
+	for _, flood := range []string{"continuation", "pong"} {
+		t.Run(flood, func(t *testing.T) {
+			s, _, url := newTestServer(t, Config{WriteTimeout: 2 * time.Second, FrameRate: 20, FrameBurst: 50, ReadLimit: 4096}, 64)
+			c := dialRaw(t, url)
+			defer c.conn.Close()
+			var frame []byte
+			switch flood {
+			case "continuation":
+				_, _ = c.conn.Write([]byte{0x01, 0x80, 1, 2, 3, 4}) // text, FIN=0, empty
+				frame = []byte{0x00, 0x80, 1, 2, 3, 4}              // continuation, FIN=0, empty
+			case "pong":
+				frame = []byte{0x8A, 0x80, 1, 2, 3, 4}
+			}
+			batch := bytes.Repeat(frame, 1000)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				deadline := time.Now().Add(20 * time.Second)
+				for time.Now().Before(deadline) {
+					if _, err := c.conn.Write(batch); err != nil {
+						return // closed by the server
+					}
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(25 * time.Second):
+				t.Fatal("the flood was never stopped")
+			}
+			if got := testutil.ToFloat64(s.metrics.FloodCloses); got != 1 {
+				t.Fatalf("flood closes counted: %v", got)
+			}
+		})
+	}
+}

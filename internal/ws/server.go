@@ -169,7 +169,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "connection limit reached; retry later")
 		return
 	}
-	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout}
+	// The client's byte budget follows its frame budget: frames of up to
+	// the read limit at the frame rate.
+	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout,
+		readRate: s.cfg.FrameRate * float64(s.cfg.ReadLimit), readBurst: s.cfg.FrameBurst * int(s.cfg.ReadLimit)}
 	// Pings count against the socket's frame budget like its other
 	// frames: past it they are not answered. The callback runs on the
 	// socket's read goroutine, which starts after sc is set.
@@ -183,6 +186,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.metrics.PingsDropped.Inc()
 			return false
 		},
+		// Pongs are frames too: unsolicited ones count like any other.
+		OnPongReceived: func(context.Context, []byte) { sc.allowFrame() },
 	})
 	if err != nil {
 		// Accept has answered the request (403 for a foreign origin).
@@ -218,6 +223,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Control frames the library could not write at once are this
 	// socket's goroutine's to write.
 	cw.conn.onBacklog = sc.client.Wake
+	cw.conn.onFlood = func() { sc.signal(sigFlood) }
 	sc.expires.Store(claims.ExpiresAt.UnixNano())
 	sc.worker = s.workers[sc.id%uint64(len(s.workers))]
 	sc.client.OnQueued(func() { sc.worker.schedule(sc) })
@@ -506,8 +512,10 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 func (sc *socket) writeFailed(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		if !sc.client.IsSlow() { // else the hub counted it when its queue overflowed
+			sc.srv.metrics.SlowConsumerCloses.Inc()
+		}
 		sc.srv.hub.Remove(sc.client)
-		sc.srv.metrics.SlowConsumerCloses.Inc()
 		sc.closeSlow()
 		return false
 	}
