@@ -160,7 +160,7 @@ if [[ "$PART" == all || "$PART" == flood ]]; then
 	start_walcast wal
 	for pair in 1 2 3; do
 		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --label "wal 200/s x 100, no flood (pair $pair)" --json "$OUT/flood-0-$pair.json" 2>/dev/null
-		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --ping-flood 2 --flood-every "${FLOOD_EVERY:-3s}" --label "wal 200/s x 100, 2 ping flooders (pair $pair)" --json "$OUT/flood-2-$pair.json" 2>/dev/null
+		bench --subscribers 100 --projects 2 --rate 200 --duration 20s --ping-flood 2 --flood-every "${FLOOD_EVERY:-3s}" --label "wal 200/s x 100, 2 ping flooders in another process (pair $pair)" --json "$OUT/flood-2-$pair.json" 2>/dev/null
 	done
 	stop_walcast
 fi

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,15 +27,19 @@ import (
 )
 
 type options struct {
-	url, db, secret    string
-	subscribers        int
-	projects           int
-	writers            int
-	rate               float64
-	duration           time.Duration
-	slow               int
-	pingFlood          int
-	floodEvery         time.Duration
+	url, db, secret string
+	subscribers     int
+	projects        int
+	writers         int
+	rate            float64
+	duration        time.Duration
+	slow            int
+	pingFlood       int
+	floodEvery      time.Duration
+	// floodChild runs only flooders, for the parent run: user:project
+	// pairs, comma-separated (the attacker is a process of its own, so
+	// its CPU is not the measuring process's).
+	floodChild         string
 	bulkRows           int
 	idle               bool
 	pid                int
@@ -60,8 +65,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 200, "message inserts per second over all writers (0: as fast as possible)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the writers run")
 	fs.IntVar(&o.slow, "slow", 0, "extra subscribers that never read (slow consumers), spread over the projects like the others")
-	fs.IntVar(&o.pingFlood, "ping-flood", 0, "extra subscribers that never read and send WebSocket pings as fast as they can, spread over the projects like the others")
+	fs.IntVar(&o.pingFlood, "ping-flood", 0, "extra subscribers that never read and send WebSocket pings as fast as they can (in a child process), spread over the projects like the others")
 	fs.DurationVar(&o.floodEvery, "flood-every", 3*time.Second, "with --ping-flood: a flooder opens a new socket this long after the server closed its last")
+	fs.StringVar(&o.floodChild, "flood-child", "", "internal: run only the ping flooders for these user:project pairs until stdin closes, print how many sockets the server closed")
 	fs.IntVar(&o.bulkRows, "bulk-rows", 0, "instead of writers: one transaction inserting this many messages, spread over --projects (one subscriber each); reports walcast's peak RSS over idle and commit→BULK time")
 	fs.BoolVar(&o.idle, "idle", false, "open and subscribe the sockets, write nothing, report memory per socket")
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "with --idle: how long the sockets stay open before memory is read")
@@ -77,6 +83,8 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	switch {
+	case o.floodChild != "":
+		return o, nil
 	case o.db == "":
 		return o, errors.New("--db (or WALCAST_DATABASE_URL) is required")
 	case len(o.secret) < 16:
@@ -99,13 +107,73 @@ type subscriber struct {
 	samples       []sample
 	received      int64
 	closeCode     int
-	floods        int // flooder sockets the server closed
+}
+
+// startFloodChild runs the flooders of subs in a child process (the same
+// binary, --flood-child) and returns the function that stops it and
+// reports how many flooder sockets the server closed.
+func startFloodChild(o options, subs []*subscriber) (stop func() int, err error) {
+	if len(subs) == 0 {
+		return func() int { return 0 }, nil
+	}
+	var pairs []string
+	for _, s := range subs {
+		_ = s.conn.Close() // the child opens its own
+		pairs = append(pairs, s.user+":"+s.project)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "--flood-child", strings.Join(pairs, ","), "--url", o.url, "--secret", o.secret, "--flood-every", o.floodEvery.String())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() int {
+		_ = stdin.Close() // the child stops when its stdin ends
+		_ = cmd.Wait()
+		n, _ := strconv.Atoi(strings.TrimSpace(out.String()))
+		return n
+	}, nil
+}
+
+// runFloodChild floods pings from one socket per user:project pair, each
+// reopening after the server closes it, until stdin closes.
+func runFloodChild(o options, stdin io.Reader, stdout io.Writer) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _, _ = io.Copy(io.Discard, stdin); cancel() }()
+	url := strings.Replace(o.url, "http", "ws", 1) + "/ws"
+	var wg sync.WaitGroup
+	var closed atomic.Int64
+	for _, pair := range strings.Split(o.floodChild, ",") {
+		user, project, _ := strings.Cut(pair, ":")
+		s := &subscriber{user: user, project: project}
+		if err := s.connect(ctx, url, o.secret); err != nil {
+			cancel()
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); closed.Add(int64(s.floodPings(ctx, url, o.secret, o.floodEvery))) }()
+	}
+	wg.Wait()
+	cancel()
+	fmt.Fprintln(stdout, closed.Load())
+	return nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parse(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.floodChild != "" {
+		return runFloodChild(o, os.Stdin, stdout)
 	}
 	pcfg, err := pgxpool.ParseConfig(o.db)
 	if err != nil {
@@ -166,19 +234,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	waitCaughtUp(ctx, pool, o.url, stderr)
-	floodCtx, stopFlood := context.WithCancel(ctx)
-	var flooders sync.WaitGroup
-	for _, s := range subs[o.subscribers+o.slow:] {
-		flooders.Add(1)
-		go func() {
-			defer flooders.Done()
-			s.floods = s.floodPings(floodCtx, strings.Replace(o.url, "http", "ws", 1)+"/ws", o.secret, o.floodEvery)
-		}()
+	flood, err := startFloodChild(o, subs[o.subscribers+o.slow:])
+	if err != nil {
+		return err
 	}
 	cpu0, cpuAt0 := cpuSeconds(pid), time.Now()
 	committed, sent := drive(ctx, o, pool, fx, healthy, stderr)
-	stopFlood()
-	flooders.Wait()
+	floodersClosed := flood()
 	// Each message is a cache_invalidate and, in WAL mode, a message_created.
 	perMessage := int64(2)
 	if o.notify {
@@ -225,9 +287,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			res.SlowDropped++
 		}
 	}
-	for _, s := range subs[o.subscribers+o.slow:] {
-		res.FloodersClosed += s.floods
-	}
+	res.FloodersClosed = floodersClosed
 	return report(o, res, all, stdout)
 }
 

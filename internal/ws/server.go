@@ -287,7 +287,7 @@ type socket struct {
 // floodFrames is how many frames in a row past its rate a socket may send
 // before it is closed: reading a flood costs CPU even when nothing is
 // answered, and no client needs that many.
-const floodFrames = 500
+const floodFrames = 100
 
 // allowFrame takes a client frame (data or ping) from the socket's
 // budget. A socket that keeps sending past it is closed with 1008.
