@@ -72,13 +72,6 @@ func (l *ConnLimiter) ConnState(c net.Conn, state http.ConnState) {
 	}
 }
 
-// Len is the number of connections counted.
-func (l *ConnLimiter) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
-}
-
 // oldestWaiting is the connection to evict: the longest-waiting one not
 // serving a request, or else the one serving a request for the longest if
 // that has taken over busyGrace (a request whose body is trickled in holds

@@ -158,28 +158,26 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since 
 		if verdict != access.Retry {
 			return res, err
 		}
-		h.metrics.StaleLookups.Inc()
 		fresh = true
-		if attempt > 0 {
-			if !h.now().Before(deadline) {
-				return Subscription{}, ErrAccessUnsettled
-			}
-			if err := sleep(ctx, retryDelay(attempt)); err != nil {
-				return Subscription{}, err
-			}
+		if err := h.retryAfter(ctx, attempt, deadline); err != nil {
+			return Subscription{}, err
 		}
 	}
 }
 
-// retryDelay backs off from 2 ms to 100 ms: a commit becomes visible
-// within a few milliseconds unless a synchronous standby holds it.
-func retryDelay(attempt int) time.Duration {
-	d := time.Millisecond << min(attempt, 7)
-	return min(d, 100*time.Millisecond)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
+// retryAfter counts a stale answer and waits before asking again: at once
+// the first time (a cached answer is replaced by a fresh one), then from
+// 2 ms up to 100 ms (a commit becomes visible within a few milliseconds
+// unless a synchronous standby holds it). Past deadline it fails closed.
+func (h *Hub) retryAfter(ctx context.Context, attempt int, deadline time.Time) error {
+	h.metrics.StaleLookups.Inc()
+	if attempt == 0 {
+		return nil
+	}
+	if !h.now().Before(deadline) {
+		return ErrAccessUnsettled
+	}
+	t := time.NewTimer(min(time.Millisecond<<min(attempt, 7), 100*time.Millisecond))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -323,11 +321,7 @@ func (h *Hub) Authorize(ctx context.Context, projectID, userID string, lookup Lo
 		if v != access.Retry {
 			return v == access.Allow, nil
 		}
-		h.metrics.StaleLookups.Inc()
-		if !h.now().Before(deadline) {
-			return false, ErrAccessUnsettled
-		}
-		if err := sleep(ctx, retryDelay(attempt)); err != nil {
+		if err := h.retryAfter(ctx, attempt, deadline); err != nil {
 			return false, err
 		}
 	}

@@ -378,6 +378,7 @@ func (h *Hub) catchingUp(f *Frame) bool {
 // fanoutRun delivers frames of one project, none of them revoking, as one
 // item per subscriber.
 func (h *Hub) fanoutRun(t *topic, run []*Frame) {
+	hist := h.catchingUp(run[len(run)-1])
 	for c, s := range t.subs {
 		if s.state == subPending {
 			// Only what the client will be sent counts: not frames at or
@@ -387,7 +388,7 @@ func (h *Hub) fanoutRun(t *topic, run []*Frame) {
 					s.buf = append(s.buf, f)
 				}
 			}
-			if len(s.buf) > h.cfg.QueueSize && !h.catchingUp(run[len(run)-1]) {
+			if len(s.buf) > h.cfg.QueueSize && !hist {
 				h.dropSlow(c)
 			}
 			continue
@@ -395,13 +396,12 @@ func (h *Hub) fanoutRun(t *topic, run []*Frame) {
 		if !s.skipThrough.IsZero() && run[0].Position.Compare(s.skipThrough) <= 0 {
 			for _, f := range run {
 				if f.Position.Compare(s.skipThrough) > 0 {
-					h.enqueue(c, Item{Frame: f, Replayed: h.catchingUp(f), catchUp: h.catchingUp(f)})
+					h.enqueue(c, Item{Frame: f, Replayed: hist, catchUp: hist})
 				}
 			}
 			continue
 		}
-		last := run[len(run)-1]
-		h.enqueue(c, Item{Batch: run, Replayed: h.catchingUp(last), catchUp: h.catchingUp(last)})
+		h.enqueue(c, Item{Batch: run, Replayed: hist, catchUp: hist})
 	}
 }
 
@@ -453,6 +453,7 @@ func (h *Hub) evictOldest(t *topic) {
 }
 
 func (h *Hub) fanout(t *topic, f *Frame) {
+	hist := h.catchingUp(f)
 	for c, s := range t.subs {
 		if f.revoke != nil && applies(f.revoke, c.userID) {
 			if f.Position == f.revoke.At {
@@ -464,7 +465,7 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 			if f.Position.Compare(s.skipThrough) > 0 {
 				s.buf = append(s.buf, f)
 			}
-			if len(s.buf) > h.cfg.QueueSize && !h.catchingUp(f) {
+			if len(s.buf) > h.cfg.QueueSize && !hist {
 				h.dropSlow(c)
 			}
 			continue
@@ -472,7 +473,7 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 		if f.Position.Compare(s.skipThrough) <= 0 {
 			continue
 		}
-		h.enqueue(c, Item{Frame: f, Replayed: h.catchingUp(f), catchUp: h.catchingUp(f)})
+		h.enqueue(c, Item{Frame: f, Replayed: hist, catchUp: hist})
 	}
 }
 

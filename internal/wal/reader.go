@@ -138,16 +138,18 @@ func (r *Reader) ReceivedLSN() uint64 { return r.received.Load() }
 // Run streams until ctx ends, reconnecting with jittered exponential backoff
 // whenever the connection or the stream fails. It returns nil when ctx ends.
 func (r *Reader) Run(ctx context.Context) error {
+	// An outage clock still running when Run ends must not tell anyone.
+	defer r.stopDownClock()
 	backoff := r.cfg.ReconnectMin
 	for {
 		started := r.now()
 		err := r.stream(ctx)
 		r.live.Store(false)
 		r.metrics.WALConnected.Set(0)
-		r.wentDown()
 		if ctx.Err() != nil {
 			return nil
 		}
+		r.wentDown()
 		if errors.Is(err, ErrWALBehind) {
 			return err // a fresh start resumes clients with resync_required
 		}
@@ -202,6 +204,15 @@ func (r *Reader) wentDown() {
 		r.log.Error("replication stream down past its notice: subscribers are told (stream_down)", "since", since, "slot", r.cfg.Slot)
 		r.cfg.OnDown(since)
 	})
+}
+
+func (r *Reader) stopDownClock() {
+	r.downMu.Lock()
+	defer r.downMu.Unlock()
+	if r.downTimer != nil {
+		r.downTimer.Stop()
+		r.downTimer = nil
+	}
 }
 
 // cameUp ends the outage clock, and tells OnUp if OnDown was told.
