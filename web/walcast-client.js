@@ -44,7 +44,8 @@ export class WalcastClient {
     this.token = opts.token || "";
     this.WS = opts.WebSocket || globalThis.WebSocket;
     this.ws = null;
-    this.projects = new Map(); // projectId -> { last: position|null, live: bool }
+    // projectId -> { last: position|null, origin: string|null, live: bool }
+    this.projects = new Map();
     this.handlers = new Map();
     this.state = "idle"; // idle | connecting | open | closed
     this.attempt = 0;
@@ -70,10 +71,22 @@ export class WalcastClient {
     }
   }
 
-  /** The last position seen per project, to persist across page loads. */
+  /** The last position seen per project. */
   positions() {
     const out = {};
     for (const [id, p] of this.projects) if (p.last) out[id] = p.last;
+    return out;
+  }
+
+  /**
+   * The last position seen per project with the stream it comes from,
+   * { [projectId]: { position, origin } }: what to persist across page loads
+   * and pass back to subscribe() (a position of another stream is then
+   * answered resync_required, never served as if it were this one's).
+   */
+  resumePoints() {
+    const out = {};
+    for (const [id, p] of this.projects) if (p.last) out[id] = { position: p.last, origin: p.origin };
     return out;
   }
 
@@ -83,10 +96,17 @@ export class WalcastClient {
     this.open();
   }
 
-  /** Subscribes to a project; since resumes from a stored position. */
+  /**
+   * Subscribes to a project; since resumes from a stored point: one of
+   * resumePoints(), or a bare position (judged without its origin).
+   */
   subscribe(projectId, since = null) {
-    const p = this.projects.get(projectId) || { last: null, live: false };
-    if (since && comparePositions(since, p.last) > 0) p.last = since;
+    const p = this.projects.get(projectId) || { last: null, origin: null, live: false };
+    const point = typeof since === "string" ? { position: since, origin: null } : since;
+    if (point && point.position && comparePositions(point.position, p.last) > 0) {
+      p.last = point.position;
+      p.origin = point.origin || null;
+    }
     this.projects.set(projectId, p);
     if (this.state === "open") this.sendSubscribe(projectId, p);
   }
@@ -132,7 +152,10 @@ export class WalcastClient {
 
   sendSubscribe(projectId, p) {
     const frame = { action: "subscribe", project_id: projectId };
-    if (p.last) frame.since = p.last;
+    if (p.last) {
+      frame.since = p.last;
+      if (p.origin) frame.origin = p.origin;
+    }
     p.live = false;
     this.send(frame);
   }
@@ -206,11 +229,17 @@ export class WalcastClient {
         if (p) {
           p.live = true;
           if (comparePositions(frame.position, p.last) > 0) p.last = frame.position;
+          if (frame.origin) p.origin = frame.origin;
         }
         this.emit("subscribed", { projectId: frame.project_id, position: frame.position });
         return;
       case "resync_required":
-        if (p && comparePositions(frame.position, p.last) > 0) p.last = frame.position;
+        if (p) {
+          // Live from this position on. After a resync of another origin
+          // (a new cluster) positions start over, possibly lower: replace.
+          p.last = frame.position;
+          if (frame.origin) p.origin = frame.origin;
+        }
         this.emit("resync", { projectId: frame.project_id, position: frame.position });
         return;
       case "subscription_revoked":

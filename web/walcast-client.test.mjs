@@ -105,6 +105,39 @@ test("a position older than walcast retains surfaces as a resync callback", asyn
   bob.close();
 });
 
+test("resume points carry the stream's origin; one of another stream is answered with a resync", async () => {
+  const bob = new WalcastClient({ url: WS, token: env("BOB_TOKEN") });
+  let subscribed = false;
+  bob.on("subscribed", () => (subscribed = true));
+  bob.subscribe(PROJECT);
+  bob.connect();
+  await waitFor(() => subscribed);
+  await post(env("ALICE_TOKEN"), "to resume from");
+  await waitFor(() => bob.resumePoints()[PROJECT]?.position > "");
+  const point = bob.resumePoints()[PROJECT];
+  assert.match(point.origin, /^\d+\.\d+\.\w+$/, "origin is <system identifier>.<timeline>.<slot>");
+  bob.close();
+
+  // The same point resumes quietly; a point of another cluster does not.
+  const same = new WalcastClient({ url: WS, token: env("BOB_TOKEN") });
+  const gotSame = collect(same);
+  let live = false;
+  same.on("subscribed", () => (live = true));
+  same.subscribe(PROJECT, point);
+  same.connect();
+  await waitFor(() => live);
+  assert.equal(gotSame.resyncs.length, 0);
+  same.close();
+
+  const other = new WalcastClient({ url: WS, token: env("BOB_TOKEN") });
+  const gotOther = collect(other);
+  other.subscribe(PROJECT, { position: point.position, origin: "1.1.another_cluster" });
+  other.connect();
+  await waitFor(() => gotOther.resyncs.length === 1);
+  assert.equal(other.resumePoints()[PROJECT].origin, point.origin, "the server's origin replaces the stale one");
+  other.close();
+});
+
 test("a refreshed token keeps the socket open", async () => {
   const bob = new WalcastClient({ url: WS, token: env("BOB_SHORT_TOKEN"), minBackoffMs: 20 });
   const got = collect(bob);

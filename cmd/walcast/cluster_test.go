@@ -18,7 +18,8 @@ import (
 // slot) is killed with SIGKILL. Another replica takes the slot within 10 s,
 // clients of the dead replica move to a surviving one and resume with
 // since, and every client ends with exactly the committed messages of its
-// projects, in commit order, none twice.
+// projects, in commit order, none twice. Then a revocation and a gap (the
+// slot dropped under the leader) cross from the leader to a standby.
 func TestClusterFailover(t *testing.T) {
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
@@ -135,4 +136,11 @@ func TestClusterFailover(t *testing.T) {
 	if !strings.Contains(scrape(t, procs[standby].base), "walcast_cluster_leader 0") {
 		t.Error("the standby does not report walcast_cluster_leader 0")
 	}
+
+	// A gap the leader finds (its slot dropped under it: it re-creates
+	// it) reaches the standby's subscribers through the stream too.
+	a := dial(t, &instance{t: t, base: procs[standby].base}, alice)
+	a.subscribe(projects[1])
+	dropSlot(t, db, base["WALCAST_SLOT_NAME"])
+	gapUntil(t, a, "resync_required", projects[1], 20*time.Second)
 }

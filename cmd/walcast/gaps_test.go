@@ -175,7 +175,9 @@ func TestRowMovedToAnotherProjectReachesBoth(t *testing.T) {
 // walcast had received: carrying on would take every new change for one
 // already published and mute every client, so walcast stops with an
 // error (a supervisor restarts it; clients then resume with
-// resync_required, TestForgedOrForeignSinceResyncs).
+// resync_required, TestPositionOfAnotherClusterResyncs). The origin check
+// sees the new system identifier first; the WAL end check stays behind it
+// for a server that claims the same identity.
 func TestNewClusterBehindTheOldStopsWalcast(t *testing.T) {
 	old := newClusterDB(t)
 	in := start(t, nil, map[string]string{
@@ -205,10 +207,89 @@ func TestNewClusterBehindTheOldStopsWalcast(t *testing.T) {
 	select {
 	case err := <-in.done:
 		in.done <- nil // stop() at cleanup expects a clean end
-		if !errors.Is(err, wal.ErrWALBehind) {
+		if !errors.Is(err, wal.ErrOriginChanged) {
 			t.Fatalf("walcast ended with %v", err)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("walcast did not stop\n%s", in.logs.String())
+	}
+}
+
+// clusterEnv is the environment of a walcast on a cluster of the test's own.
+func clusterEnv(t *testing.T, c *pgtest.Cluster) map[string]string {
+	return map[string]string{
+		"WALCAST_DATABASE_URL": c.URL, "WALCAST_JWT_SECRET": testSecret, "WALCAST_HTTP_ADDR": freeAddr(t),
+		"WALCAST_CONFIG": "../../config/walcast.yaml", "WALCAST_LOG_LEVEL": "warn",
+	}
+}
+
+// advanceWAL moves c's WAL past lsn (whole segments at a time) with a
+// message walcast streams at the end.
+func advanceWAL(t *testing.T, c *pgtest.Cluster, past string, content string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := c.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS filler (x int)`); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var behind bool
+		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn() <= $1::pg_lsn`, past).Scan(&behind); err != nil {
+			t.Fatal(err)
+		}
+		if !behind {
+			break
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO filler VALUES (1); SELECT pg_switch_wal()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, $3)`, project, alice, content); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPositionOfAnotherClusterResyncs: a client that saw a position on one
+// cluster resumes on another (a restore, a blue/green switch) whose
+// retained history spans that very position. The position alone looks
+// servable (a client that does not send the origin is served the other
+// cluster's events after it: docs/protocol.md says so); its origin, sent
+// with subscribed and echoed back with since, says it is not, and the
+// client is told to resync.
+func TestPositionOfAnotherClusterResyncs(t *testing.T) {
+	old := newClusterDB(t)
+	advanceWAL(t, old, "0/6000000", "old cluster")
+	a := start(t, nil, clusterEnv(t, old))
+	c := dial(t, a, alice)
+	sub := c.subscribe(project)
+	oldOrigin := sub.str("origin")
+	advanceWAL(t, old, "0/0", "seen on the old cluster")
+	seen, _ := gapUntil(t, c, "message_created", project, 5*time.Second)
+	a.stop()
+
+	nw := newClusterDB(t) // its slot starts before the position the client saw
+	b := start(t, nil, clusterEnv(t, nw))
+	seenAt, err := events.ParsePosition(seen.str("position"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	advanceWAL(t, nw, fmt.Sprintf("%X/%X", seenAt.LSN>>32, uint32(seenAt.LSN)), "new cluster")
+	probe := dial(t, b, alice)
+	if o := probe.subscribe(project).str("origin"); o == "" || o == oldOrigin {
+		t.Fatalf("origins: old %q, new %q", oldOrigin, o)
+	}
+
+	r := dial(t, b, alice)
+	r.send(map[string]string{"action": "subscribe", "project_id": project, "since": seen.str("position"), "origin": oldOrigin})
+	f, got := gapUntil(t, r, "resync_required", project, 5*time.Second)
+	if len(got) != 0 || f.str("origin") == oldOrigin {
+		t.Fatalf("resumed with the old origin: %v before %v", got, f)
+	}
+	if f := r.read(5 * time.Second); f.str("type") != "subscribed" {
+		t.Fatalf("after resync_required: %v", f)
 	}
 }

@@ -39,7 +39,7 @@ func TestJSClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("JavaScript client tests failed: %v", err)
 	}
-	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 5") {
+	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 6") {
 		t.Fatal("node reported failures")
 	}
 }

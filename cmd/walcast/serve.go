@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,30 @@ func (p *publisher) take(ctx context.Context, txn *events.Txn) error {
 	clear(evs)
 	p.buf = evs[:0]
 	return nil
+}
+
+// gap signals that changes before walPos may never be streamed: to this
+// hub, or through the bus so that every replica's subscribers are told.
+func (p *publisher) gap(ctx context.Context, walPos uint64) error {
+	now := time.Now()
+	if p.bus == nil {
+		p.hub.Gap(walPos, now)
+		return nil
+	}
+	ev := events.Event{Position: events.Position{LSN: walPos - 1, Index: ^uint32(0)}, AllProjects: true, Type: events.TypeResyncRequired, CommitTime: now}
+	return p.bus.Publish(ctx, []events.Event{ev})
+}
+
+// streamOrigin names where this process's positions come from: the
+// cluster, timeline and slot of the WAL; for the NOTIFY source, which
+// cannot resume across restarts, the process itself.
+func streamOrigin(ctx context.Context, cfg config.Config) (string, error) {
+	if cfg.Source == "notify" {
+		return "notify." + rand.Text(), nil
+	}
+	ictx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return wal.Identify(ictx, cfg.Database.URL, cfg.Replication.Slot)
 }
 
 // deliver feeds one event from the cluster stream to this replica's hub.
@@ -189,6 +214,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			log.Info("replication slot created", "slot", cfg.Replication.Slot)
 		}
 	}
+	origin, err := streamOrigin(ctx, cfg)
+	if err != nil {
+		return err
+	}
 
 	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold, MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes})
 	if err != nil {
@@ -205,6 +234,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		TTL:   cfg.Auth.MembershipCacheTTL, MaxConcurrent: cfg.Auth.MembershipLookups,
 	}, m)
 	h := hub.New(hub.Config{
+		Origin:    origin,
 		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge, HistoryBytes: cfg.Hub.HistoryBytes,
 		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
 		AccessWait:       cfg.Auth.MembershipWait, AccessKeep: cfg.Auth.AccessMemory, AccessMax: cfg.Auth.AccessMemoryMax,
@@ -212,7 +242,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	pub := &publisher{mapper: mapper, hub: h, log: log, metrics: m}
 	clustered := cfg.Cluster.NATSURL != ""
 	onStart := func(confirmed, walEnd uint64) { h.SetFloor(confirmed); h.CatchUp(walEnd) }
-	onGap := func(walPos uint64) { h.Gap(walPos, time.Now()) }
+
 	downNotice := cfg.Replication.DownNotice
 	reconnectMax, standbyPoll := cfg.Replication.ReconnectMax, time.Duration(0)
 	if clustered {
@@ -225,8 +255,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		defer bus.Close()
 		pub.bus = bus
-		// In cluster mode the stream's own floor and gaps are the bus's.
-		onStart, onGap = nil, nil
+		// In cluster mode the floor is the stream's.
+		onStart = nil
 		downNotice = 0 // a standby's reader is down by design
 		reconnectMax, standbyPoll = cfg.Cluster.FailoverPoll, cfg.Cluster.FailoverPoll
 		// History comes from the stream: the hub knows everything after
@@ -263,7 +293,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
 			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
-			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain, OnGap: onGap,
+			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain, OnGap: pub.gap, Origin: origin,
 			DownNotice: downNotice, OnDown: h.StreamDown, OnUp: h.StreamUp,
 		}, mapper.Watches, pub.take, onStart, log, m)
 		reader = walReader

@@ -6,21 +6,23 @@ import "time"
 // change events, so every frame with a position is written the same way.
 
 // SubscribedFrame is {"type":"subscribed","project_id":…,"position":…}.
-func SubscribedFrame(projectID string, pos Position) []byte {
-	return positionFrame("subscribed", projectID, pos, "")
+// origin, when set, is added as "origin": where the position comes from.
+func SubscribedFrame(projectID string, pos Position, origin string) []byte {
+	return positionFrame("subscribed", projectID, pos, "", origin)
 }
 
-// ResyncFrame is {"type":"resync_required","project_id":…,"position":…}.
-func ResyncFrame(projectID string, pos Position) []byte {
-	return positionFrame("resync_required", projectID, pos, "")
+// ResyncFrame is {"type":"resync_required","project_id":…,"position":…},
+// with "origin" when origin is set.
+func ResyncFrame(projectID string, pos Position, origin string) []byte {
+	return positionFrame("resync_required", projectID, pos, "", origin)
 }
 
 // RevokedFrame is {"type":"subscription_revoked","project_id":…,"reason":…,"position":…}.
 func RevokedFrame(projectID, reason string, pos Position) []byte {
-	return positionFrame("subscription_revoked", projectID, pos, reason)
+	return positionFrame("subscription_revoked", projectID, pos, reason, "")
 }
 
-func positionFrame(typ, projectID string, pos Position, reason string) []byte {
+func positionFrame(typ, projectID string, pos Position, reason, origin string) []byte {
 	b := make([]byte, 0, 128)
 	b = append(b, `{"type":`...)
 	b = appendString(b, typ)
@@ -32,7 +34,12 @@ func positionFrame(typ, projectID string, pos Position, reason string) []byte {
 	}
 	b = append(b, `,"position":"`...)
 	b = pos.AppendText(b)
-	return append(b, `"}`...)
+	b = append(b, '"')
+	if origin != "" {
+		b = append(b, `,"origin":`...)
+		b = appendString(b, origin)
+	}
+	return append(b, '}')
 }
 
 // InvalidateFrame is a cache_invalidate frame built from parts, for sources

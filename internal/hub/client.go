@@ -143,8 +143,9 @@ type Lookup func(ctx context.Context, fresh bool) (access.Proof, error)
 // of them is asked again, for up to Config.AccessWait, and an access change
 // published while it ran starts the check over. With since set, retained
 // events after since are sent first, or a resync_required when since is
-// older than what is retained. The frames sent are: replayed events or
-// resync_required, then subscribed.
+// older than what is retained. A zero since is a resume that cannot be
+// served (its origin is another stream's, Foreign): resync_required. The
+// frames sent are: replayed events or resync_required, then subscribed.
 func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since *events.Position, lookup Lookup) (Subscription, error) {
 	select {
 	case <-h.ready:
@@ -264,7 +265,7 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	}
 
 	res := Subscription{Position: h.last}
-	if since != nil && (since.Compare(s.from) < 0 || (!h.gapAt.IsZero() && since.Compare(h.gapAt) <= 0)) {
+	if since != nil && (since.IsZero() || since.Compare(s.from) < 0 || (!h.gapAt.IsZero() && since.Compare(h.gapAt) <= 0)) {
 		// History covers (since, s.from]; s.buf covers what came after.
 		res = h.replay(c, projectID, *since, s.from, res)
 	}
@@ -285,7 +286,7 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		// resumes from nothing): it goes live after it.
 		res.Position = s.skipThrough
 	}
-	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position), Type: "subscribed", Position: res.Position}})
+	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position, h.cfg.Origin), Type: "subscribed", Position: res.Position}})
 	if !h.downSince.IsZero() {
 		h.enqueue(c, Item{Frame: &Frame{Data: events.StreamFrame(projectID, true, h.downSince), Type: "stream_down"}})
 	}
@@ -371,7 +372,7 @@ var ErrAccessSuspended = errors.New("access changes cannot be followed")
 // resync_required when they cannot all be served.
 func (h *Hub) replay(c *Client, projectID string, since, through events.Position, res Subscription) Subscription {
 	t := h.topic(projectID)
-	gap := since.Compare(h.floor) < 0 || since.Compare(t.lost) < 0 || since.Compare(h.lostFloor) < 0 ||
+	gap := since.IsZero() || since.Compare(h.floor) < 0 || since.Compare(t.lost) < 0 || since.Compare(h.lostFloor) < 0 ||
 		(!h.gapAt.IsZero() && since.Compare(h.gapAt) <= 0)
 	var frames []*Frame
 	for _, f := range t.history {
@@ -390,7 +391,7 @@ func (h *Hub) replay(c *Client, projectID string, since, through events.Position
 		frames = append(frames, f)
 	}
 	if gap {
-		h.enqueue(c, Item{Frame: &Frame{Data: events.ResyncFrame(projectID, h.last), Type: events.TypeResyncRequired, Position: h.last}})
+		h.enqueue(c, Item{Frame: &Frame{Data: events.ResyncFrame(projectID, h.last, h.cfg.Origin), Type: events.TypeResyncRequired, Position: h.last}})
 		h.metrics.ResyncsSent.Inc()
 		res.Resync = true
 		return res

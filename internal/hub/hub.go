@@ -26,6 +26,10 @@ type Config struct {
 	// database again while its answer is older than an access change the
 	// stream has brought; past it the check fails closed (ErrAccessUnsettled).
 	AccessWait time.Duration
+	// Origin names where positions come from (wal.Origin); it is sent
+	// with subscribed and resync_required, and a resume that names
+	// another one is answered resync_required (Foreign).
+	Origin string
 	// AccessKeep is how long an access change is remembered at least;
 	// AccessMax bounds how many are (package access).
 	AccessKeep time.Duration
@@ -255,7 +259,7 @@ func (h *Hub) resyncEverywhere(pos events.Position, commit time.Time) {
 	}
 	now := h.now()
 	for pid, t := range h.topics {
-		f := &Frame{Data: events.ResyncFrame(pid, pos), Type: events.TypeResyncRequired, Position: pos, CommitTime: commit}
+		f := &Frame{Data: events.ResyncFrame(pid, pos, h.cfg.Origin), Type: events.TypeResyncRequired, Position: pos, CommitTime: commit}
 		h.append(t, f, now)
 		h.fanout(t, f)
 	}
@@ -274,6 +278,13 @@ func (h *Hub) SetFloorAt(pos events.Position) {
 	h.floorSet = true
 	h.last, h.floor = pos, pos
 	close(h.ready)
+}
+
+// Foreign reports whether a resume naming origin comes from another
+// stream than this hub's: another cluster, timeline or slot, or, where the
+// hub has no origin, any named one.
+func (h *Hub) Foreign(origin string) bool {
+	return origin != "" && origin != h.cfg.Origin
 }
 
 // Last returns the newest published position (or the floor).
@@ -306,11 +317,9 @@ func (h *Hub) Publish(evs []events.Event) {
 				i++
 				continue
 			}
-			for pid, t := range h.topics {
-				f := &Frame{Data: events.ResyncFrame(pid, ev.Position), Type: events.TypeResyncRequired, Position: ev.Position, CommitTime: ev.CommitTime}
-				h.append(t, f, now)
-				h.fanout(t, f)
-			}
+			// Changes may be lost here (a gap, an unmappable change):
+			// no resume from before it replays across it, in any project.
+			h.resyncEverywhere(ev.Position, ev.CommitTime)
 			i++
 			continue
 		}

@@ -523,3 +523,70 @@ func TestHistoryIsBoundedInBytes(t *testing.T) {
 		t.Fatal("a resume from before the evicted events did not resync")
 	}
 }
+
+// TestOriginTravelsAndForeignResumesResync: subscribed and
+// resync_required name the hub's origin; a resume whose origin is another
+// (another cluster, timeline or slot) is answered resync_required even
+// when its position lies inside the retained history, while one with the
+// hub's own origin replays.
+func TestOriginTravelsAndForeignResumesResync(t *testing.T) {
+	h := New(Config{QueueSize: 16, HistorySize: 10, Origin: "7300000000000000001.1.walcast"}, metrics.New(prometheus.NewRegistry()))
+	h.SetFloor(0x100)
+	h.Publish([]events.Event{ev(0x200, 0, pA, "one"), ev(0x300, 0, pA, "two")})
+	inside := events.Position{LSN: 0x200}
+	for _, tc := range []struct {
+		origin string
+		want   []string
+	}{
+		{"7300000000000000001.1.walcast", []string{"two@" + pos(0x300, 0), "subscribed@" + pos(0x300, 0)}},
+		{"", []string{"two@" + pos(0x300, 0), "subscribed@" + pos(0x300, 0)}}, // a client that does not say
+		{"7300000000000000002.1.walcast", []string{"resync_required@" + pos(0x300, 0), "subscribed@" + pos(0x300, 0)}},
+		{"7300000000000000001.2.walcast", []string{"resync_required@" + pos(0x300, 0), "subscribed@" + pos(0x300, 0)}},
+	} {
+		c := h.NewClient("a")
+		since := inside
+		if h.Foreign(tc.origin) {
+			since = events.Position{}
+		}
+		subscribe(t, h, c, pA, &since)
+		var got []string
+		for _, it := range c.Take(nil) {
+			c.Written(it)
+			fs := it.Batch
+			if it.Frame != nil {
+				fs = append(fs, it.Frame)
+			}
+			for _, f := range fs {
+				got = append(got, f.Type+"@"+f.Position.String())
+				if (f.Type == "subscribed" || f.Type == events.TypeResyncRequired) && !strings.Contains(string(f.Data), `"origin":"7300000000000000001.1.walcast"`) {
+					t.Fatalf("%s without the origin: %s", f.Type, f.Data)
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("origin %q: got %v, want %v", tc.origin, got, tc.want)
+		}
+		h.Remove(c)
+	}
+	// A zero position never replays, even on a hub whose floor is zero.
+	z := New(Config{QueueSize: 16, HistorySize: 10}, metrics.New(prometheus.NewRegistry()))
+	z.SetFloor(0)
+	if res := subscribe(t, z, z.NewClient("a"), pA, &events.Position{}); !res.Resync {
+		t.Fatalf("zero since on an empty hub: %+v", res)
+	}
+}
+
+// TestUnmappableChangeIsAGapForEveryProject: a resync of every project
+// published in the stream (a change that could not be mapped) is a gap
+// like a dropped slot: a resume from before it is answered
+// resync_required also in a project that had no subscribers or history
+// when it passed.
+func TestUnmappableChangeIsAGapForEveryProject(t *testing.T) {
+	h := newHub(t, Config{QueueSize: 16, HistorySize: 10})
+	h.Publish([]events.Event{ev(0x200, 0, pA, "before")})
+	h.Publish([]events.Event{{Position: events.Position{LSN: 0x300}, AllProjects: true, Type: events.TypeResyncRequired, CommitTime: time.Now()}})
+	before := events.Position{LSN: 0x200}
+	if res := subscribe(t, h, h.NewClient("b"), pB, &before); !res.Resync {
+		t.Fatalf("resume of a quiet project across the unmappable change: %+v", res)
+	}
+}

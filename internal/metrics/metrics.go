@@ -86,7 +86,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		ResyncsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_resyncs_sent_total", Help: "resync_required frames sent."}),
 		StreamGaps: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "walcast_stream_gaps_total", Help: "Times changes may have been lost (slot dropped or moved, a table back in the publication) and every project was told to resync."}),
+			Name: "walcast_stream_gaps_total", Help: "Times changes may have been lost (slot dropped or moved, a table back in the publication, a change that could not be mapped) and every project was told to resync."}),
 		Revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_subscription_revocations_total", Help: "subscription_revoked frames sent, by reason."}, []string{"reason"}),
 		HistoryEvents: prometheus.NewGauge(prometheus.GaugeOpts{

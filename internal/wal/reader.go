@@ -58,8 +58,11 @@ type Config struct {
 	// OnGap, when set, is told that changes before walPos may never be
 	// streamed: the slot was dropped (the reader re-creates it) or was
 	// moved past what this process had received (another consumer, or a
-	// re-created slot).
-	OnGap func(walPos uint64)
+	// re-created slot). Streaming starts only after it returned nil.
+	OnGap func(ctx context.Context, walPos uint64) error
+	// Origin, when set, is the origin (see Origin) the server must still
+	// have at every reconnect; another one ends Run with ErrOriginChanged.
+	Origin string
 }
 
 // Sink takes one committed transaction. When it returns nil, the
@@ -150,7 +153,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			return nil
 		}
 		r.wentDown()
-		if errors.Is(err, ErrWALBehind) {
+		if errors.Is(err, ErrWALBehind) || errors.Is(err, ErrOriginChanged) {
 			return err // a fresh start resumes clients with resync_required
 		}
 		r.mu.Lock()
@@ -231,8 +234,9 @@ func (r *Reader) cameUp() {
 	}
 }
 
-func (r *Reader) connConfig() (*pgconn.Config, error) {
-	cfg, err := pgconn.ParseConfig(r.cfg.DatabaseURL)
+// replicationConfig is the configuration of a replication connection.
+func replicationConfig(databaseURL string) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
@@ -248,7 +252,7 @@ func (r *Reader) connConfig() (*pgconn.Config, error) {
 }
 
 func (r *Reader) stream(ctx context.Context) error {
-	cfg, err := r.connConfig()
+	cfg, err := replicationConfig(r.cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
@@ -264,6 +268,16 @@ func (r *Reader) stream(ctx context.Context) error {
 		_ = conn.Close(closeCtx)
 	}()
 
+	if r.cfg.Origin != "" {
+		origin, err := identify(ctx, conn, r.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		if origin != r.cfg.Origin {
+			return fmt.Errorf("%w: it is %s, walcast started on %s; restart walcast to follow it (clients then resume with resync_required)",
+				ErrOriginChanged, origin, r.cfg.Origin)
+		}
+	}
 	confirmedFlush, walEnd, err := slotConfirmedFlush(ctx, conn, r.cfg.Slot)
 	received := r.received.Load()
 	if errors.Is(err, ErrNoSlot) && received > 0 {
@@ -292,7 +306,11 @@ func (r *Reader) stream(ctx context.Context) error {
 		r.log.Error("replication slot starts past what walcast received (re-created, or consumed by another client): changes in between are lost; every project is told to resync",
 			"slot", r.cfg.Slot, "received_lsn", pglogrepl.LSN(received).String(), "slot_confirmed_lsn", pglogrepl.LSN(confirmedFlush).String())
 		if r.cfg.OnGap != nil {
-			r.cfg.OnGap(confirmedFlush)
+			if err := r.cfg.OnGap(ctx, confirmedFlush); err != nil {
+				// Not signalled, so not streamed past: the next attempt
+				// finds the same gap.
+				return fmt.Errorf("signal the gap before %s: %w", pglogrepl.LSN(confirmedFlush), err)
+			}
 		}
 	}
 	if r.onStart != nil {

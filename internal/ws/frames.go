@@ -25,6 +25,7 @@ type ClientFrame struct {
 	Action    string `json:"action"`
 	ProjectID string `json:"project_id,omitempty"`
 	Since     string `json:"since,omitempty"`
+	Origin    string `json:"origin,omitempty"`
 	Token     string `json:"token,omitempty"`
 }
 
@@ -33,6 +34,9 @@ type Command struct {
 	Action    string
 	ProjectID string
 	Since     *events.Position
+	// Origin is where Since comes from, as the server sent it with
+	// subscribed or resync_required; empty for clients that do not say.
+	Origin string
 	// Token is the new JWT of a refresh_token frame.
 	Token string
 }
@@ -46,6 +50,10 @@ const (
 	// {"action":"refresh_token","token":"<JWT>"} for the same user.
 	ActionRefreshToken = "refresh_token"
 )
+
+// maxOriginLen bounds an origin: a system identifier, a timeline and a
+// slot name (at most 63 bytes) take under 100.
+const maxOriginLen = 128
 
 // ErrBadFrame wraps every reason a client frame is refused.
 var ErrBadFrame = errors.New("bad frame")
@@ -88,6 +96,15 @@ func ParseFrame(data []byte) (Command, error) {
 			return Command{}, fmt.Errorf("%w: since is not a position", ErrBadFrame)
 		}
 		cmd.Since = &p
+	}
+	if f.Origin != "" {
+		if cmd.Since == nil {
+			return Command{}, fmt.Errorf("%w: origin is only valid with since", ErrBadFrame)
+		}
+		if len(f.Origin) > maxOriginLen {
+			return Command{}, fmt.Errorf("%w: origin is longer than %d bytes", ErrBadFrame, maxOriginLen)
+		}
+		cmd.Origin = f.Origin
 	}
 	return cmd, nil
 }

@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/walcast/walcast/internal/events"
@@ -33,6 +34,10 @@ func TestParseFrame(t *testing.T) {
 		{`{"action":"subscribe","project_id":123}`, Command{}, true},
 		{`{"action":"subscribe","project_id":"` + pid + `","since":"yesterday"}`, Command{}, true},
 		{`{"action":"unsubscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002"}`, Command{}, true},
+		{`{"action":"subscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002","origin":"7312.1.walcast"}`, Command{Action: "subscribe", ProjectID: pid, Since: &since, Origin: "7312.1.walcast"}, false},
+		{`{"action":"subscribe","project_id":"` + pid + `","origin":"7312.1.walcast"}`, Command{}, true},
+		{`{"action":"subscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002","origin":"` + strings.Repeat("x", 129) + `"}`, Command{}, true},
+		{`{"action":"subscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002","origin":7}`, Command{}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {
@@ -46,7 +51,7 @@ func TestParseFrame(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Action != c.want.Action || got.ProjectID != c.want.ProjectID || (got.Since == nil) != (c.want.Since == nil) ||
+			if got.Action != c.want.Action || got.ProjectID != c.want.ProjectID || got.Origin != c.want.Origin || (got.Since == nil) != (c.want.Since == nil) ||
 				(got.Since != nil && *got.Since != *c.want.Since) {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}
@@ -57,6 +62,7 @@ func TestParseFrame(t *testing.T) {
 func FuzzParseFrame(f *testing.F) {
 	f.Add([]byte(`{"action":"subscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002"}`))
 	f.Add([]byte(`{"action":"ping"}`))
+	f.Add([]byte(`{"action":"subscribe","project_id":"` + pid + `","since":"00000000016B3748/00000002","origin":"7312.1.walcast"}`))
 	f.Add([]byte(`{"action":"unsubscribe","project_id":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cmd, err := ParseFrame(b)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/httpjson"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
@@ -403,7 +404,13 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 		}
 		subCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, cmd.Since, func(ctx context.Context, fresh bool) (access.Proof, error) {
+		since := cmd.Since
+		if since != nil && h.Foreign(cmd.Origin) {
+			// A position of another cluster, timeline or slot: it cannot
+			// be resumed from (the hub answers resync_required).
+			since = &events.Position{}
+		}
+		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, since, func(ctx context.Context, fresh bool) (access.Proof, error) {
 			return sc.srv.members.Lookup(ctx, cmd.ProjectID, userID, fresh)
 		})
 		switch {
