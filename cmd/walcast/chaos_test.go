@@ -33,6 +33,12 @@ type chaosClient struct {
 	resumes int // subscribes sent with since
 	dups    []string
 	calm    bool // stop disconnecting at random
+	// origin is the server's, sent back with since.
+	origin string
+	// log, when set, keeps every event and resync_required per project
+	// (newRecorder).
+	log map[string][]received
+	trace []string
 }
 
 func (c *chaosClient) run(ctx context.Context, tok string) {
@@ -61,9 +67,13 @@ func (c *chaosClient) session(ctx context.Context, tok string) {
 	conn.SetReadLimit(1 << 20)
 	c.mu.Lock()
 	for _, p := range c.projects {
+		c.trace = append(c.trace, "SESSION "+c.last[p]+" "+c.origin)
 		msg := map[string]string{"action": "subscribe", "project_id": p}
 		if pos := c.last[p]; pos != "" {
 			msg["since"] = pos
+			if c.origin != "" {
+				msg["origin"] = c.origin
+			}
 			c.resumes++
 		}
 		b, _ := json.Marshal(msg)
@@ -102,17 +112,32 @@ func (c *chaosClient) take(f frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p, pos := f.str("project_id"), f.str("position")
+	c.trace = append(c.trace, f.str("type")+"@"+pos+" "+f.str("origin"))
 	switch f.str("type") {
 	case "resync_required":
 		c.resyncs++
+		// Live from here on; after a new origin positions start over.
+		c.last[p] = pos
+		if o := f.str("origin"); o != "" {
+			c.origin = o
+		}
+		if c.log != nil {
+			c.log[p] = append(c.log[p], received{position: pos, origin: f.str("origin")})
+		}
+		return
 	case "subscribed":
 		// Everything up to it has been delivered (docs/protocol.md B.1).
 		if pos > c.last[p] {
 			c.last[p] = pos
 		}
+		if o := f.str("origin"); o != "" {
+			c.origin = o
+		}
 		return
-	case "message_created", "cache_invalidate":
-	default:
+	case "subscription_revoked", "stream_down", "stream_up":
+		return
+	}
+	if pos == "" {
 		return
 	}
 	if pos <= c.last[p] {
@@ -122,6 +147,11 @@ func (c *chaosClient) take(f frame) {
 	c.last[p] = pos
 	if f.str("type") == "message_created" {
 		c.got[p] = append(c.got[p], f.data()["id"].(string))
+	}
+	if c.log != nil {
+		if k := eventKey(f); k != "" {
+			c.log[p] = append(c.log[p], received{key: k, position: pos})
+		}
 	}
 }
 

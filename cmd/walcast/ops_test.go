@@ -315,22 +315,6 @@ func TestConfirmedPositionFollowsTheHub(t *testing.T) {
 	})
 }
 
-func parseLSN(t *testing.T, s string) uint64 {
-	t.Helper()
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		t.Fatalf("lsn %q", s)
-	}
-	var h, l uint64
-	for _, c := range hi {
-		h = h*16 + uint64(strings.IndexRune("0123456789ABCDEF", c))
-	}
-	for _, c := range lo {
-		l = l*16 + uint64(strings.IndexRune("0123456789ABCDEF", c))
-	}
-	return h<<32 | l
-}
-
 // TestProtocolDocInStep: docs/protocol.md part A is the shared contract,
 // verbatim, where the shared copy is beside the checkout (as in CI).
 func TestProtocolDocInStep(t *testing.T) {

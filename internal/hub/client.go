@@ -369,7 +369,7 @@ var ErrAccessUnsettled = access.ErrUnsettled
 var ErrAccessSuspended = errors.New("access changes cannot be followed")
 
 // replay sends the retained events of projectID in (since, through], or a
-// resync_required when they cannot all be served.
+// resync_required at through when they cannot all be served.
 func (h *Hub) replay(c *Client, projectID string, since, through events.Position, res Subscription) Subscription {
 	t := h.topic(projectID)
 	gap := since.IsZero() || since.Compare(h.floor) < 0 || since.Compare(t.lost) < 0 || since.Compare(h.lostFloor) < 0 ||
@@ -391,7 +391,10 @@ func (h *Hub) replay(c *Client, projectID string, since, through events.Position
 		frames = append(frames, f)
 	}
 	if gap {
-		h.enqueue(c, Item{Frame: &Frame{Data: events.ResyncFrame(projectID, h.last, h.cfg.Origin), Type: events.TypeResyncRequired, Position: h.last}})
+		// At through, not at the newest position: what was published
+		// after through (held while the subscription was checked) follows
+		// it and must sort after it.
+		h.enqueue(c, Item{Frame: &Frame{Data: events.ResyncFrame(projectID, through, h.cfg.Origin), Type: events.TypeResyncRequired, Position: through}})
 		h.metrics.ResyncsSent.Inc()
 		res.Resync = true
 		return res
