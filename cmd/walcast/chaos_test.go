@@ -37,7 +37,7 @@ type chaosClient struct {
 	origin string
 	// log, when set, keeps every event and resync_required per project
 	// (newRecorder).
-	log map[string][]received
+	log   map[string][]received
 	trace []string
 }
 
