@@ -219,7 +219,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 
-	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold, MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes})
+	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold, MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes,
+		Publication: cfg.Replication.Publication})
 	if err != nil {
 		return err
 	}
@@ -307,7 +308,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	var pubWatch *wal.PublicationWatch
 	if walReader != nil {
-		pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Events.Tables, cfg.Replication.PublicationCheck, h, log, m)
+		leading := func() bool { return !clustered || walReader.Live() }
+		pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Events.Tables, cfg.Replication.PublicationCheck, h, leading, log, m)
 	}
 	ready := func(ctx context.Context) error {
 		if pubWatch != nil {

@@ -11,6 +11,9 @@ const (
 	Update
 	Delete
 	Truncate
+	// Message is a logical decoding message written inside a transaction
+	// with pg_logical_emit_message (Change.Prefix, Change.Content).
+	Message
 )
 
 // String returns the action as the protocol spells it ("INSERT", ...).
@@ -24,6 +27,8 @@ func (a Action) String() string {
 		return "DELETE"
 	case Truncate:
 		return "TRUNCATE"
+	case Message:
+		return "MESSAGE"
 	}
 	return "UNKNOWN"
 }
@@ -58,6 +63,9 @@ type Change struct {
 	// Bulk marks a change Retain kept in place of coalesced rows: it only
 	// names the project, and maps to that project's BULK invalidation.
 	Bulk bool
+	// Prefix and Content are a Message's.
+	Prefix  string
+	Content []byte
 }
 
 // Txn is one committed transaction: its changes to the watched tables in

@@ -67,8 +67,8 @@ type resolved struct {
 	ch        *Change
 	projectID string
 	coalesce  bool
-	// everyone: the change concerns every project (a TRUNCATE, or a row
-	// whose project cannot be known).
+	// everyone: the change concerns every project (a TRUNCATE, a row
+	// whose project cannot be known, a gap marker: table is nil).
 	everyone bool
 	// unsure: walcast cannot tell whose access the change ended; it
 	// revokes conservatively.
@@ -85,6 +85,12 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 	rs := make([]resolved, 0, len(txn.Changes))
 	for i := range txn.Changes {
 		ch := &txn.Changes[i]
+		if ch.Action == Message {
+			if pub, ok := ParseGapMarker(ch.Content); ch.Prefix == GapPrefix && ok && pub == m.pub {
+				rs = append(rs, resolved{ch: ch, everyone: true})
+			}
+			continue
+		}
 		t, ok := m.tables[ch.Schema+"."+ch.Table]
 		if !ok {
 			continue
@@ -122,7 +128,7 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 			base.ProjectID = ""
 			base.Position = next()
 			base.Type = TypeResyncRequired
-			if t.GrantsAccess() {
+			if t != nil && t.GrantsAccess() {
 				reason := ReasonMemberRemoved
 				if t.RevokesProject {
 					reason = ReasonProjectDeleted
@@ -234,12 +240,13 @@ func (t *Table) resolve(ch *Change, rs []resolved) ([]resolved, error) {
 		if t.GrantsAccess() {
 			return unmappable(err)
 		}
-		// Whether the row left another project cannot be known; the
-		// project it is in now is told as always.
-		if pid == "" {
-			return rs, err
+		// Whether the row left another project cannot be known: the
+		// project it is in now is told as always, and every project
+		// resyncs (the one it may have left among them).
+		if pid != "" {
+			rs = append(rs, resolved{table: t, ch: ch, projectID: pid})
 		}
-		return append(rs, resolved{table: t, ch: ch, projectID: pid}), err
+		return append(rs, resolved{table: t, ch: ch, everyone: true, unsure: true}), err
 	}
 	if !moved {
 		if pid == "" {

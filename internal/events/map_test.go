@@ -228,8 +228,9 @@ func TestMapUnmappableChangeFailsClosed(t *testing.T) {
 			[]string{"cache_invalidate:a:"}},
 		{"project delete without id", Change{Table: "projects", Action: Delete, Old: cols("name", "x")}, 1,
 			[]string{"subscription_revoked:*:all/project_deleted/conservative"}},
+		// It may have left another project: every project resyncs.
 		{"task update without old row, identity without project", Change{Table: "tasks", Action: Update, New: cols("id", rid, "project_id", pid), Identity: []string{"id"}}, 1,
-			[]string{"cache_invalidate:a:", "task_updated:a:"}},
+			[]string{"cache_invalidate:a:", "task_updated:a:", "resync_required:*:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.ch.Schema = "public"
@@ -356,6 +357,40 @@ func TestMapRowThatChangesProjectOrUser(t *testing.T) {
 	}
 }
 
+// TestMapGapMarkers: a gap marker of the stream's publication tells every
+// project to resync at its position among the transaction's events;
+// another publication's marker, or another prefix, is not walcast's.
+func TestMapGapMarkers(t *testing.T) {
+	m, err := NewMapper(Options{Tables: DefaultTables(), Publication: "walcast_pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		prefix string
+		body   []byte
+		want   string
+	}{
+		{"ours", GapPrefix, GapMarker("walcast_pub", "table back"), "cache_invalidate:a: message_created:a: resync_required:*:"},
+		{"another deployment's", GapPrefix, GapMarker("other_pub", "table back"), "cache_invalidate:a: message_created:a:"},
+		{"another prefix", "app", GapMarker("walcast_pub", "x"), "cache_invalidate:a: message_created:a:"},
+		{"not JSON", GapPrefix, []byte("{"), "cache_invalidate:a: message_created:a:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, problems := m.Map(&Txn{CommitLSN: 1, CommitTime: commit, Changes: []Change{
+				{Schema: "public", Table: "messages", Action: Insert, New: cols("id", rid, "project_id", pid)},
+				{Action: Message, Prefix: tc.prefix, Content: tc.body},
+			}}, nil)
+			if len(problems) != 0 {
+				t.Fatal(problems)
+			}
+			if got := strings.Join(describe(evs), " "); got != tc.want {
+				t.Fatalf("events %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestMapBulkCoalescing(t *testing.T) {
 	m := mapper(t, 3)
 	var changes []Change
@@ -364,7 +399,7 @@ func TestMapBulkCoalescing(t *testing.T) {
 	}
 	changes = append(changes,
 		Change{Schema: "public", Table: "project_members", Action: Delete, Old: cols("id", "x", "project_id", pid, "user_id", uid)},
-		Change{Schema: "public", Table: "tasks", Action: Update, New: cols("id", "t", "project_id", pid)},
+		Change{Schema: "public", Table: "tasks", Action: Update, Old: cols("id", "t", "project_id", pid), New: cols("id", "t", "project_id", pid)},
 		Change{Schema: "public", Table: "messages", Action: Insert, New: cols("id", "m", "project_id", pid2)}, // pid2: 1 row, untouched
 	)
 	evs, _ := m.Map(&Txn{CommitLSN: 9, CommitTime: commit, Changes: changes}, nil)

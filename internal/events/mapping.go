@@ -73,6 +73,10 @@ type Options struct {
 	// transaction (see there); zero rows keeps everything.
 	MaxTxnRows  int
 	MaxTxnBytes int
+	// Publication is the publication the stream reads: gap markers
+	// (GapPrefix) naming it tell every project to resync; others are
+	// another deployment's.
+	Publication string
 }
 
 // Mapper turns committed transactions into wire events.
@@ -81,6 +85,7 @@ type Mapper struct {
 	bulk     int
 	maxRows  int
 	maxBytes int
+	pub      string
 	camel    sync.Map // column name -> JSON key
 }
 
@@ -103,7 +108,7 @@ func NewMapper(opts Options) (*Mapper, error) {
 	if opts.MaxTxnRows < 0 {
 		return nil, fmt.Errorf("events: max transaction rows %d is negative", opts.MaxTxnRows)
 	}
-	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes}
+	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes, pub: opts.Publication}
 	if m.maxBytes <= 0 {
 		m.maxBytes = math.MaxInt
 	}

@@ -243,13 +243,20 @@ func (h *Hub) streamFrames(down bool) {
 	}
 }
 
-// ResyncAll tells every project to resync at the newest position: changes
-// of a watched table may have been lost (it left the publication and came
-// back).
+// ResyncAll tells every project to resync now: changes of a watched table
+// may have been lost (it left the publication and came back) anywhere up
+// to the server's present. While the hub catches up with history, that is
+// past everything it had when the stream started: history still to come
+// is covered by the resync (and dropped), and subscriptions that start
+// after that history are told too.
 func (h *Hub) ResyncAll(commit time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.resyncEverywhere(h.last, commit)
+	pos := h.last
+	if h.history.Compare(pos) > 0 {
+		pos = h.history
+	}
+	h.resyncEverywhere(pos, commit)
 }
 
 func (h *Hub) resyncEverywhere(pos events.Position, commit time.Time) {

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -129,8 +130,14 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 				d.keep(events.Change{Schema: rel.schema, Table: rel.table, Action: events.Truncate})
 			}
 		}
+	case *pglogrepl.LogicalDecodingMessage:
+		// Kept when written inside a transaction under walcast's prefix
+		// (events.GapPrefix); they take their place among its changes.
+		if m.Transactional && d.txn != nil && m.Prefix == events.GapPrefix {
+			d.keep(events.Change{Action: events.Message, Prefix: m.Prefix, Content: bytes.Clone(m.Content)})
+		}
 	}
-	// Type, Origin and logical decoding messages carry nothing walcast serves.
+	// Type and Origin messages carry nothing walcast serves.
 	return nil, nil
 }
 

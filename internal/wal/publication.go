@@ -27,6 +27,14 @@ type Access interface {
 // this is the only way walcast can know. While a table that grants access
 // is not streamed, access is suspended (every subscription revoked, none
 // granted); any problem makes walcast unready, with the fix.
+//
+// Changes made while a table was out are lost. When the table is back, or
+// when the publication's catalog rows changed between two checks (a table
+// dropped and added back within one interval), the watch writes a gap
+// marker into the WAL (events.GapPrefix): read back in order, it tells
+// every project to resync at a position after everything lost, on every
+// replica and after a restart too. Where the marker cannot be written, the
+// hub is told directly (ResyncAll).
 type PublicationWatch struct {
 	pool     *pgxpool.Pool
 	name     string
@@ -35,15 +43,23 @@ type PublicationWatch struct {
 	access   Access
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	// leading reports whether this process streams the slot: only the
+	// replica that does writes markers (every replica reads them).
+	leading func() bool
 
 	mu       sync.Mutex
 	problems []string
 	blind    bool
+	identity string
 }
 
-// NewPublicationWatch returns a watch of publication name over tables.
-func NewPublicationWatch(pool *pgxpool.Pool, name string, tables []events.Table, interval time.Duration, a Access, log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
-	return &PublicationWatch{pool: pool, name: name, tables: tables, interval: interval, access: a, log: log, metrics: m}
+// NewPublicationWatch returns a watch of publication name over tables;
+// leading (nil: always) says whether this replica writes gap markers.
+func NewPublicationWatch(pool *pgxpool.Pool, name string, tables []events.Table, interval time.Duration, a Access, leading func() bool, log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
+	if leading == nil {
+		leading = func() bool { return true }
+	}
+	return &PublicationWatch{pool: pool, name: name, tables: tables, interval: interval, access: a, leading: leading, log: log, metrics: m}
 }
 
 // Run checks until ctx ends.
@@ -72,8 +88,8 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	}
 	problems, blind := pub.Problems(w.tables), pub.AccessBlind()
 	w.mu.Lock()
-	wasBlind, had := w.blind, len(w.problems) > 0
-	w.problems, w.blind = problems, blind
+	wasBlind, had, known := w.blind, len(w.problems) > 0, w.identity
+	w.problems, w.blind, w.identity = problems, blind, pub.Identity
 	w.mu.Unlock()
 	switch {
 	case blind && !wasBlind:
@@ -88,10 +104,28 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	if len(problems) > 0 && !blind && !had {
 		w.log.Error("changes of a watched table are not streamed", "publication", w.name, "problem", strings.Join(problems, "; "))
 	}
-	if had && len(problems) == 0 {
-		// The changes made meanwhile were never streamed: every project
-		// refetches (a resume from before now cannot be served either).
-		w.log.Warn("the publication streams every watched table again; changes made meanwhile were lost: every project is told to resync", "publication", w.name)
+	if len(problems) > 0 {
+		return // nothing to signal before the fix: what follows is lost too
+	}
+	switch {
+	case had:
+		w.gap(ctx, "the publication streams every watched table again; changes made meanwhile were lost")
+	case known != "" && known != pub.Identity:
+		w.gap(ctx, "the publication changed between two checks (a table dropped and added back?); changes made meanwhile may be lost")
+	}
+}
+
+// gap tells every project to resync after what may have been lost: through
+// a marker in the WAL, or, where that fails, the hub directly.
+func (w *PublicationWatch) gap(ctx context.Context, reason string) {
+	if !w.leading() {
+		return // the replica that streams the slot writes the marker
+	}
+	w.log.Warn(reason+": every project is told to resync", "publication", w.name)
+	_, err := w.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2::text)`, events.GapPrefix, string(events.GapMarker(w.name, reason)))
+	if err != nil {
+		w.log.Error("could not write a gap marker into the WAL: this process's subscribers are told directly, but a restart or another replica will not know of the gap",
+			"publication", w.name, "err", err)
 		w.access.ResyncAll(time.Now())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -317,7 +318,7 @@ func (r *Reader) stream(ctx context.Context) error {
 		r.onStart(confirmedFlush, walEnd)
 	}
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(r.cfg.Publication)},
+		PluginArgs: pluginArgs(conn, r.cfg.Publication),
 	})
 	if err != nil {
 		return fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
@@ -588,6 +589,16 @@ func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (
 		return 0, 0, fmt.Errorf("parse the WAL end: %w", err)
 	}
 	return confirmed, walEnd, nil
+}
+
+// pluginArgs are pgoutput's options: protocol 1, the publication, and,
+// from PostgreSQL 14 on, logical decoding messages (walcast's gap markers).
+func pluginArgs(conn *pgconn.PgConn, publication string) []string {
+	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(publication)}
+	if v, err := strconv.Atoi(strings.SplitN(conn.ParameterStatus("server_version"), ".", 2)[0]); err == nil && v >= 14 {
+		args = append(args, "messages 'true'")
+	}
+	return args
 }
 
 // ErrWALBehind reports a server whose WAL ends before what walcast had

@@ -69,6 +69,9 @@ type Publication struct {
 	// Filtered are watched tables it publishes with a row filter or a
 	// column list (PostgreSQL 15+): changes it leaves out are never seen.
 	Filtered []events.Table
+	// Identity names the catalog rows behind all of the above
+	// (publicationIdentity): when it changes, the publication changed.
+	Identity string
 }
 
 // Problems says, with its fix, each way p keeps a change from being
@@ -106,7 +109,8 @@ func (p Publication) AccessBlind() bool {
 	return slices.ContainsFunc(p.Missing, events.Table.GrantsAccess) || slices.ContainsFunc(p.Filtered, events.Table.GrantsAccess)
 }
 
-// ReadPublication reads what publication name streams of tables.
+// ReadPublication reads what publication name streams of tables, and the
+// identity of its catalog rows.
 func ReadPublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) (Publication, error) {
 	p := Publication{Name: name}
 	var ins, upd, del, trunc bool
@@ -151,7 +155,39 @@ func ReadPublication(ctx context.Context, pool *pgxpool.Pool, name string, table
 			p.Filtered = append(p.Filtered, t)
 		}
 	}
+	if p.Identity, err = publicationIdentity(ctx, pool, name, tables); err != nil {
+		return p, fmt.Errorf("read the catalog rows of publication %s: %w", name, err)
+	}
 	return p, nil
+}
+
+// publicationIdentity names the catalog rows that make publication name
+// stream tables: its own row version (its actions) and the rows that put
+// each table or schema in it. Any change to them, even one undone before
+// the next look (a table dropped and added again), gives another identity:
+// new row versions, new row ids.
+func publicationIdentity(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) (string, error) {
+	qualified := make([]string, len(tables))
+	for i, t := range tables {
+		qualified[i] = pgx.Identifier{schemaOf(t), t.Name}.Sanitize()
+	}
+	var id string
+	var version int
+	err := pool.QueryRow(ctx, `SELECT p.xmin::text || '/' || coalesce((SELECT string_agg(r.oid::text, ',' ORDER BY r.oid) FROM pg_publication_rel r
+			WHERE r.prpubid = p.oid AND r.prrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x)), ''),
+		current_setting('server_version_num')::int
+		FROM pg_publication p WHERE p.pubname = $1`, name, qualified).Scan(&id, &version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil || version < 150000 {
+		return id, err
+	}
+	// Schemas in a publication exist from PostgreSQL 15 on.
+	var schemas string
+	err = pool.QueryRow(ctx, `SELECT coalesce(string_agg(n.oid::text, ',' ORDER BY n.oid), '') FROM pg_publication_namespace n
+		JOIN pg_publication p ON p.oid = n.pnpubid WHERE p.pubname = $1`, name).Scan(&schemas)
+	return id + "/" + schemas, err
 }
 
 func tableList(tables []events.Table) string {
