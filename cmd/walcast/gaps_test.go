@@ -287,6 +287,63 @@ func advanceWAL(t *testing.T, c *pgtest.Cluster, past string, content string) {
 	}
 }
 
+// TestRestoredSnapshotStopsWalcast: the database is restored from a
+// file-level snapshot (same system identifier, same timeline: the same
+// origin) taken before changes walcast streamed. Its transaction counter
+// is behind transactions walcast has seen, so it may write other changes
+// at positions walcast already published: walcast stops rather than take
+// them for ones it has.
+func TestRestoredSnapshotStopsWalcast(t *testing.T) {
+	c := newClusterDB(t)
+	in := start(t, nil, clusterEnv(t, c))
+	cl := dial(t, in, alice)
+	cl.subscribe(project)
+	insert := func(content string) {
+		ctx := context.Background()
+		conn, err := c.Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, $3)`, project, alice, content); err != nil {
+			t.Fatal(err)
+		}
+		if f, _ := gapUntil(t, cl, "message_created", project, 30*time.Second); f.data()["content"] != content {
+			t.Fatalf("got %v", f)
+		}
+	}
+	insert("before the snapshot")
+	if _, err := c.StopFast(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	insert("after the snapshot 1")
+	insert("after the snapshot 2")
+	if _, err := c.StopFast(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-in.done:
+		in.done <- nil
+		if !errors.Is(err, wal.ErrOriginChanged) {
+			t.Fatalf("walcast ended with %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("walcast did not stop\n%s", in.logs.String())
+	}
+}
+
 // TestPositionOfAnotherClusterResyncs: a client that saw a position on one
 // cluster resumes on another (a restore, a blue/green switch) whose
 // retained history spans that very position. The position alone looks

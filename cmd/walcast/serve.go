@@ -235,7 +235,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		TTL:   cfg.Auth.MembershipCacheTTL, MaxConcurrent: cfg.Auth.MembershipLookups,
 	}, m)
 	h := hub.New(hub.Config{
-		Origin:    origin,
+		Origin: origin, WALEnd: func(ctx context.Context) (uint64, error) { return wal.WALEnd(ctx, pool) },
 		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge, HistoryBytes: cfg.Hub.HistoryBytes,
 		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
 		AccessWait:       cfg.Auth.MembershipWait, AccessKeep: cfg.Auth.AccessMemory, AccessMax: cfg.Auth.AccessMemoryMax,
@@ -249,7 +249,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if clustered {
 		bus, err := cluster.Connect(ctx, cluster.Config{
 			URL: cfg.Cluster.NATSURL, Stream: cfg.Cluster.Stream, SubjectPrefix: cfg.Cluster.SubjectPrefix,
-			MaxAge: cfg.Cluster.MaxAge, MaxMsgs: cfg.Cluster.MaxMsgs, Duplicates: cfg.Cluster.Duplicates,
+			MaxAge: cfg.Cluster.MaxAge, MaxMsgs: cfg.Cluster.MaxMsgs, Duplicates: cfg.Cluster.Duplicates, Origin: origin,
 		}, log, m)
 		if err != nil {
 			return err
@@ -280,7 +280,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			}
 			h.SetFloor(uint64(l))
 		}
+		// What the database had committed when this replica started is
+		// history (the stream replays it).
+		end, err := wal.WALEnd(ctx, pool)
+		if err != nil {
+			return err
+		}
+		h.CatchUp(end)
 		log.Info("cluster mode", "nats", cfg.Cluster.NATSURL, "stream", cfg.Cluster.Stream)
+	}
+	var progress wal.Progress
+	if clustered {
+		progress = pub.bus
 	}
 	var reader source
 	var walReader *wal.Reader
@@ -295,7 +306,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 			HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
 			ReconnectMax: reconnectMax, StandbyPoll: standbyPoll, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain, OnGap: pub.gap, Origin: origin,
-			DownNotice: downNotice, OnDown: h.StreamDown, OnUp: h.StreamUp,
+			DownNotice: downNotice, OnDown: h.StreamDown, OnUp: h.StreamUp, Progress: progress,
 		}, mapper.Watches, pub.take, onStart, log, m)
 		reader = walReader
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,15 +26,28 @@ type Config struct {
 	MaxMsgs int64
 	// Duplicates is JetStream's deduplication window.
 	Duplicates time.Duration
+	// Origin names the WAL the events come from (wal.Origin). A stream
+	// holding another origin's events (the database moved to another
+	// cluster or timeline) is purged: its positions mean nothing here,
+	// and the hub would take every new event for one it has.
+	Origin string
 }
+
+// originKey is the stream metadata entry that names its events' origin.
+const originKey = "walcast_origin"
+
+// confirmedKey is the progress bucket's key for the slot's confirmed position.
+const confirmedKey = "confirmed"
 
 // Bus is one replica's connection to the stream.
 type Bus struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	log     *slog.Logger
-	metrics *metrics.Metrics
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// progress holds how far the leader confirmed the slot (Confirming).
+	progress jetstream.KeyValue
+	log      *slog.Logger
+	metrics  *metrics.Metrics
 }
 
 // Connect connects and creates or updates the stream.
@@ -47,6 +61,26 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger, m *metrics.Metri
 		nc.Close()
 		return nil, err
 	}
+	purged := false
+	if s, err := js.Stream(ctx, cfg.Stream); err == nil {
+		info, err := s.Info(ctx)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+		}
+		if was := info.Config.Metadata[originKey]; was != cfg.Origin && info.State.Msgs > 0 {
+			log.Error("the stream holds events of another database (another cluster, timeline or slot): purged; clients resuming from them are told to resync",
+				"stream", cfg.Stream, "stream_origin", was, "origin", cfg.Origin, "events", info.State.Msgs)
+			if err := s.Purge(ctx); err != nil {
+				nc.Close()
+				return nil, fmt.Errorf("purge stream %s: %w", cfg.Stream, err)
+			}
+			purged = true
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		nc.Close()
+		return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       cfg.Stream,
 		Subjects:   []string{cfg.SubjectPrefix + ".>"},
@@ -54,12 +88,26 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger, m *metrics.Metri
 		MaxAge:     cfg.MaxAge,
 		MaxMsgs:    cfg.MaxMsgs,
 		Duplicates: cfg.Duplicates,
+		Metadata:   map[string]string{originKey: cfg.Origin},
 	})
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
 	}
-	return &Bus{cfg: cfg, nc: nc, js: js, log: log, metrics: m}, nil
+	// The slot's progress lives beside the stream, and goes with it when
+	// the origin changes.
+	progress, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.Stream + "_progress", History: 1})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("create key-value bucket %s_progress: %w", cfg.Stream, err)
+	}
+	if purged {
+		if err := progress.Purge(ctx, confirmedKey); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			nc.Close()
+			return nil, fmt.Errorf("purge %s_progress: %w", cfg.Stream, err)
+		}
+	}
+	return &Bus{cfg: cfg, nc: nc, js: js, progress: progress, log: log, metrics: m}, nil
 }
 
 // Connected reports whether the NATS connection is up.
@@ -203,6 +251,27 @@ func (b *Bus) Floor(ctx context.Context) (events.Position, bool, error) {
 		p = events.Position{LSN: p.LSN - 1, Index: ^uint32(0)}
 	}
 	return p, true, nil
+}
+
+// Confirming records, before the leader confirms the slot to pos, that it
+// does: a replica taking the slot over later finds it at or before what
+// was recorded, or knows that someone else moved it (Confirmed).
+func (b *Bus) Confirming(ctx context.Context, pos uint64) error {
+	_, err := b.progress.Put(ctx, confirmedKey, strconv.AppendUint(nil, pos, 10))
+	return err
+}
+
+// Confirmed returns the newest position a leader recorded with Confirming
+// (0: none yet).
+func (b *Bus) Confirmed(ctx context.Context) (uint64, error) {
+	e, err := b.progress.Get(ctx, confirmedKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(string(e.Value()), 10, 64)
 }
 
 // Run consumes the stream from its beginning, in order, calling deliver

@@ -152,6 +152,9 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since 
 	case <-ctx.Done():
 		return Subscription{}, fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 	}
+	if since != nil {
+		since = h.judgeSince(ctx, since)
+	}
 	deadline := h.now().Add(h.cfg.AccessWait)
 	fresh := false
 	for attempt := 0; ; attempt++ {
@@ -164,6 +167,28 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since 
 			return Subscription{}, err
 		}
 	}
+}
+
+// judgeSince returns since, or a zero position (answered resync_required)
+// when since is ahead of everything this hub had when its stream started
+// and of everything published since, and, where Config.WALEnd can say,
+// ahead of the server's WAL too: forged, or of another cluster. A since
+// within the server's WAL is one this hub has not been given yet (a
+// replica whose stream lags another's): served when it arrives.
+func (h *Hub) judgeSince(ctx context.Context, since *events.Position) *events.Position {
+	h.mu.Lock()
+	ahead := !h.history.IsZero() && since.Compare(h.last) > 0 && since.Compare(h.history) > 0
+	h.mu.Unlock()
+	if !ahead {
+		return since
+	}
+	if h.cfg.WALEnd != nil {
+		end, err := h.cfg.WALEnd(ctx)
+		if err == nil && since.LSN < end {
+			return since
+		}
+	}
+	return &events.Position{}
 }
 
 // retryAfter counts a stale answer and waits before asking again: at once
@@ -208,13 +233,6 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		return Subscription{}, access.Deny, fmt.Errorf("%w: %s", ErrAccessSuspended, reason)
 	}
 	s := &subscription{client: c, projectID: projectID, state: subPending, from: h.last}
-	if since != nil && !h.history.IsZero() && since.Compare(h.last) > 0 && since.Compare(h.history) > 0 {
-		// Ahead of everything this server had when the stream started and
-		// of everything published since: forged, or from another cluster.
-		// It cannot be served: resumed from before everything, replay
-		// below answers resync_required.
-		since = &events.Position{}
-	}
 	switch {
 	case since != nil:
 		s.skipThrough = *since

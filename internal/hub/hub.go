@@ -26,6 +26,9 @@ type Config struct {
 	// database again while its answer is older than an access change the
 	// stream has brought; past it the check fails closed (ErrAccessUnsettled).
 	AccessWait time.Duration
+	// WALEnd, when set, reads the server's WAL end now: a resume ahead of
+	// what the hub has is judged against it (judgeSince).
+	WALEnd func(ctx context.Context) (uint64, error)
 	// Origin names where positions come from (wal.Origin); it is sent
 	// with subscribed and resync_required, and a resume that names
 	// another one is answered resync_required (Foreign).

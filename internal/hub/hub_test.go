@@ -404,6 +404,18 @@ func TestForgedOrForeignSinceResyncs(t *testing.T) {
 	if got := frames(c); fmt.Sprint(got) != fmt.Sprint([]string{"resync_required@" + pos(0x600, 0), "subscribed@" + pos(0x600, 0), "next@" + pos(0x700, 0)}) {
 		t.Fatalf("got %v", got)
 	}
+	// Ahead of the hub and of the stream's start, within the server's
+	// WAL now (a replica whose stream lags another's): not given yet.
+	w := New(Config{QueueSize: 16, HistorySize: 10, WALEnd: func(context.Context) (uint64, error) { return 0x8000, nil }}, metrics.New(prometheus.NewRegistry()))
+	w.SetFloor(0x100)
+	w.CatchUp(0x500)
+	lagging := events.Position{LSN: 0x7000}
+	if res := subscribe(t, w, w.NewClient("l"), pA, &lagging); res.Resync || res.Position != lagging {
+		t.Fatalf("since within the WAL: %+v", res)
+	}
+	if res := subscribe(t, w, w.NewClient("f"), pA, &future); !res.Resync {
+		t.Fatalf("since beyond the WAL: %+v", res)
+	}
 	// Within what the server had, ahead of the hub: not replayed yet.
 	d := h.NewClient("d")
 	h2 := newHub(t, Config{QueueSize: 16, HistorySize: 10})

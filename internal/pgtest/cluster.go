@@ -117,6 +117,27 @@ func (c *Cluster) Start() error {
 	return nil
 }
 
+// Snapshot copies the data directory of the stopped server aside, as a
+// disk or VM snapshot would; Restore puts the copy back.
+func (c *Cluster) Snapshot() error {
+	return c.copyData(c.data(), c.data()+".snapshot")
+}
+
+// Restore replaces the stopped server's data directory with its Snapshot.
+func (c *Cluster) Restore() error {
+	if err := os.RemoveAll(c.data()); err != nil {
+		return err
+	}
+	return c.copyData(c.data()+".snapshot", c.data())
+}
+
+func (c *Cluster) copyData(from, to string) error {
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy %s: %v\n%s", from, err, out)
+	}
+	return nil
+}
+
 // StopFast runs pg_ctl stop -m fast with the given timeout and returns how
 // long it took.
 func (c *Cluster) StopFast(timeout time.Duration) (time.Duration, error) {

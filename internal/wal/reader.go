@@ -64,6 +64,18 @@ type Config struct {
 	// Origin, when set, is the origin (see Origin) the server must still
 	// have at every reconnect; another one ends Run with ErrOriginChanged.
 	Origin string
+	// Progress, when set, records how far the slot is confirmed where
+	// every replica sees it (cluster mode): before each confirmation, and
+	// read when streaming starts, so a replica taking the slot over knows
+	// what the last leader confirmed and that a slot starting past it
+	// lost changes in between.
+	Progress Progress
+}
+
+// Progress records the slot's confirmed position outside PostgreSQL.
+type Progress interface {
+	Confirming(ctx context.Context, pos uint64) error
+	Confirmed(ctx context.Context) (uint64, error)
 }
 
 // Sink takes one committed transaction. When it returns nil, the
@@ -90,6 +102,8 @@ type Reader struct {
 	standby   atomic.Bool
 	confirmed atomic.Uint64 // last flush position reported to the server
 	received  atomic.Uint64
+	// lastXid is the newest transaction id streamed (modulo 2^32).
+	lastXid atomic.Uint32
 
 	mu      sync.Mutex
 	lastErr error
@@ -279,8 +293,20 @@ func (r *Reader) stream(ctx context.Context) error {
 				ErrOriginChanged, origin, r.cfg.Origin)
 		}
 	}
+	if err := r.checkXidCounter(ctx, conn); err != nil {
+		return err
+	}
 	confirmedFlush, walEnd, err := slotConfirmedFlush(ctx, conn, r.cfg.Slot)
 	received := r.received.Load()
+	if r.cfg.Progress != nil {
+		// What the last leader (maybe this process) confirmed was
+		// received: a slot past it was moved by someone else.
+		recorded, perr := r.cfg.Progress.Confirmed(ctx)
+		if perr != nil {
+			return fmt.Errorf("read the slot's recorded progress: %w", perr)
+		}
+		received = max(received, recorded)
+	}
 	if errors.Is(err, ErrNoSlot) && received > 0 {
 		// Dropped while walcast streamed from it: what was committed
 		// since is gone. Re-create it and say so; the gap is signalled
@@ -312,6 +338,13 @@ func (r *Reader) stream(ctx context.Context) error {
 				// finds the same gap.
 				return fmt.Errorf("signal the gap before %s: %w", pglogrepl.LSN(confirmedFlush), err)
 			}
+		}
+	}
+	if r.cfg.Progress != nil {
+		// Where this leader takes the slot up is confirmed as far as the
+		// next one can know: a slot found past it later was moved.
+		if err := r.cfg.Progress.Confirming(ctx, confirmedFlush); err != nil {
+			return fmt.Errorf("record the slot's progress: %w", err)
 		}
 	}
 	if r.onStart != nil {
@@ -482,6 +515,9 @@ func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
 		return fmt.Errorf("hand on txn %d at %s: %w", txn.Xid, pglogrepl.LSN(txn.CommitLSN), err)
 	}
 	r.delivered = txn.EndLSN
+	if last := r.lastXid.Load(); last == 0 || int32(txn.Xid-last) > 0 {
+		r.lastXid.Store(txn.Xid)
+	}
 	// Aged from its commit, not from when this process read it: a
 	// restart replays the window, and must not restart its clock (the
 	// window would grow with every restart). A server clock ahead of ours
@@ -525,6 +561,16 @@ func (s *session) sendStatus(kind statusKind) error {
 		}
 	case statusFinal:
 		flush = max(target, s.lastFlushSent)
+	}
+	if flush != 0 && flush > s.lastFlushSent && r.cfg.Progress != nil {
+		pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := r.cfg.Progress.Confirming(pctx, flush)
+		cancel()
+		if err != nil {
+			// Not recorded, not confirmed: the slot keeps the window.
+			r.log.Warn("could not record the slot's progress; not confirming it this time", "err", err)
+			flush = 0
+		}
 	}
 	if err := sendStandbyStatus(s.conn, received, flush, now); err != nil {
 		return fmt.Errorf("send standby status: %w", err)
@@ -589,6 +635,34 @@ func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (
 		return 0, 0, fmt.Errorf("parse the WAL end: %w", err)
 	}
 	return confirmed, walEnd, nil
+}
+
+// checkXidCounter refuses a server whose next transaction id is not past
+// every transaction walcast has streamed from it. Crash recovery never
+// moves the counter back (what was streamed was flushed); a restore from a
+// file-level snapshot with the same identity and timeline does, and may
+// have written other changes at positions walcast already published.
+func (r *Reader) checkXidCounter(ctx context.Context, conn *pgconn.PgConn) error {
+	last := r.lastXid.Load()
+	if last == 0 {
+		return nil
+	}
+	res, err := conn.Exec(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text").ReadAll()
+	if err != nil {
+		return fmt.Errorf("read the transaction counter: %w", err)
+	}
+	if len(res) == 0 || len(res[0].Rows) == 0 || len(res[0].Rows[0]) == 0 {
+		return errors.New("read the transaction counter: no row")
+	}
+	next, err := strconv.ParseUint(string(res[0].Rows[0][0]), 10, 64)
+	if err != nil {
+		return fmt.Errorf("read the transaction counter: %w", err)
+	}
+	if int32(uint32(next)-last) <= 0 {
+		return fmt.Errorf("%w: its next transaction id %d is not past transaction %d that walcast streamed from it (restored from a snapshot?); restart walcast to follow it (clients then resume with resync_required)",
+			ErrOriginChanged, next, last)
+	}
+	return nil
 }
 
 // pluginArgs are pgoutput's options: protocol 1, the publication, and,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pglogrepl"
 	"slices"
 	"strings"
 
@@ -267,4 +268,15 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (created b
 		return false, fmt.Errorf("replication slot %s belongs to another database; choose another slot name", slot)
 	}
 	return false, nil
+}
+
+// WALEnd reads the server's WAL end: what has been written (on a standby,
+// replayed) by now.
+func WALEnd(ctx context.Context, pool *pgxpool.Pool) (uint64, error) {
+	var end string
+	if err := pool.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).Scan(&end); err != nil {
+		return 0, fmt.Errorf("read the WAL end: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(end)
+	return uint64(lsn), err
 }
