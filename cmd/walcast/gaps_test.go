@@ -153,6 +153,33 @@ func TestPublicationGapSurvivesARestart(t *testing.T) {
 	}
 }
 
+// TestPublicationChangedWhileDownResyncs: a table dropped from the
+// publication and added back while walcast was not running leaves no
+// marker and no watch that saw it; on start, walcast finds catalog rows of
+// the publication newer than what its slot still decodes, and a resume
+// from before is answered resync_required.
+func TestPublicationChangedWhileDownResyncs(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	in := start(t, db, env)
+	a := dial(t, in, alice)
+	sub := a.subscribe(project)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'seen')`, project, alice)
+	seen, _ := gapUntil(t, a, "message_created", project, 5*time.Second)
+	in.stop()
+
+	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` DROP TABLE messages`)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'lost')`, project, alice)
+	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` ADD TABLE messages`)
+
+	in = start(t, db, env)
+	r := dial(t, in, alice)
+	r.send(map[string]string{"action": "subscribe", "project_id": project, "since": seen.str("position"), "origin": sub.str("origin")})
+	if _, got := gapUntil(t, r, "resync_required", project, 10*time.Second); len(got) != 0 {
+		t.Fatalf("resumed across a gap made while walcast was down: %v", got)
+	}
+}
+
 // TestUnmappableChangeResyncs: a change whose project the stream does not
 // carry (the column renamed under walcast) is never dropped silently:
 // every project is told to resync at its position.

@@ -320,7 +320,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	var pubWatch *wal.PublicationWatch
 	if walReader != nil {
 		leading := func() bool { return !clustered || walReader.Live() }
-		pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Events.Tables, cfg.Replication.PublicationCheck, h, leading, log, m)
+		pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables, cfg.Replication.PublicationCheck, h, leading, log, m)
 	}
 	ready := func(ctx context.Context) error {
 		if pubWatch != nil {

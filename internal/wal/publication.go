@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/walcast/walcast/internal/events"
@@ -46,6 +47,9 @@ type PublicationWatch struct {
 	// leading reports whether this process streams the slot: only the
 	// replica that does writes markers (every replica reads them).
 	leading func() bool
+	// slot, when set, is the slot whose undecoded WAL the first check
+	// compares the publication's catalog rows with.
+	slot string
 
 	mu       sync.Mutex
 	problems []string
@@ -55,11 +59,11 @@ type PublicationWatch struct {
 
 // NewPublicationWatch returns a watch of publication name over tables;
 // leading (nil: always) says whether this replica writes gap markers.
-func NewPublicationWatch(pool *pgxpool.Pool, name string, tables []events.Table, interval time.Duration, a Access, leading func() bool, log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
+func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, a Access, leading func() bool, log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
 	if leading == nil {
 		leading = func() bool { return true }
 	}
-	return &PublicationWatch{pool: pool, name: name, tables: tables, interval: interval, access: a, leading: leading, log: log, metrics: m}
+	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, access: a, leading: leading, log: log, metrics: m}
 }
 
 // Run checks until ctx ends.
@@ -112,7 +116,35 @@ func (w *PublicationWatch) check(ctx context.Context) {
 		w.gap(ctx, "the publication streams every watched table again; changes made meanwhile were lost")
 	case known != "" && known != pub.Identity:
 		w.gap(ctx, "the publication changed between two checks (a table dropped and added back?); changes made meanwhile may be lost")
+	case known == "" && w.slot != "":
+		// First look: a change to the publication within the WAL the
+		// slot will still decode happened while no walcast watched.
+		changed, err := w.changedSinceSlot(cctx)
+		if err != nil {
+			w.log.Warn("publication check: compare with the slot", "publication", w.name, "err", err)
+		} else if changed {
+			w.gap(ctx, "the publication changed within the WAL the slot still holds (while walcast was not running?); changes made meanwhile may be lost")
+		}
 	}
+}
+
+// changedSinceSlot reports whether a catalog row behind the publication
+// was written by a transaction at or after the oldest one whose catalog
+// the slot still needs: the publication changed within the stretch of WAL
+// the slot has not been confirmed past.
+func (w *PublicationWatch) changedSinceSlot(ctx context.Context) (bool, error) {
+	qualified := make([]string, len(w.tables))
+	for i, t := range w.tables {
+		qualified[i] = pgx.Identifier{schemaOf(t), t.Name}.Sanitize()
+	}
+	var changed bool
+	err := w.pool.QueryRow(ctx, `SELECT coalesce(bool_or(age(p.xmin) <= age(s.catalog_xmin) OR EXISTS (
+			SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid
+			  AND r.prrelid IN (SELECT to_regclass(x) FROM unnest($3::text[]) x)
+			  AND age(r.xmin) <= age(s.catalog_xmin))), false)
+		FROM pg_publication p, pg_replication_slots s
+		WHERE p.pubname = $1 AND s.slot_name = $2 AND s.catalog_xmin IS NOT NULL`, w.name, w.slot, qualified).Scan(&changed)
+	return changed, err
 }
 
 // gap tells every project to resync after what may have been lost: through
