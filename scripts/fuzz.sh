@@ -17,6 +17,7 @@ targets=(
 	"./internal/events FuzzMap"
 	"./internal/notify FuzzEventFromPayload"
 	"./internal/access FuzzParseSnapshot"
+	"./internal/cluster FuzzDecode"
 )
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"

@@ -70,7 +70,7 @@ func TestMessageReachesEveryMember(t *testing.T) {
 }
 
 // TestEveryTableAndAction drives every action on the five tables and checks
-// the events of PROTOCOL.md §2: one cache_invalidate per row change, the
+// the events of docs/protocol.md §2: one cache_invalidate per row change, the
 // domain event where there is one, project_id on DELETE, typed camelCase
 // data, and commit order.
 func TestEveryTableAndAction(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 )
 
 // TestOperatorRoutes checks /healthz, /readyz, /api/v1/status and that
-// /metrics carries the names of PROTOCOL.md §4 and passes promlint (the
+// /metrics carries the names of docs/protocol.md §4 and passes promlint (the
 // checker behind `promtool check metrics`).
 func TestOperatorRoutes(t *testing.T) {
 	db := newDB(t)

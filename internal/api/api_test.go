@@ -66,7 +66,7 @@ func setupWith(t *testing.T, override AccessChecker) (*httptest.Server, *pgtest.
 		Config: Config{MaxBodyBytes: 2048, MaxMessageChars: 100, MemberCondition: auth.MemberCondition(q, 1, 2)}, Pool: db.Pool, Verifier: v, Access: access,
 		WS:       http.NotFoundHandler(),
 		Gatherer: reg, Ready: func(context.Context) error { return nil },
-		Status: func(context.Context) map[string]any { return map[string]any{} }, Log: log, Metrics: m,
+		Status: func(context.Context) Status { return Status{} }, Log: log, Metrics: m,
 	})
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)

@@ -48,7 +48,7 @@ type Deps struct {
 	// Ready returns nil when walcast can serve, or why not.
 	Ready func(ctx context.Context) error
 	// Status builds the /api/v1/status document.
-	Status func(ctx context.Context) map[string]any
+	Status func(ctx context.Context) Status
 	// Demo, when set, mounts the demo page and its routes (demo mode).
 	Demo    func(r chi.Router)
 	Log     *slog.Logger

@@ -303,7 +303,9 @@ func (b *Bus) consume(ctx context.Context, deliver func(events.Event)) error {
 		return err
 	}
 	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
+	// Next blocks until a message or Stop; the registration ends with
+	// this consumer, so a restart leaves nothing behind.
+	defer context.AfterFunc(ctx, it.Stop)()
 	for {
 		msg, err := it.Next()
 		if err != nil {

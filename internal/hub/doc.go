@@ -20,9 +20,11 @@
 //
 // # Concurrency model
 //
-// One mutex guards topics, subscriptions and history. Publish marshals
-// nothing: the events package built each payload once, and the same bytes go
-// to every queue. Clients drain their queues on their own goroutines (ws).
+// One mutex guards topics, subscriptions, history and the access ledger.
+// Publish marshals nothing: the events package built each payload once, and
+// the same bytes go to every queue. A client's queue is drained by whoever
+// writes its socket (ws: a write worker, or the socket's own writer), which
+// Client.OnQueued tells when frames arrive.
 //
 // # Lifecycle
 //

@@ -38,7 +38,7 @@ func TestAlertsAndDashboardNameRealMetrics(t *testing.T) {
 		"walcast_replication_lag_bytes", "walcast_delivery_latency_seconds", "walcast_slow_consumer_closes_total",
 	} {
 		if !have[name] {
-			t.Errorf("PROTOCOL.md §4 metric %s is missing", name)
+			t.Errorf("docs/protocol.md §4 metric %s is missing", name)
 		}
 	}
 	re := regexp.MustCompile(`walcast_[a-z_]+`)

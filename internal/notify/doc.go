@@ -12,5 +12,6 @@
 // the database again rather than read from the change.
 //
 // Concurrency model: Run is one goroutine that reads notifications in order
-// and calls the sink; Live may be read from any goroutine.
+// and publishes each one's event to the hub (and asks the recheck to
+// revoke memberships that ended); Live may be read from any goroutine.
 package notify

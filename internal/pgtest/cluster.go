@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -34,16 +35,31 @@ type Cluster struct {
 // after the defaults and so override them (e.g. "wal_level = replica").
 func NewCluster(t testing.TB, conf ...string) *Cluster {
 	t.Helper()
+	c, err := startCluster(conf...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.remove)
+	return c
+}
+
+// startCluster initializes and starts a cluster; remove stops it and
+// deletes its files.
+func startCluster(conf ...string) (*Cluster, error) {
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
-		t.Fatal("pgtest: no PostgreSQL server binaries under /usr/lib/postgresql: install Debian's postgresql package")
+		return nil, errors.New("pgtest: no PostgreSQL server binaries under /usr/lib/postgresql: install Debian's postgresql package")
 	}
 	sort.Strings(bins)
 	dir, err := os.MkdirTemp("", "walcast-cluster-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	c := &Cluster{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, Port: freePort(t)}
+	port, err := freePortNumber()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, Port: port}
 	for _, line := range conf {
 		// A "port = N" line chooses the port (a cluster taking another's
 		// place at the same address).
@@ -57,36 +73,40 @@ func NewCluster(t testing.TB, conf ...string) *Cluster {
 	if os.Getuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Fatalf("pgtest: running as root needs a postgres user: %v", err)
+			return nil, fmt.Errorf("pgtest: running as root needs a postgres user: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
-	t.Cleanup(func() {
-		_ = c.run("pg_ctl", "--pgdata", c.data(), "--mode=immediate", "--wait", "stop")
-		_ = os.RemoveAll(dir)
-	})
 	if out, err := c.output("initdb", "--pgdata", c.data(), "--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync"); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
+		c.remove()
+		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
-	extra := conf
 	settings := fmt.Sprintf("\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nwal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\nfsync = off\n", c.Port, dir)
 	f, err := os.OpenFile(filepath.Join(c.data(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		t.Fatal(err)
+		c.remove()
+		return nil, err
 	}
 	_, _ = f.WriteString(settings)
-	for _, line := range extra {
+	for _, line := range conf {
 		_, _ = f.WriteString(line + "\n")
 	}
 	f.Close()
 	if err := c.Start(); err != nil {
-		t.Fatal(err)
+		c.remove()
+		return nil, err
 	}
-	return c
+	return c, nil
+}
+
+// remove stops the server at once and deletes its files.
+func (c *Cluster) remove() {
+	_ = c.run("pg_ctl", "--pgdata", c.data(), "--mode=immediate", "--wait", "stop")
+	_ = os.RemoveAll(c.dir)
 }
 
 func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
@@ -149,13 +169,13 @@ func (c *Cluster) StopFast(timeout time.Duration) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-func freePort(t testing.TB) int {
+func freePortNumber() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Connect opens a connection to the cluster's postgres database as the

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,15 +39,38 @@ type DB struct {
 // operator would: the walcast role may not create it.
 const Publication = "walcast_pub"
 
-// AdminURL returns the server URL, failing the test with a clear message
-// when the integration environment is missing.
+// AdminURL returns the server's superuser URL: EnvURL's, or, when it is
+// unset, that of a throwaway server this test binary starts on first use
+// (PostgreSQL's binaries are enough) and Main removes at the end.
 func AdminURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv(EnvURL)
-	if u == "" {
-		t.Fatalf("integration tests need PostgreSQL with wal_level=logical: run `make test`, or set %s to a superuser URL", EnvURL)
+	if u := os.Getenv(EnvURL); u != "" {
+		return u
 	}
-	return u
+	own.once.Do(func() {
+		own.cluster, own.err = startCluster("max_replication_slots = 64", "max_wal_senders = 64", "max_connections = 300")
+	})
+	if own.err != nil {
+		t.Fatalf("integration tests need PostgreSQL with wal_level=logical: set %s to a superuser URL, or install PostgreSQL's server binaries (%v)", EnvURL, own.err)
+	}
+	return own.cluster.URL
+}
+
+// own is the server AdminURL started for this test binary.
+var own struct {
+	once    sync.Once
+	cluster *Cluster
+	err     error
+}
+
+// Main runs a test binary's tests (call it from TestMain) and removes the
+// server AdminURL started, if it did.
+func Main(m *testing.M) {
+	code := m.Run()
+	if own.cluster != nil {
+		own.cluster.remove()
+	}
+	os.Exit(code)
 }
 
 // New creates a fresh database with the reference schema.

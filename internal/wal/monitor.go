@@ -26,8 +26,8 @@ type SlotStats struct {
 	ReadAt       time.Time `json:"read_at"`
 }
 
-// Monitor polls the slot's position and WAL retention, keeps the last
-// reading for /api/v1/status and feeds the lag and retention gauges.
+// Monitor polls the slot's position and WAL retention and feeds the lag
+// and retention gauges; /api/v1/status reads the slot fresh (Read).
 type Monitor struct {
 	pool     *pgxpool.Pool
 	slot     string
@@ -36,9 +36,7 @@ type Monitor struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
-	mu   sync.Mutex
-	last SlotStats
-	err  error
+	mu sync.Mutex
 	// warned is when the retained-WAL warning was last logged: every
 	// status request reads the slot, and a warning per read drowned the
 	// log (the gauge says it every time).
@@ -66,13 +64,6 @@ func (m *Monitor) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// Last returns the last reading and the error of the last attempt.
-func (m *Monitor) Last() (SlotStats, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.last, m.err
 }
 
 // Read queries the slot now and updates the gauges.
@@ -119,11 +110,5 @@ FROM pg_replication_slots WHERE slot_name = $1`, m.slot).Scan(
 			m.log.Error("replication slot is losing WAL: events may be lost; see max_slot_wal_keep_size", "slot", m.slot, "wal_status", st.WALStatus)
 		}
 	}
-	m.mu.Lock()
-	if err == nil {
-		m.last = st
-	}
-	m.err = err
-	m.mu.Unlock()
 	return st, err
 }

@@ -164,6 +164,9 @@ func (r *Reader) Run(ctx context.Context) error {
 		err := r.stream(ctx)
 		r.live.Store(false)
 		r.metrics.WALConnected.Set(0)
+		if r.cfg.StandbyPoll > 0 {
+			r.metrics.ClusterLeader.Set(0)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -362,6 +365,9 @@ func (r *Reader) stream(ctx context.Context) error {
 		r.log.Info("took over the replication slot", "slot", r.cfg.Slot)
 	}
 	r.metrics.WALConnected.Set(1)
+	if r.cfg.StandbyPoll > 0 {
+		r.metrics.ClusterLeader.Set(1) // cluster mode: this replica streams the slot
+	}
 	r.mu.Lock()
 	r.lastErr = nil
 	r.mu.Unlock()

@@ -280,3 +280,14 @@ func WALEnd(ctx context.Context, pool *pgxpool.Pool) (uint64, error) {
 	lsn, err := pglogrepl.ParseLSN(end)
 	return uint64(lsn), err
 }
+
+// SlotConfirmed reads the slot's confirmed position (the server's WAL end
+// for a slot that has confirmed nothing yet).
+func SlotConfirmed(ctx context.Context, pool *pgxpool.Pool, slot string) (uint64, error) {
+	var s string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, pg_current_wal_lsn())::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&s); err != nil {
+		return 0, fmt.Errorf("read slot %s: %w", slot, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(s)
+	return uint64(lsn), err
+}

@@ -6,20 +6,26 @@
 //
 // # Concurrency model
 //
-// Each socket has two goroutines: the handler's, which reads and answers
-// client frames in order, and a writer that acts on the socket's events
-// (pings, token expiry, shutdown, a 4008) and writes whatever would block.
-// Queued frames are normally written by one of a few write workers (one
-// per CPU by default, websocket.write_workers): the hub tells the
-// socket's worker, which writes each socket's frames with one write that
-// does not block, and hands a socket whose buffer is full to its own
-// writer. Whoever writes holds the socket's write lock, so frames keep
-// their order. Pings wait for their pong on a short-lived goroutine. All
-// control answers (pong, error, unsubscribed) go through the hub queue,
-// so they stay in order with events.
+// ServeHTTP checks the token and admission, upgrades, and returns: each
+// socket then runs on a goroutine of its own (the handler's goroutine has
+// grown a deep stack serving the request, and at ten thousand sockets
+// those stacks would be most of the memory), which reads and answers
+// client frames in order, and one writer goroutine that acts on the
+// socket's events (pings, token expiry, shutdown, a flood, a 4008) and
+// writes whatever would block. Queued frames are normally written by one
+// of a few write workers (one per CPU by default, websocket.write_workers)
+// that Server.Run drives: the hub tells the socket's worker, which moves
+// each socket's frames into its buffer and flushes it with a write that
+// does not block; only the socket's own writer ever waits on the network.
+// Frames keep their order because one buffer holds them, and a frame is
+// never split between writers. Pings wait for their pong on short-lived
+// goroutines the socket waits for. Control answers (pong, error,
+// unsubscribed) go through the hub queue, so they stay in order with
+// events.
 //
 // # Lifecycle
 //
-// Server.ServeHTTP runs a socket until the client leaves, the socket fails,
-// or Shutdown closes every socket with 1001 and waits for them.
+// Run drives the write workers; ServeHTTP runs a socket until the client
+// leaves, the socket fails, or Shutdown closes every socket with 1001 and
+// waits for them (and then Run returns).
 package ws

@@ -282,6 +282,7 @@ func TestManySubscribesOfAMemberAreNotLimited(t *testing.T) {
 	v, _ := auth.NewVerifier([]byte(testSecret), "HS256", 0)
 	s := NewServer(Config{WriteTimeout: 2 * time.Second, FrameRate: 100, FrameBurst: 100, ForbiddenRate: 1, ForbiddenBurst: 5},
 		h, v, slowMembers{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	running(t, s)
 	srv := httptest.NewServer(s)
 	defer srv.Close()
 	tok, _ := auth.Issue([]byte(testSecret), "HS256", "11111111-1111-4111-8111-111111111111", time.Hour, time.Now())

@@ -120,11 +120,31 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipCheck
 		shuttingDown: shuttingDown, stopAll: stopAll, stopWorkers: make(chan struct{}),
 		ips: newKeyedLimiter(cfg.ConnectRate, cfg.ConnectBurst), denials: newKeyedLimiter(cfg.ForbiddenRate, cfg.ForbiddenBurst)}
 	for range cfg.WriteWorkers {
-		w := newWriteWorker()
-		s.workers = append(s.workers, w)
-		go w.run(s.stopWorkers)
+		s.workers = append(s.workers, newWriteWorker())
 	}
 	return s
+}
+
+// Run drives the write workers that move queued frames onto sockets,
+// until Shutdown has closed every socket or ctx ends, and returns when
+// they have stopped. Sockets are served only while it runs.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for _, w := range s.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(stop)
+		}()
+	}
+	select {
+	case <-s.stopWorkers:
+	case <-ctx.Done():
+	}
+	close(stop)
+	wg.Wait()
+	return nil
 }
 
 // Connections returns the number of open sockets.
@@ -269,6 +289,9 @@ type socket struct {
 	// moves it.
 	expires atomic.Int64
 	expiry  *time.Timer
+	// tasks are the socket's goroutines besides its reader: the write
+	// loop and pings in flight; run waits for them.
+	tasks sync.WaitGroup
 	// pingTimer is nil when pings are off.
 	pingTimer *time.Timer
 	// signals are socket events for the writer (sig* bits), each followed
@@ -334,12 +357,11 @@ func (sc *socket) run(parent context.Context) {
 		defer sc.pingTimer.Stop()
 	}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); sc.writeLoop(ctx); cancel() }()
+	sc.tasks.Add(1)
+	go func() { defer sc.tasks.Done(); sc.writeLoop(ctx); cancel() }()
 	sc.readLoop(ctx)
 	cancel()
-	wg.Wait()
+	sc.tasks.Wait()
 	sc.srv.hub.Remove(sc.client)
 	_ = sc.conn.CloseNow()
 	sc.log.Debug("socket closed")
@@ -487,7 +509,10 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 			return false
 		}
 		if sig&sigPing != 0 {
-			go sc.ping(ctx)
+			// Added while the write loop holds its own count: Wait in
+			// run covers it.
+			sc.tasks.Add(1)
+			go func() { defer sc.tasks.Done(); sc.ping(ctx) }()
 			sc.pingTimer.Reset(sc.srv.cfg.PingInterval)
 		}
 	}

@@ -36,6 +36,7 @@ func TestShutdownWhileSocketsArrive(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewServer(Config{WriteTimeout: time.Second}, h, v, allowAll{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	running(t, s)
 	srv := httptest.NewServer(s)
 	defer srv.Close()
 	tok, _ := auth.Issue([]byte("0123456789abcdef0123"), "HS256", "11111111-1111-4111-8111-111111111111", time.Hour, time.Now())

@@ -33,6 +33,7 @@ func newTestServer(t *testing.T, cfg Config, queue int) (*Server, *hub.Hub, stri
 		t.Fatal(err)
 	}
 	s := NewServer(cfg, h, v, allowAll{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	running(t, s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -109,4 +110,19 @@ func TestWorkerHandsAFullSocketToItsGoroutine(t *testing.T) {
 			t.Fatalf("frame %d is %.60s…, want %s", i, b, want)
 		}
 	}
+}
+
+// running runs s's write workers for the test: stopped, and waited for,
+// at its end.
+func running(t *testing.T, s *Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/walcast/walcast/internal/api"
+	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/cluster"
+	"github.com/walcast/walcast/internal/config"
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/metrics"
+	"github.com/walcast/walcast/internal/notify"
+	"github.com/walcast/walcast/internal/relay"
+	"github.com/walcast/walcast/internal/wal"
+)
+
+// source is where changes come from: the WAL reader or the NOTIFY listener.
+type source interface {
+	Run(ctx context.Context) error
+	Live() bool
+	LastError() error
+}
+
+// pipeline is everything between the database and the sockets: the change
+// source, the relay, the hub, and in cluster mode the bus.
+type pipeline struct {
+	cfg      config.Config
+	origin   string
+	members  *auth.Memberships
+	verifier *auth.Verifier
+	hub      *hub.Hub
+	relay    *relay.Relay
+	bus      *cluster.Bus // nil: single node
+	source   source
+	reader   *wal.Reader // nil for source: notify
+	monitor  *wal.Monitor
+	pubWatch *wal.PublicationWatch // nil for source: notify
+}
+
+// newPipeline checks the database, creates what is missing (publication,
+// slot) and builds the pipeline. close releases what it holds.
+func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *slog.Logger, m *metrics.Metrics) (p *pipeline, err error) {
+	if cfg.Source == "wal" {
+		if err := prepareWAL(ctx, cfg, pool, log); err != nil {
+			return nil, err
+		}
+	}
+	p = &pipeline{cfg: cfg}
+	if p.origin, err = streamOrigin(ctx, cfg); err != nil {
+		return nil, err
+	}
+	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold,
+		MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes, Publication: cfg.Replication.Publication})
+	if err != nil {
+		return nil, err
+	}
+	if p.verifier, err = auth.NewVerifier([]byte(cfg.Auth.JWTSecret), cfg.Auth.JWTAlgorithm, cfg.Auth.Leeway); err != nil {
+		return nil, err
+	}
+	mt := cfg.MembershipTable()
+	p.members = auth.NewMemberships(pool, auth.MembershipConfig{
+		Query: auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn},
+		TTL:   cfg.Auth.MembershipCacheTTL, MaxConcurrent: cfg.Auth.MembershipLookups,
+	}, m)
+	p.hub = hub.New(hub.Config{
+		Origin: p.origin, WALEnd: func(ctx context.Context) (uint64, error) { return wal.WALEnd(ctx, pool) },
+		QueueSize: cfg.Hub.QueueSize, HistorySize: cfg.Hub.HistorySize, HistoryAge: cfg.Hub.HistoryAge, HistoryBytes: cfg.Hub.HistoryBytes,
+		MaxSubscriptions: cfg.Hub.MaxSubscriptionsPerSocket,
+		AccessWait:       cfg.Auth.MembershipWait, AccessKeep: cfg.Auth.AccessMemory, AccessMax: cfg.Auth.AccessMemoryMax,
+	}, m)
+
+	var bus relay.Bus
+	if cfg.Cluster.NATSURL != "" {
+		if p.bus, err = cluster.Connect(ctx, cluster.Config{
+			URL: cfg.Cluster.NATSURL, Stream: cfg.Cluster.Stream, SubjectPrefix: cfg.Cluster.SubjectPrefix,
+			MaxAge: cfg.Cluster.MaxAge, MaxMsgs: cfg.Cluster.MaxMsgs, Duplicates: cfg.Cluster.Duplicates, Origin: p.origin,
+		}, log, m); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				p.bus.Close()
+			}
+		}()
+		bus = p.bus
+		if err := p.startCluster(ctx, pool); err != nil {
+			return nil, err
+		}
+		log.Info("cluster mode", "nats", cfg.Cluster.NATSURL, "stream", cfg.Cluster.Stream)
+	}
+	p.relay = relay.New(mapper, p.hub, bus, log, m)
+
+	p.monitor = wal.NewMonitor(pool, cfg.Replication.Slot, cfg.Replication.MonitorEvery, cfg.Replication.RetainedWALWarnBytes, log, m)
+	if cfg.Source == "notify" {
+		p.source = notify.NewListener(cfg.Database.URL, cfg.Notify.Channel, mt.Resource, cfg.ProjectTable().Resource,
+			p.hub.Publish, relay.Recheck{Hub: p.hub, Members: p.members, Log: log}, p.hub.SetFloor, log, m)
+		log.Warn("source: notify — cache_invalidate only, no resume across restarts; use source: wal where logical replication is allowed")
+		return p, nil
+	}
+	p.reader = wal.NewReader(p.readerConfig(mapper), mapper.Watches, p.relay.Take, p.onStart(), log, m)
+	p.source = p.reader
+	leading := func() bool { return p.bus == nil || p.reader.Live() }
+	p.pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables,
+		cfg.Replication.PublicationCheck, p.hub, leading, log, m)
+	return p, nil
+}
+
+// prepareWAL checks what logical replication needs and creates the
+// publication and the slot when they are missing.
+func prepareWAL(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) error {
+	if err := wal.CheckWALLevel(ctx, pool); err != nil {
+		return err
+	}
+	if err := wal.CheckReplicaIdentity(ctx, pool, cfg.Events.Tables); err != nil {
+		return err
+	}
+	if err := wal.EnsurePublication(ctx, pool, cfg.Replication.Publication, cfg.Events.Tables); err != nil {
+		return err
+	}
+	created, err := wal.EnsureSlot(ctx, pool, cfg.Replication.Slot)
+	if created {
+		log.Info("replication slot created", "slot", cfg.Replication.Slot)
+	}
+	return err
+}
+
+// streamOrigin names where this process's positions come from: the
+// cluster, timeline and slot of the WAL; for the NOTIFY source, which
+// cannot resume across restarts, the process itself.
+func streamOrigin(ctx context.Context, cfg config.Config) (string, error) {
+	if cfg.Source == "notify" {
+		return "notify." + rand.Text(), nil
+	}
+	ictx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return wal.Identify(ictx, cfg.Database.URL, cfg.Replication.Slot)
+}
+
+// startCluster sets where this replica's hub starts: the stream's history
+// (relay.ClusterFloor), and what the database had committed by now is
+// history too (the stream replays it).
+func (p *pipeline) startCluster(ctx context.Context, pool *pgxpool.Pool) error {
+	floor, err := relay.ClusterFloor(ctx, p.bus, func(ctx context.Context) (uint64, error) {
+		return wal.SlotConfirmed(ctx, pool, p.cfg.Replication.Slot)
+	})
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", p.cfg.Cluster.Stream, err)
+	}
+	p.hub.SetFloorAt(floor)
+	end, err := wal.WALEnd(ctx, pool)
+	if err != nil {
+		return err
+	}
+	p.hub.CatchUp(end)
+	return nil
+}
+
+func (p *pipeline) readerConfig(mapper *events.Mapper) wal.Config {
+	cfg := p.cfg
+	c := wal.Config{
+		DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
+		StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
+		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
+		ReconnectMax: cfg.Replication.ReconnectMax, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain,
+		OnGap: p.relay.Gap, Origin: p.origin,
+		DownNotice: cfg.Replication.DownNotice, OnDown: p.hub.StreamDown, OnUp: p.hub.StreamUp,
+	}
+	if p.bus != nil {
+		// A standby's reader is down by design; it polls for the slot, and
+		// the leader records its progress where the next one finds it.
+		c.DownNotice = 0
+		c.ReconnectMax, c.StandbyPoll = cfg.Cluster.FailoverPoll, cfg.Cluster.FailoverPoll
+		c.Progress = p.bus
+	}
+	return c
+}
+
+// onStart is told the slot's confirmed position and the WAL end each time
+// the stream starts; in cluster mode the stream's floor is the bus's.
+func (p *pipeline) onStart() func(confirmed, walEnd uint64) {
+	if p.bus != nil {
+		return nil
+	}
+	return func(confirmed, walEnd uint64) { p.hub.SetFloor(confirmed); p.hub.CatchUp(walEnd) }
+}
+
+// run starts the pipeline's goroutines in g: the source on its own
+// context (stopped after the sockets are closed), the rest on g's.
+func (p *pipeline) run(ctx, sourceCtx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return p.source.Run(sourceCtx) })
+	if p.bus != nil {
+		g.Go(func() error { return p.bus.Run(ctx, p.relay.Deliver) })
+	}
+	g.Go(func() error { return p.hub.Run(ctx) })
+	if p.reader != nil {
+		g.Go(func() error { return p.monitor.Run(ctx) })
+		g.Go(func() error { return p.pubWatch.Run(ctx) })
+	}
+}
+
+func (p *pipeline) close() {
+	if p.bus != nil {
+		p.bus.Close()
+	}
+}
+
+// ready is /readyz's check: the stream (or, for a cluster standby, NATS)
+// and the database are reachable, and the publication streams everything.
+func (p *pipeline) ready(ctx context.Context, pool *pgxpool.Pool) error {
+	if p.pubWatch != nil {
+		if problems := p.pubWatch.Problems(); len(problems) > 0 {
+			return errors.New(strings.Join(problems, "; "))
+		}
+	}
+	if p.bus != nil {
+		// A standby serves sockets from the stream: it is ready while
+		// NATS and the database are.
+		if !p.bus.Connected() {
+			return errors.New("NATS unreachable")
+		}
+	} else if !p.source.Live() {
+		if err := p.source.LastError(); err != nil {
+			return fmt.Errorf("replication stream down: %w", err)
+		}
+		return errors.New("replication stream not started")
+	}
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	return nil
+}
+
+// status is the /api/v1/status document.
+func (p *pipeline) status(ctx context.Context, connections int64, log *slog.Logger) api.Status {
+	st := api.Status{
+		Source: p.cfg.Source, Slot: p.cfg.Replication.Slot, Publication: p.cfg.Replication.Publication, Origin: p.origin,
+		WALConnected: p.source.Live(), Cluster: p.bus != nil, Leader: p.bus != nil && p.source.Live(),
+		ConfirmedLSN: pglogrepl.LSN(0).String(), ReceivedLSN: pglogrepl.LSN(0).String(),
+		Position: p.hub.Last().String(), Connections: connections,
+		Subscriptions: p.hub.SubscriptionCount(), HistoryEvents: p.hub.Retained(), PID: os.Getpid(),
+	}
+	if p.reader != nil {
+		st.ConfirmedLSN = pglogrepl.LSN(p.reader.ConfirmedLSN()).String()
+		st.ReceivedLSN = pglogrepl.LSN(p.reader.ReceivedLSN()).String()
+		slot, err := p.monitor.Read(ctx)
+		if err != nil {
+			st.SlotError = "slot statistics unavailable"
+			log.Warn("status: slot statistics", "err", err)
+		}
+		st.LagBytes, st.RetainedWALBytes, st.WALStatus, st.SafeWALSize = slot.LagBytes, slot.RetainedWAL, slot.WALStatus, slot.SafeWALSize
+	}
+	if t := p.hub.LastCommitTime(); !t.IsZero() {
+		at := t.UTC().Format(time.RFC3339Nano)
+		st.LastEventAt = &at
+	}
+	return st
+}
