@@ -30,9 +30,13 @@ func (m *Mapper) Retain(txn *Txn, ch Change) {
 			txn.Changes = append(txn.Changes, ch)
 		default:
 			// One conservative revocation of everything stands for the
-			// rest: resolve finds no project in it.
+			// rest, whatever this change's table: a membership change
+			// with no row, in which resolve finds no project. (A stand-in
+			// of a table that grants no access would only resync, and
+			// the memberships ended later in the transaction would go
+			// unrevoked.)
 			s.accessCut = true
-			txn.Changes = append(txn.Changes, Change{Schema: ch.Schema, Table: ch.Table, Action: Delete})
+			txn.Changes = append(txn.Changes, m.accessStandIn(ch))
 		}
 		return
 	}
@@ -140,4 +144,15 @@ func changeBytes(ch *Change) int {
 		}
 	}
 	return n
+}
+
+// accessStandIn is a change that Map turns into a conservative revocation
+// of every subscription: a DELETE of the membership table carrying no row.
+func (m *Mapper) accessStandIn(ch Change) Change {
+	for _, t := range m.tables {
+		if t.UserIDColumn != "" {
+			return Change{Schema: t.schema(), Table: t.Name, Action: Delete}
+		}
+	}
+	return Change{Schema: ch.Schema, Table: ch.Table, Action: Delete}
 }

@@ -124,6 +124,32 @@ func TestRetainBoundsAccessChanges(t *testing.T) {
 
 func withSchema(ch Change) Change { ch.Schema = "public"; return ch }
 
+// TestRetainCutAtATruncateStillRevokes: the bound is first crossed by a
+// change of a table that grants no access (a TRUNCATE), and a membership
+// ends later in the same transaction. The stand-in for everything past the
+// bound revokes every subscription: a resync alone left the removed member
+// subscribed.
+func TestRetainCutAtATruncateStillRevokes(t *testing.T) {
+	m, err := NewMapper(Options{Tables: DefaultTables(), BulkThreshold: 500, MaxTxnRows: 10, MaxTxnBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := &Txn{CommitLSN: 7, CommitTime: commit}
+	m.Retain(txn, withSchema(Change{Table: "messages", Action: Insert, New: cols("id", "m", "project_id", pid, "content", strings.Repeat("x", 4<<10))}))
+	m.Retain(txn, withSchema(Change{Table: "sprints", Action: Truncate}))
+	m.Retain(txn, withSchema(Change{Table: "project_members", Action: Delete, Old: cols("id", "x", "project_id", pid, "user_id", uid)}))
+	evs, _ := m.Map(txn, nil)
+	revoked := false
+	for _, ev := range evs {
+		if ev.Revoke != nil && ev.AllProjects && ev.Revoke.Conservative && ev.Revoke.UserID == "" {
+			revoked = true
+		}
+	}
+	if !revoked {
+		t.Fatalf("no revocation of every subscription: %v", describe(evs))
+	}
+}
+
 // TestRetainBoundsBytes: wide rows are bounded by bytes, not only rows.
 func TestRetainBoundsBytes(t *testing.T) {
 	m, err := NewMapper(Options{Tables: DefaultTables(), BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 1 << 20})
