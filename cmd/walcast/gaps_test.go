@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -177,6 +178,113 @@ func TestPublicationChangedWhileDownResyncs(t *testing.T) {
 	r.send(map[string]string{"action": "subscribe", "project_id": project, "since": seen.str("position"), "origin": sub.str("origin")})
 	if _, got := gapUntil(t, r, "resync_required", project, 10*time.Second); len(got) != 0 {
 		t.Fatalf("resumed across a gap made while walcast was down: %v", got)
+	}
+}
+
+// TestTableRebuiltUnderASchemaPublicationResyncs: a publication FOR ALL
+// TABLES keeps no row per table, so a table rebuilt under it (created
+// anew, filled without a row, swapped in) changes no publication row; the
+// table's own catalog row is new, and every project is told to resync.
+func TestTableRebuiltUnderASchemaPublicationResyncs(t *testing.T) {
+	db := newDB(t)
+	db.Exec(t, `DROP PUBLICATION `+pgtest.Publication)
+	db.Exec(t, `CREATE PUBLICATION `+pgtest.Publication+` FOR ALL TABLES`)
+	env := baseEnv(t, db)
+	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
+	in := start(t, db, env)
+	a := dial(t, in, alice)
+	a.subscribe(project)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'spam')`, project, alice)
+	gapUntil(t, a, "message_created", project, 5*time.Second)
+	tx(t, db, func(ctx context.Context, q querier) {
+		mustExec(t, q, `CREATE TABLE messages_new (LIKE messages INCLUDING ALL)`)
+		mustExec(t, q, `INSERT INTO messages_new SELECT * FROM messages WHERE content <> 'spam'`)
+		mustExec(t, q, `DROP TABLE messages`)
+		mustExec(t, q, `ALTER TABLE messages_new RENAME TO messages`)
+		mustExec(t, q, `ALTER TABLE messages REPLICA IDENTITY FULL`)
+		mustExec(t, q, `GRANT SELECT, INSERT ON messages TO walcast`)
+	})
+	gapUntil(t, a, "resync_required", project, 5*time.Second)
+}
+
+// TestRenameRoundTripResyncsAndStaysAwake: the schema of the watched
+// tables renamed and renamed back in one transaction that also writes to
+// them. The changes made under the other name never reach walcast as
+// changes of watched tables, and the walsender goes on describing the
+// tables under that name: walcast resyncs everyone, reads the tables'
+// descriptions afresh, and then delivers and revokes as before.
+func TestRenameRoundTripResyncsAndStaysAwake(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
+	in := start(t, db, env)
+	a, b := dial(t, in, alice), dial(t, in, bob)
+	a.subscribe(project)
+	b.subscribe(project)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'warm')`, project, alice)
+	gapUntil(t, b, "message_created", project, 5*time.Second)
+	tx(t, db, func(ctx context.Context, q querier) {
+		mustExec(t, q, `ALTER SCHEMA public RENAME TO pub_tmp`)
+		mustExec(t, q, `ALTER TABLE pub_tmp.messages ALTER COLUMN message_type SET DEFAULT 'text'`)
+		mustExec(t, q, `INSERT INTO pub_tmp.messages (project_id, sender_id, content) VALUES ($1, $2, 'during')`, project, alice)
+		mustExec(t, q, `UPDATE pub_tmp.project_members SET role = role WHERE project_id = $1 AND user_id = $2`, project, alice)
+		mustExec(t, q, `ALTER SCHEMA pub_tmp RENAME TO public`)
+	})
+	gapUntil(t, a, "resync_required", project, 5*time.Second)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'after')`, project, alice)
+	if f, _ := gapUntil(t, a, "message_created", project, 5*time.Second); f.data()["content"] != "after" {
+		t.Fatalf("after the round trip: %v", f)
+	}
+	db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, bob)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'after bob left')`, project, alice)
+	if _, got := gapUntil(t, b, "subscription_revoked", project, 5*time.Second); slices.Contains(got, "after bob left") {
+		t.Fatalf("bob got %v before his revocation", got)
+	}
+}
+
+// TestTransactionOpenAcrossAGapIsCovered: a transaction writes while a
+// table is out of the publication and commits after the table is back and
+// the gap was signalled. Its lost change commits after that resync (a
+// client that refetched then missed it): a second resync_required follows
+// once it has ended, at a position after its commit.
+func TestTransactionOpenAcrossAGapIsCovered(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
+	in := start(t, db, env)
+	a := dial(t, in, alice)
+	a.subscribe(project)
+	ctx := context.Background()
+	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` DROP TABLE messages`)
+	waitFor(t, 5*time.Second, "unready while messages is out of the publication", func() bool {
+		resp, err := http.Get(in.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	open, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx) //nolint:errcheck
+	if _, err := open.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'written while out')`, project, alice); err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` ADD TABLE messages`)
+	first, _ := gapUntil(t, a, "resync_required", project, 5*time.Second)
+	if err := open.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var committed string
+	if err := db.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&committed); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := gapUntil(t, a, "resync_required", project, 5*time.Second)
+	at, _ := events.ParsePosition(second.str("position"))
+	if at.LSN < parseLSN(t, committed) || second.str("position") <= first.str("position") {
+		t.Fatalf("second resync at %s, first at %s, the open transaction committed before %s", second.str("position"), first.str("position"), committed)
 	}
 }
 

@@ -113,7 +113,7 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	p.source = p.reader
 	leading := func() bool { return p.bus == nil || p.reader.Live() }
 	p.pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables,
-		cfg.Replication.PublicationCheck, p.hub, leading, log, m)
+		cfg.Replication.PublicationCheck, p.hub, leading, p.reader.Restart, log, m)
 	return p, nil
 }
 
@@ -174,7 +174,7 @@ func (p *pipeline) readerConfig(mapper *events.Mapper) wal.Config {
 		StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
 		ReconnectMax: cfg.Replication.ReconnectMax, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain,
-		OnGap: p.relay.Gap, Origin: p.origin,
+		OnGap: p.relay.Gap, Origin: p.origin, Tables: cfg.Events.Tables,
 		DownNotice: cfg.Replication.DownNotice, OnDown: p.hub.StreamDown, OnUp: p.hub.StreamUp,
 	}
 	if p.bus != nil {

@@ -37,6 +37,9 @@ type Table struct {
 // QualifiedName is schema.name.
 func (t Table) QualifiedName() string { return t.schema() + "." + t.Name }
 
+// SchemaName is the table's schema ("public" when not configured).
+func (t Table) SchemaName() string { return t.schema() }
+
 func (t Table) schema() string {
 	if t.Schema == "" {
 		return "public"

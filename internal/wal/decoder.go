@@ -47,7 +47,12 @@ type Decoder struct {
 	relationProblem func(schema, table string, err error)
 	// retain, when set, adds a decoded change to the transaction, keeping
 	// its memory bounded (events.Mapper.Retain); else every change is kept.
-	retain    func(txn *events.Txn, ch events.Change)
+	retain func(txn *events.Txn, ch events.Change)
+	// canonical names watched tables by their relation id, as they were
+	// named when the stream started: a Relation message may carry a name
+	// the table had only in between (renamed, or its schema renamed, and
+	// back), which the walsender can go on using.
+	canonical map[uint32][2]string
 	relations map[uint32]*relation
 	types     *pgtype.Map
 	txn       *events.Txn
@@ -87,6 +92,9 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		rel := &relation{schema: m.Namespace, table: m.RelationName, columns: make([]relColumn, len(m.Columns))}
+		if name, ok := d.canonical[m.RelationID]; ok {
+			rel.schema, rel.table = name[0], name[1]
+		}
 		rel.watched = d.watch(rel.schema, rel.table)
 		names := make([]string, len(m.Columns))
 		for i, c := range m.Columns {

@@ -51,19 +51,34 @@ type PublicationWatch struct {
 	// compares the publication's catalog rows with.
 	slot string
 
+	// restartStream, when set, makes the reader describe the tables
+	// afresh after the publication or a table changed (Reader.Restart).
+	restartStream func()
+
 	mu       sync.Mutex
 	problems []string
 	blind    bool
 	identity string
+	// pending is a gap found while another replica streamed the slot (or
+	// none did yet): written once this one does.
+	pending string
+	// tail, when set, is the transaction counter when a gap was
+	// signalled while transactions were open: one of them may have
+	// written a lost change and commit after the marker, so a second
+	// marker follows once every transaction older than tail has ended.
+	tail uint64
 }
 
 // NewPublicationWatch returns a watch of publication name over tables;
-// leading (nil: always) says whether this replica writes gap markers.
-func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, a Access, leading func() bool, log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
+// leading (nil: always) says whether this replica writes gap markers, and
+// restartStream (nil: none) is called after the publication or a watched
+// table changed.
+func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, a Access, leading func() bool, restartStream func(), log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
 	if leading == nil {
 		leading = func() bool { return true }
 	}
-	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, access: a, leading: leading, log: log, metrics: m}
+	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, access: a, leading: leading,
+		restartStream: restartStream, log: log, metrics: m}
 }
 
 // Run checks until ctx ends.
@@ -115,7 +130,10 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	case had:
 		w.gap(ctx, "the publication streams every watched table again; changes made meanwhile were lost")
 	case known != "" && known != pub.Identity:
-		w.gap(ctx, "the publication changed between two checks (a table dropped and added back?); changes made meanwhile may be lost")
+		w.gap(ctx, "the publication or a watched table changed between two checks (dropped and added back, rebuilt, renamed?); changes made meanwhile may be lost")
+		if w.restartStream != nil {
+			w.restartStream()
+		}
 	case known == "" && w.slot != "":
 		// First look: a change to the publication within the WAL the
 		// slot will still decode happened while no walcast watched.
@@ -125,7 +143,40 @@ func (w *PublicationWatch) check(ctx context.Context) {
 		} else if changed {
 			w.gap(ctx, "the publication changed within the WAL the slot still holds (while walcast was not running?); changes made meanwhile may be lost")
 		}
+	default:
+		w.catchUp(ctx)
 	}
+}
+
+// catchUp writes what an earlier check could not: a gap found while
+// another replica streamed, and the marker that follows transactions open
+// across a gap.
+func (w *PublicationWatch) catchUp(ctx context.Context) {
+	w.mu.Lock()
+	pending, tail := w.pending, w.tail
+	w.mu.Unlock()
+	if pending != "" && w.leading() {
+		w.mu.Lock()
+		w.pending = ""
+		w.mu.Unlock()
+		w.gap(ctx, pending)
+		return
+	}
+	if tail == 0 {
+		return
+	}
+	var oldest uint64
+	if err := w.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&oldest); err != nil {
+		w.log.Warn("publication check: read the oldest open transaction", "err", err)
+		return
+	}
+	if oldest < tail {
+		return
+	}
+	w.mu.Lock()
+	w.tail = 0
+	w.mu.Unlock()
+	w.mark(ctx, "transactions open across a gap have ended; what they wrote while a table was not streamed was lost")
 }
 
 // changedSinceSlot reports whether a catalog row behind the publication
@@ -148,11 +199,34 @@ func (w *PublicationWatch) changedSinceSlot(ctx context.Context) (bool, error) {
 }
 
 // gap tells every project to resync after what may have been lost: through
-// a marker in the WAL, or, where that fails, the hub directly.
+// a marker in the WAL, or, where that fails, the hub directly. A
+// transaction open now may have written a lost change and commit after
+// the marker: a second marker follows once it has ended (catchUp).
 func (w *PublicationWatch) gap(ctx context.Context, reason string) {
 	if !w.leading() {
-		return // the replica that streams the slot writes the marker
+		// The replica that streams the slot writes the marker; if this
+		// one takes the slot over first, it will.
+		w.mu.Lock()
+		w.pending = reason
+		w.mu.Unlock()
+		return
 	}
+	var open bool
+	var next uint64
+	if err := w.pool.QueryRow(ctx, `SELECT cardinality(array(SELECT pg_snapshot_xip(s))) > 0, pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s`).Scan(&open, &next); err != nil {
+		w.log.Warn("publication check: read the open transactions", "err", err)
+		open, next = true, 0
+	}
+	if open {
+		w.mu.Lock()
+		w.tail = max(w.tail, next)
+		w.mu.Unlock()
+	}
+	w.mark(ctx, reason)
+}
+
+// mark writes a gap marker (or, where that fails, tells the hub).
+func (w *PublicationWatch) mark(ctx context.Context, reason string) {
 	w.log.Warn(reason+": every project is told to resync", "publication", w.name)
 	_, err := w.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2::text)`, events.GapPrefix, string(events.GapMarker(w.name, reason)))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -61,6 +62,9 @@ type Config struct {
 	// moved past what this process had received (another consumer, or a
 	// re-created slot). Streaming starts only after it returned nil.
 	OnGap func(ctx context.Context, walPos uint64) error
+	// Tables are the watched tables: their relation ids, read when each
+	// session starts, name them whatever a Relation message says.
+	Tables []events.Table
 	// Origin, when set, is the origin (see Origin) the server must still
 	// have at every reconnect; another one ends Run with ErrOriginChanged.
 	Origin string
@@ -107,6 +111,8 @@ type Reader struct {
 
 	mu      sync.Mutex
 	lastErr error
+	// restart ends the current session (Restart).
+	restart context.CancelFunc
 
 	// delivered is the end LSN of the last transaction the sink took; a
 	// reconnect replays from the slot's confirmed position, and transactions
@@ -137,6 +143,19 @@ func NewReader(cfg Config, watch func(schema, table string) bool, sink Sink, onS
 	}
 }
 
+// Restart ends the current replication session; Run starts a new one at
+// once. A new session's walsender describes every table afresh: after a
+// table or its schema was renamed and renamed back, the old one may go on
+// describing it under the name it had in between (and walcast would take
+// its changes for another table's).
+func (r *Reader) Restart() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.restart != nil {
+		r.restart()
+	}
+}
+
 // Live reports whether the replication stream is up.
 func (r *Reader) Live() bool { return r.live.Load() }
 
@@ -161,7 +180,13 @@ func (r *Reader) Run(ctx context.Context) error {
 	backoff := r.cfg.ReconnectMin
 	for {
 		started := r.now()
-		err := r.stream(ctx)
+		sctx, cancel := context.WithCancel(ctx)
+		r.mu.Lock()
+		r.restart = cancel
+		r.mu.Unlock()
+		err := r.stream(sctx)
+		restarted := sctx.Err() != nil // before cancel: only Restart (or ctx) ended it
+		cancel()
 		r.live.Store(false)
 		r.metrics.WALConnected.Set(0)
 		if r.cfg.StandbyPoll > 0 {
@@ -169,6 +194,11 @@ func (r *Reader) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if restarted && !errors.Is(err, ErrWALBehind) && !errors.Is(err, ErrOriginChanged) {
+			// Restart: a new session, at once.
+			r.log.Info("replication stream restarted: the tables' descriptions are read afresh", "slot", r.cfg.Slot)
+			continue
 		}
 		r.wentDown()
 		if errors.Is(err, ErrWALBehind) || errors.Is(err, ErrOriginChanged) {
@@ -350,6 +380,10 @@ func (r *Reader) stream(ctx context.Context) error {
 			return fmt.Errorf("record the slot's progress: %w", err)
 		}
 	}
+	canonical, err := relationIDs(ctx, conn, r.cfg.Tables)
+	if err != nil {
+		return err
+	}
 	if r.onStart != nil {
 		r.onStart(confirmedFlush, walEnd)
 	}
@@ -377,6 +411,7 @@ func (r *Reader) stream(ctx context.Context) error {
 	}
 
 	s := &session{r: r, conn: conn, dec: NewDecoder(r.watch), lastFlushSent: confirmedFlush}
+	s.dec.canonical = canonical
 	s.dec.checkRelation = r.cfg.CheckRelation
 	s.dec.retain = r.cfg.Retain
 	s.dec.relationProblem = func(schema, table string, err error) {
@@ -669,6 +704,36 @@ func (r *Reader) checkXidCounter(ctx context.Context, conn *pgconn.PgConn) error
 			ErrOriginChanged, next, last)
 	}
 	return nil
+}
+
+// relationIDs reads the relation id of each watched table that exists.
+func relationIDs(ctx context.Context, conn *pgconn.PgConn, tables []events.Table) (map[uint32][2]string, error) {
+	ids := make(map[uint32][2]string, len(tables))
+	if len(tables) == 0 {
+		return ids, nil
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = quoteLiteral(pgx.Identifier{t.SchemaName(), t.Name}.Sanitize())
+	}
+	res, err := conn.Exec(ctx, "SELECT to_regclass(x)::oid::text FROM unnest(ARRAY["+strings.Join(names, ",")+"]::text[]) WITH ORDINALITY AS u(x, i) ORDER BY i").ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("read the watched tables' ids: %w", err)
+	}
+	if len(res) == 0 || len(res[0].Rows) != len(tables) {
+		return nil, errors.New("read the watched tables' ids: short answer")
+	}
+	for i, row := range res[0].Rows {
+		if len(row) == 0 || row[0] == nil {
+			continue // missing: the start-up checks say so
+		}
+		id, err := strconv.ParseUint(string(row[0]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("read the watched tables' ids: %w", err)
+		}
+		ids[uint32(id)] = [2]string{tables[i].SchemaName(), tables[i].Name}
+	}
+	return ids, nil
 }
 
 // pluginArgs are pgoutput's options: protocol 1, the publication, and,

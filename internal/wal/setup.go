@@ -163,10 +163,14 @@ func ReadPublication(ctx context.Context, pool *pgxpool.Pool, name string, table
 }
 
 // publicationIdentity names the catalog rows that make publication name
-// stream tables: its own row version (its actions) and the rows that put
-// each table or schema in it. Any change to them, even one undone before
-// the next look (a table dropped and added again), gives another identity:
-// new row versions, new row ids.
+// stream tables: its own row version (its actions), the rows that put each
+// table or schema in it, and each watched table's and its schema's rows
+// (a table rebuilt under another id, renamed, moved to another schema, or
+// its schema renamed). Any change to them, even one undone before the next
+// look (a table dropped and added again, renamed and renamed back), gives
+// another identity: new row versions, new row ids. So does other DDL on a
+// watched table (a column added, TRUNCATE, VACUUM FULL): walcast resyncs
+// rather than guess which of them could hide changes.
 func publicationIdentity(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) (string, error) {
 	qualified := make([]string, len(tables))
 	for i, t := range tables {
@@ -175,7 +179,10 @@ func publicationIdentity(ctx context.Context, pool *pgxpool.Pool, name string, t
 	var id string
 	var version int
 	err := pool.QueryRow(ctx, `SELECT p.xmin::text || '/' || coalesce((SELECT string_agg(r.oid::text, ',' ORDER BY r.oid) FROM pg_publication_rel r
-			WHERE r.prpubid = p.oid AND r.prrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x)), ''),
+			WHERE r.prpubid = p.oid AND r.prrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x)), '')
+		|| '/' || coalesce((SELECT string_agg(c.oid::text || ':' || c.xmin::text || ':' || n.xmin::text, ',' ORDER BY c.oid)
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.oid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x)), ''),
 		current_setting('server_version_num')::int
 		FROM pg_publication p WHERE p.pubname = $1`, name, qualified).Scan(&id, &version)
 	if errors.Is(err, pgx.ErrNoRows) {
