@@ -332,3 +332,24 @@ func TestProtocolDocInStep(t *testing.T) {
 		t.Fatal("docs/protocol.md part A differs from shared/PROTOCOL.md: copy it again")
 	}
 }
+
+// TestSeriesExistAtStart: a scrape right after start shows the labelled
+// series dashboards and rate() alerts need, at zero, before any change or
+// event.
+func TestSeriesExistAtStart(t *testing.T) {
+	db := newDB(t)
+	in := start(t, db, baseEnv(t, db))
+	text := scrape(t, in.base)
+	for _, series := range []string{
+		`walcast_wal_changes_total{action="INSERT",table="messages"} 0`,
+		`walcast_wal_changes_total{action="DELETE",table="project_members"} 0`,
+		`walcast_events_sent_total{type="message_created"} 0`,
+		`walcast_events_sent_total{type="resync_required"} 0`,
+		`walcast_subscription_revocations_total{reason="member_removed"} 0`,
+		`walcast_access_fail_closed_total{reason="publication_missing"} 0`,
+	} {
+		if !strings.Contains(text, series) {
+			t.Errorf("no %s in a scrape right after start", series)
+		}
+	}
+}

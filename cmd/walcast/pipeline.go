@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,6 +59,7 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 		}
 	}
 	p = &pipeline{cfg: cfg}
+	m.Prime(sourceTables(cfg), eventTypes(cfg))
 	if p.origin, err = streamOrigin(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -115,6 +117,34 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	p.pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables,
 		cfg.Replication.PublicationCheck, p.hub, leading, p.reader.Restart, log, m)
 	return p, nil
+}
+
+// sourceTables are the table labels of walcast_wal_changes_total: the
+// WAL's table names, or the NOTIFY triggers' resources.
+func sourceTables(cfg config.Config) []string {
+	var out []string
+	for _, t := range cfg.Events.Tables {
+		if cfg.Source == "notify" {
+			out = append(out, t.Resource)
+		} else {
+			out = append(out, t.Name)
+		}
+	}
+	return out
+}
+
+// eventTypes are the frame types a socket can be sent.
+func eventTypes(cfg config.Config) []string {
+	types := []string{events.TypeCacheInvalidate, events.TypeResyncRequired, events.TypeSubscriptionRevoked,
+		"subscribed", "unsubscribed", "error", "pong", "token_refreshed", "stream_down", "stream_up"}
+	for _, t := range cfg.Events.Tables {
+		for _, e := range []string{t.OnInsert, t.OnUpdate, t.OnDelete} {
+			if e != "" && !slices.Contains(types, e) {
+				types = append(types, e)
+			}
+		}
+	}
+	return types
 }
 
 // prepareWAL checks what logical replication needs and creates the

@@ -167,3 +167,31 @@ const (
 	FailClosedUnmappable  = "unmappable_change"
 	FailClosedPublication = "publication_missing"
 )
+
+// Prime creates every series whose labels are known at start at zero, so
+// that a scrape right after start shows them (dashboards and rate() alerts
+// need a series before its first increment): the changes of each watched
+// table (tables, as the source labels them) by action, the events of each
+// type, and the fixed reasons of the other labelled counters.
+func (m *Metrics) Prime(tables, eventTypes []string) {
+	for _, t := range tables {
+		for _, a := range []string{"INSERT", "UPDATE", "DELETE", "TRUNCATE"} {
+			m.WALChanges.WithLabelValues(t, a)
+		}
+	}
+	for _, typ := range eventTypes {
+		m.EventsSent.WithLabelValues(typ)
+	}
+	for _, r := range []string{"member_removed", "project_deleted"} {
+		m.Revocations.WithLabelValues(r)
+	}
+	for _, r := range []string{FailClosedUnmappable, FailClosedPublication} {
+		m.AccessFailClosed.WithLabelValues(r)
+	}
+	for _, r := range []string{"hit", "miss"} {
+		m.MembershipLookups.WithLabelValues(r)
+	}
+	for _, r := range []string{"ip_rate", "unauthorized", "connection_cap", "handshake"} {
+		m.WSRejected.WithLabelValues(r)
+	}
+}
