@@ -203,7 +203,7 @@ func (p *pipeline) readerConfig(mapper *events.Mapper) wal.Config {
 		DatabaseURL: cfg.Database.URL, Slot: cfg.Replication.Slot, Publication: cfg.Replication.Publication,
 		StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
-		ReconnectMax: cfg.Replication.ReconnectMax, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain,
+		ReconnectMin: cfg.Replication.ReconnectMin, ReconnectMax: cfg.Replication.ReconnectMax, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain,
 		OnGap: p.relay.Gap, Origin: p.origin, Tables: cfg.Events.Tables,
 		DownNotice: cfg.Replication.DownNotice, OnDown: p.hub.StreamDown, OnUp: p.hub.StreamUp,
 	}

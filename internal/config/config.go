@@ -96,6 +96,7 @@ type Replication struct {
 	StandbyTimeout time.Duration `yaml:"standby_timeout"`
 	HoldBackAge    time.Duration `yaml:"hold_back_age"`
 	HoldBackBytes  int64         `yaml:"hold_back_bytes"`
+	ReconnectMin   time.Duration `yaml:"reconnect_min"`
 	ReconnectMax   time.Duration `yaml:"reconnect_max"`
 	MonitorEvery   time.Duration `yaml:"monitor_interval"`
 	// PublicationCheck is how often walcast checks that every watched
@@ -189,7 +190,7 @@ func Default() Config {
 			Slot: "walcast", Publication: "walcast",
 			StatusInterval: time.Second, StandbyTimeout: 10 * time.Second,
 			HoldBackAge: 5 * time.Minute, HoldBackBytes: 64 << 20,
-			ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second, DownNotice: 30 * time.Second,
+			ReconnectMin: 100 * time.Millisecond, ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second, DownNotice: 30 * time.Second,
 			RetainedWALWarnBytes: 1 << 30,
 		},
 		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: 0,
@@ -373,6 +374,10 @@ func (c *Config) Validate() error {
 		return bad("replication.status_interval", "must be positive")
 	case c.Replication.StandbyTimeout < c.Replication.StatusInterval:
 		return bad("replication.standby_timeout", "must be at least replication.status_interval")
+	case c.Replication.ReconnectMin <= 0 || c.Replication.ReconnectMax < c.Replication.ReconnectMin:
+		return bad("replication.reconnect_min", "must be positive, and reconnect_max at least reconnect_min")
+	case c.Replication.MonitorEvery <= 0 || c.Replication.PublicationCheck <= 0:
+		return bad("replication.monitor_interval", "and publication_check_interval must be positive")
 	case c.Replication.HoldBackAge < 0:
 		return bad("replication.hold_back_age", "must not be negative")
 	case c.Replication.HoldBackBytes < 0:
@@ -391,8 +396,12 @@ func (c *Config) Validate() error {
 		return bad("websocket.max_connections", "must not be negative")
 	case c.WS.WriteWorkers < 0:
 		return bad("websocket.write_workers", "must not be negative (0 means one per CPU)")
-	case c.WS.ConnectRate < 0 || c.WS.ConnectBurst < 0:
-		return bad("websocket.connect_rate", "and connect_burst must not be negative")
+	case c.WS.ConnectRate < 0 || c.WS.ConnectBurst < 0 || (c.WS.ConnectRate > 0 && c.WS.ConnectBurst < 1):
+		return bad("websocket.connect_rate", "and connect_burst must not be negative, and the burst at least 1 when the rate is set")
+	case c.WS.FrameRate <= 0 || c.WS.FrameBurst < 1:
+		return bad("websocket.frame_rate", "must be positive and frame_burst at least 1")
+	case c.WS.ForbiddenRate < 0 || c.WS.ForbiddenBurst < 0 || (c.WS.ForbiddenRate > 0 && c.WS.ForbiddenBurst < 1):
+		return bad("websocket.forbidden_rate", "and forbidden_burst must not be negative, and the burst at least 1 when the rate is set")
 	case c.Events.BulkThreshold < 0:
 		return bad("events.bulk_threshold", "must not be negative")
 	case c.API.MaxBodyBytes < 1024:

@@ -147,12 +147,6 @@ type Hub struct {
 
 // New returns a Hub.
 func New(cfg Config, m *metrics.Metrics) *Hub {
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 1024
-	}
-	if cfg.HistorySize < 0 {
-		cfg.HistorySize = 0
-	}
 	return &Hub{cfg: cfg, metrics: m, now: time.Now, topics: make(map[string]*topic), ready: make(chan struct{}),
 		ledger: access.NewLedger(cfg.AccessKeep, cfg.AccessMax)}
 }

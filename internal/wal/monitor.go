@@ -46,9 +46,6 @@ type Monitor struct {
 // NewMonitor returns a Monitor that reads every interval and warns when the
 // slot retains more than warnAt bytes of WAL (0: never).
 func NewMonitor(pool *pgxpool.Pool, slot string, interval time.Duration, warnAt int64, log *slog.Logger, m *metrics.Metrics) *Monitor {
-	if interval <= 0 {
-		interval = 5 * time.Second
-	}
 	return &Monitor{pool: pool, slot: slot, interval: interval, warnAt: warnAt, log: log, metrics: m}
 }
 

@@ -125,18 +125,6 @@ type Reader struct {
 // kept; onStart, if not nil, is told the slot's confirmed position each time
 // streaming starts, before any transaction reaches the sink.
 func NewReader(cfg Config, watch func(schema, table string) bool, sink Sink, onStart func(confirmedFlush, walEnd uint64), log *slog.Logger, m *metrics.Metrics) *Reader {
-	if cfg.StatusInterval <= 0 {
-		cfg.StatusInterval = time.Second
-	}
-	if cfg.StandbyTimeout <= 0 {
-		cfg.StandbyTimeout = 10 * time.Second
-	}
-	if cfg.ReconnectMin <= 0 {
-		cfg.ReconnectMin = 100 * time.Millisecond
-	}
-	if cfg.ReconnectMax < cfg.ReconnectMin {
-		cfg.ReconnectMax = 30 * time.Second
-	}
 	return &Reader{
 		cfg: cfg, watch: watch, sink: sink, onStart: onStart, log: log, metrics: m, now: time.Now,
 		cp: checkpointer{maxAge: cfg.HoldBackAge, maxBytes: cfg.HoldBackBytes},

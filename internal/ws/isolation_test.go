@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,11 +150,12 @@ func TestPingFloodHurtsNoOtherSocket(t *testing.T) {
 
 // TestFrameFloodIsClosed: reading a flood costs CPU even when nothing is
 // answered, so a socket that keeps sending pings (or any frame) far past
-// its rate is closed with 1008; pings within the rate are answered.
+// its rate is closed with 1008, having been answered no more than its
+// rate allows.
 func TestFrameFloodIsClosed(t *testing.T) {
 	for _, opcode := range []byte{0x9, 0x1} {
 		t.Run(fmt.Sprintf("opcode %d", opcode), func(t *testing.T) {
-			_, _, url := newTestServer(t, Config{WriteTimeout: 2 * time.Second, FrameRate: 20, FrameBurst: 50}, 64)
+			s, _, url := newTestServer(t, Config{WriteTimeout: 2 * time.Second, FrameRate: 20, FrameBurst: 50}, 64)
 			c := dialRaw(t, url)
 			defer c.conn.Close()
 			go func() {
@@ -168,6 +170,16 @@ func TestFrameFloodIsClosed(t *testing.T) {
 			answered := 0
 			for {
 				op, p, err := c.next()
+				if errors.Is(err, syscall.ECONNRESET) {
+					// The server closed with the flood's frames unread, so
+					// its kernel answered them with a reset, which can
+					// overtake the close frame on the way: the server's
+					// count says what it did.
+					if n := testutil.ToFloat64(s.metrics.FloodCloses); n != 1 {
+						t.Fatalf("reset without a flood close (%v counted)", n)
+					}
+					return
+				}
 				if err != nil {
 					t.Fatalf("no close frame: %v (%d answers)", err, answered)
 				}
@@ -179,7 +191,9 @@ func TestFrameFloodIsClosed(t *testing.T) {
 				}
 				answered++
 			}
-			if answered == 0 || answered > 5*floodFrames/2 {
+			// Answers queued when the flood is cut may go unsent (the
+			// close goes first): only an upper bound holds every time.
+			if answered > 5*floodFrames/2 {
 				t.Fatalf("%d answers to %d frames", answered, 5*floodFrames)
 			}
 		})
@@ -280,7 +294,7 @@ func TestManySubscribesOfAMemberAreNotLimited(t *testing.T) {
 	h := hub.New(hub.Config{QueueSize: 64, AccessWait: time.Second}, m)
 	h.SetFloor(1)
 	v, _ := auth.NewVerifier([]byte(testSecret), "HS256", 0)
-	s := NewServer(Config{WriteTimeout: 2 * time.Second, FrameRate: 100, FrameBurst: 100, ForbiddenRate: 1, ForbiddenBurst: 5},
+	s := NewServer(withDefaults(Config{WriteTimeout: 2 * time.Second, FrameRate: 100, FrameBurst: 100, ForbiddenRate: 1, ForbiddenBurst: 5}),
 		h, v, slowMembers{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	running(t, s)
 	srv := httptest.NewServer(s)

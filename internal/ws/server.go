@@ -97,21 +97,8 @@ type Server struct {
 
 // NewServer returns a Server.
 func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipChecker, log *slog.Logger, m *metrics.Metrics) *Server {
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
-	}
-	if cfg.ReadLimit <= 0 {
-		cfg.ReadLimit = 4096
-	}
-	if cfg.FrameRate <= 0 {
-		cfg.FrameRate = 20
-	}
-	if cfg.FrameBurst <= 0 {
-		cfg.FrameBurst = 50
-	}
-	if cfg.ConnectBurst <= 0 {
-		cfg.ConnectBurst = 1
-	}
+	// The values come from config, which defaults and validates them;
+	// zero workers means one per CPU.
 	if cfg.WriteWorkers <= 0 {
 		cfg.WriteWorkers = runtime.GOMAXPROCS(0)
 	}

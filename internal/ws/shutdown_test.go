@@ -35,7 +35,7 @@ func TestShutdownWhileSocketsArrive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(Config{WriteTimeout: time.Second}, h, v, allowAll{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	s := NewServer(withDefaults(Config{WriteTimeout: time.Second}), h, v, allowAll{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
 	running(t, s)
 	srv := httptest.NewServer(s)
 	defer srv.Close()

@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"fmt"
+	"github.com/walcast/walcast/internal/config"
 	"io"
 	"log/slog"
 	"net"
@@ -25,6 +26,7 @@ const testSecret = "0123456789abcdef0123"
 
 func newTestServer(t *testing.T, cfg Config, queue int) (*Server, *hub.Hub, string) {
 	t.Helper()
+	cfg = withDefaults(cfg)
 	m := metrics.New(prometheus.NewRegistry())
 	h := hub.New(hub.Config{QueueSize: queue}, m)
 	h.SetFloor(1)
@@ -125,4 +127,21 @@ func running(t *testing.T, s *Server) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+}
+
+// withDefaults fills what a test leaves zero from config.Default(), the
+// one source of defaults (NewServer takes its values as they are). The
+// connect and forbidden limits stay off unless a test sets them.
+func withDefaults(c Config) Config {
+	d := config.Default().WS
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.ReadLimit == 0 {
+		c.ReadLimit = d.ReadLimit
+	}
+	if c.FrameRate == 0 {
+		c.FrameRate, c.FrameBurst = d.FrameRate, d.FrameBurst
+	}
+	return c
 }
