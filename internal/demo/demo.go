@@ -19,8 +19,8 @@ import (
 	"github.com/walcast/walcast/web"
 )
 
-// MembershipChecker answers whether a user may see a project.
-type MembershipChecker interface {
+// memberships answers whether a user may see a project (auth.Memberships).
+type memberships interface {
 	IsMember(ctx context.Context, projectID, userID string) (bool, error)
 }
 
@@ -28,7 +28,7 @@ type MembershipChecker interface {
 type Deps struct {
 	Pool      *pgxpool.Pool
 	Verifier  *auth.Verifier
-	Members   MembershipChecker
+	Members   memberships
 	Secret    []byte
 	Algorithm string
 }

@@ -20,8 +20,8 @@ const (
 	CodeInternal     = "internal"
 )
 
-// ClientFrame is a frame a client sends.
-type ClientFrame struct {
+// clientFrame is a frame a client sends.
+type clientFrame struct {
 	Action    string `json:"action"`
 	ProjectID string `json:"project_id,omitempty"`
 	Since     string `json:"since,omitempty"`
@@ -60,7 +60,7 @@ var ErrBadFrame = errors.New("bad frame")
 
 // ParseFrame validates one client text frame.
 func ParseFrame(data []byte) (Command, error) {
-	var f ClientFrame
+	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		return Command{}, fmt.Errorf("%w: not a JSON object with string fields", ErrBadFrame)
 	}

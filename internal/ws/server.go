@@ -60,9 +60,9 @@ type Config struct {
 	ForbiddenBurst int
 }
 
-// MembershipChecker answers whether a user may see a project, with the
-// proof the hub judges the answer by.
-type MembershipChecker interface {
+// memberships answers whether a user may see a project, with the proof
+// the hub judges the answer by (auth.Memberships).
+type memberships interface {
 	Lookup(ctx context.Context, projectID, userID string, fresh bool) (access.Proof, error)
 }
 
@@ -71,7 +71,7 @@ type Server struct {
 	cfg      Config
 	hub      *hub.Hub
 	verifier *auth.Verifier
-	members  MembershipChecker
+	members  memberships
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
@@ -96,7 +96,7 @@ type Server struct {
 }
 
 // NewServer returns a Server.
-func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members MembershipChecker, log *slog.Logger, m *metrics.Metrics) *Server {
+func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members memberships, log *slog.Logger, m *metrics.Metrics) *Server {
 	// The values come from config, which defaults and validates them;
 	// zero workers means one per CPU.
 	if cfg.WriteWorkers <= 0 {
@@ -137,8 +137,8 @@ func (s *Server) Run(ctx context.Context) error {
 // Connections returns the number of open sockets.
 func (s *Server) Connections() int64 { return s.conns.Load() }
 
-// TokenFromRequest takes the token from ?token= or Authorization: Bearer.
-func TokenFromRequest(r *http.Request) string {
+// tokenFromRequest takes the token from ?token= or Authorization: Bearer.
+func tokenFromRequest(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
 		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
 			return strings.TrimSpace(tok)
@@ -147,34 +147,34 @@ func TokenFromRequest(r *http.Request) string {
 	return r.URL.Query().Get("token")
 }
 
-// WriteHTTPError writes the JSON error body REST and the upgrade share.
-func WriteHTTPError(w http.ResponseWriter, status int, code, message string) {
+// writeHTTPError writes the JSON error body REST and the upgrade share.
+func writeHTTPError(w http.ResponseWriter, status int, code, message string) {
 	httpjson.Error(w, status, code, message)
 }
 
 // ServeHTTP upgrades an authenticated request and runs the socket.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.shuttingDown.Err() != nil {
-		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "server is shutting down")
+		writeHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "server is shutting down")
 		return
 	}
 	if !s.ips.allow(clientIP(r), time.Now()) {
 		s.metrics.WSRejected.WithLabelValues("ip_rate").Inc()
 		w.Header().Set("Retry-After", "1")
-		WriteHTTPError(w, http.StatusTooManyRequests, CodeRateLimited, "too many new connections from this address; retry later")
+		writeHTTPError(w, http.StatusTooManyRequests, CodeRateLimited, "too many new connections from this address; retry later")
 		return
 	}
-	claims, err := s.verifier.Verify(TokenFromRequest(r))
+	claims, err := s.verifier.Verify(tokenFromRequest(r))
 	if err != nil {
 		s.metrics.WSRejected.WithLabelValues("unauthorized").Inc()
-		WriteHTTPError(w, http.StatusUnauthorized, CodeUnauthorized, err.Error())
+		writeHTTPError(w, http.StatusUnauthorized, CodeUnauthorized, err.Error())
 		return
 	}
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > s.cfg.MaxConnections {
 		s.conns.Add(-1)
 		s.metrics.WSRejected.WithLabelValues("connection_cap").Inc()
 		w.Header().Set("Retry-After", "5")
-		WriteHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "connection limit reached; retry later")
+		writeHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "connection limit reached; retry later")
 		return
 	}
 	// The client's byte budget follows its frame budget: frames of up to
