@@ -1,0 +1,375 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/walcast/walcast/internal/access"
+	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/hub"
+)
+
+// socket is one connection's life after the upgrade: its reader, its
+// writer, and what ends it.
+type socket struct {
+	srv    *Server
+	conn   *websocket.Conn
+	cork   *corkConn
+	sent   map[string]prometheus.Counter // events_sent_total by type; guarded by wmu
+	client *hub.Client
+	id     uint64
+	// expires is the token's expiry in Unix nanoseconds; refresh_token
+	// moves it.
+	expires atomic.Int64
+	expiry  *time.Timer
+	// tasks are the socket's goroutines besides its reader: the write
+	// loop and pings in flight; run waits for them.
+	tasks sync.WaitGroup
+	// pingTimer is nil when pings are off.
+	pingTimer *time.Timer
+	// signals are socket events for the writer (sig* bits), each followed
+	// by a Wake of the client: the writer waits on one channel only.
+	signals atomic.Uint32
+	// wmu is held by whoever writes queued frames: the socket's own
+	// goroutine or its write worker.
+	wmu       sync.Mutex
+	worker    *writeWorker
+	scheduled atomic.Bool // waiting in worker's queue
+	limiter   *rate.Limiter
+	// overLimit counts frames in a row over the rate; read goroutine only.
+	overLimit int
+	log       *slog.Logger
+}
+
+// floodFrames is how many frames in a row past its rate a socket may send
+// before it is closed: reading a flood costs CPU even when nothing is
+// answered, and no client needs that many.
+const floodFrames = 100
+
+// allowFrame takes a client frame (data or ping) from the socket's
+// budget. A socket that keeps sending past it is closed with 1008.
+func (sc *socket) allowFrame() bool {
+	if sc.limiter.Allow() {
+		sc.overLimit = 0
+		return true
+	}
+	if sc.overLimit++; sc.overLimit == floodFrames {
+		sc.signal(sigFlood)
+	}
+	return false
+}
+
+// Socket events the writer acts on besides queued frames.
+const (
+	sigPing uint32 = 1 << iota
+	sigExpiry
+	sigShutdown
+	sigDone
+	sigFlood
+)
+
+func (sc *socket) signal(sig uint32) {
+	sc.signals.Or(sig)
+	sc.client.Wake()
+}
+
+func (sc *socket) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	defer cancel()
+	sc.log.Debug("socket open")
+
+	// Timers and cancellations signal the writer instead of being cases
+	// of its select; none of them holds a goroutine while it waits.
+	defer context.AfterFunc(ctx, func() { sc.signal(sigDone) })()
+	defer context.AfterFunc(sc.srv.shuttingDown, func() { sc.signal(sigShutdown) })()
+	sc.expiry = time.AfterFunc(time.Until(time.Unix(0, sc.expires.Load())), func() { sc.signal(sigExpiry) })
+	defer sc.expiry.Stop()
+	if interval := sc.srv.cfg.PingInterval; interval > 0 {
+		// The writer re-arms it after each ping.
+		sc.pingTimer = time.AfterFunc(interval, func() { sc.signal(sigPing) })
+		defer sc.pingTimer.Stop()
+	}
+
+	sc.tasks.Add(1)
+	go func() { defer sc.tasks.Done(); sc.writeLoop(ctx); cancel() }()
+	sc.readLoop(ctx)
+	cancel()
+	sc.tasks.Wait()
+	sc.srv.hub.Remove(sc.client)
+	_ = sc.conn.CloseNow()
+	sc.log.Debug("socket closed")
+}
+
+func (sc *socket) readLoop(ctx context.Context) {
+	sc.conn.SetReadLimit(sc.srv.cfg.ReadLimit)
+	for {
+		typ, data, err := sc.conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		if !sc.allowFrame() {
+			// Said once per run of dropped frames: an error per frame
+			// would let a flood fill the socket's own queue.
+			if sc.overLimit == 1 {
+				sc.sendError(CodeRateLimited, "too many frames; slow down", "")
+			}
+			continue
+		}
+		if typ != websocket.MessageText {
+			sc.sendError(CodeBadRequest, "binary frames are not accepted; send JSON text frames", "")
+			continue
+		}
+		cmd, err := ParseFrame(data)
+		if err != nil {
+			sc.sendError(CodeBadRequest, err.Error(), "")
+			continue
+		}
+		sc.handle(ctx, cmd)
+	}
+}
+
+func (sc *socket) handle(ctx context.Context, cmd Command) {
+	h := sc.srv.hub
+	switch cmd.Action {
+	case ActionPing:
+		h.Send(sc.client, "pong", pongFrame)
+	case ActionRefreshToken:
+		claims, err := sc.srv.verifier.Verify(cmd.Token)
+		switch {
+		case err != nil:
+			sc.sendError(CodeUnauthorized, err.Error(), "")
+		case claims.UserID != sc.client.UserID():
+			sc.sendError(CodeUnauthorized, "the new token is for another user", "")
+		default:
+			sc.expires.Store(claims.ExpiresAt.UnixNano())
+			sc.expiry.Reset(time.Until(claims.ExpiresAt))
+			h.Send(sc.client, "token_refreshed", tokenRefreshedFrame(claims.ExpiresAt))
+		}
+	case ActionUnsubscribe:
+		if err := h.Unsubscribe(sc.client, cmd.ProjectID, unsubscribedFrame(cmd.ProjectID)); err != nil {
+			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
+		}
+	case ActionSubscribe:
+		userID := sc.client.UserID()
+		// A refused subscribe costs the user a token of a budget shared
+		// by all their sockets.
+		if sc.srv.denials.empty(userID, time.Now()) {
+			sc.sendError(CodeRateLimited, "too many refused subscribes; slow down", cmd.ProjectID)
+			return
+		}
+		subCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		since := cmd.Since
+		if since != nil && h.Foreign(cmd.Origin) {
+			// A position of another cluster, timeline or slot: it cannot
+			// be resumed from (the hub answers resync_required).
+			since = &events.Position{}
+		}
+		res, err := h.Subscribe(subCtx, sc.client, cmd.ProjectID, since, func(ctx context.Context, fresh bool) (access.Proof, error) {
+			return sc.srv.members.Lookup(ctx, cmd.ProjectID, userID, fresh)
+		})
+		switch {
+		case err == nil:
+			sc.log.Debug("subscribed", "project_id", cmd.ProjectID, "position", res.Position.String(), "replayed", res.Replayed, "resync", res.Resync)
+		case errors.Is(err, hub.ErrForbidden):
+			sc.srv.denials.allow(userID, time.Now())
+			sc.sendError(CodeForbidden, "not a member of this project", cmd.ProjectID)
+		case errors.Is(err, hub.ErrAlreadySubscribed), errors.Is(err, hub.ErrTooManySubs):
+			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
+		case errors.Is(err, hub.ErrClientClosed):
+		case errors.Is(err, hub.ErrAccessUnsettled), errors.Is(err, hub.ErrAccessSuspended):
+			// Fail closed, and say why: the client may try again.
+			sc.log.Warn("subscribe refused", "project_id", cmd.ProjectID, "err", err)
+			sc.sendError(CodeInternal, err.Error(), cmd.ProjectID)
+		default:
+			sc.log.Error("subscribe", "project_id", cmd.ProjectID, "err", err)
+			sc.sendError(CodeInternal, "subscription could not be checked; try again", cmd.ProjectID)
+		}
+	}
+}
+
+func (sc *socket) sendError(code, message, projectID string) {
+	sc.srv.metrics.ClientErrors.WithLabelValues(code).Inc()
+	sc.srv.hub.Send(sc.client, "error", marshalError(code, message, projectID))
+}
+
+// writeLoop is the socket's own writer. Its write worker writes most
+// frames; this goroutine acts on everything else, blocking if it must:
+// the socket's events, frames the worker handed over (a socket with a
+// full buffer), and queues when no worker is set.
+func (sc *socket) writeLoop(ctx context.Context) {
+	var items []hub.Item
+	for {
+		<-sc.client.Ready()
+		if !sc.writeQueued(ctx, &items) {
+			return
+		}
+	}
+}
+
+// writeQueued reports false when the socket is done.
+func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
+	// An overflow wins over queued frames: the client gets the 4008
+	// right after what is already on the wire.
+	if sc.client.IsSlow() {
+		sc.closeSlow()
+		return false
+	}
+	if sig := sc.signals.Swap(0); sig != 0 {
+		switch {
+		case sig&sigDone != 0:
+			return false
+		case sig&sigFlood != 0:
+			// No closing handshake: waiting for the peer's close frame
+			// would mean reading its flood until the timeout. The close
+			// frame goes if the socket takes it at once.
+			sc.srv.metrics.FloodCloses.Inc()
+			sc.log.Warn("client floods frames past its rate: closing socket")
+			sc.cork.cutToFrameInFlight()
+			sc.cork.writeClose(uint16(websocket.StatusPolicyViolation), "too many frames")
+			sc.cork.tryFlush()
+			_ = sc.conn.CloseNow()
+			return false
+		case sig&sigShutdown != 0:
+			sc.close(websocket.StatusGoingAway, "server shutting down")
+			return false
+		case sig&sigExpiry != 0 && !time.Now().Before(time.Unix(0, sc.expires.Load())):
+			// A refresh_token may have moved the expiry after the timer
+			// fired; only a token past it closes.
+			sc.close(CloseTokenExpired, "token expired")
+			return false
+		}
+		if sig&sigPing != 0 {
+			// Added while the write loop holds its own count: Wait in
+			// run covers it.
+			sc.tasks.Add(1)
+			go func() { defer sc.tasks.Done(); sc.ping(ctx) }()
+			sc.pingTimer.Reset(sc.srv.cfg.PingInterval)
+		}
+	}
+	// What a worker could not write goes first.
+	if err := sc.cork.flush(); err != nil {
+		return sc.writeFailed(err)
+	}
+	// Everything queued now goes out in one TCP write.
+	*items = sc.client.Take((*items)[:0])
+	if len(*items) == 0 {
+		return true
+	}
+	for _, it := range *items {
+		sc.writeItem(it)
+	}
+	clear(*items)
+	if cap(*items) > 1024 {
+		*items = nil
+	}
+	if err := sc.cork.flush(); err != nil {
+		return sc.writeFailed(err)
+	}
+	return true
+}
+
+// writeFailed ends the socket after a failed write and returns false. A
+// write that timed out is a client that does not keep up: it is closed
+// with 4008 after the frame in flight, like one whose queue overflowed.
+func (sc *socket) writeFailed(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		if !sc.client.IsSlow() { // else the hub counted it when its queue overflowed
+			sc.srv.metrics.SlowConsumerCloses.Inc()
+		}
+		sc.srv.hub.Remove(sc.client)
+		sc.closeSlow()
+		return false
+	}
+	sc.log.Debug("write failed", "err", err)
+	return false
+}
+
+// writeItem appends an item's frames to the socket's buffer.
+func (sc *socket) writeItem(it hub.Item) {
+	defer sc.client.Written(it)
+	if it.Frame != nil {
+		sc.write(it.Frame, it.Replayed)
+	}
+	for _, f := range it.Batch {
+		sc.write(f, it.Replayed)
+	}
+}
+
+// write appends one frame to the socket's buffer; the deadline applies to
+// the write that sends it.
+func (sc *socket) write(f *hub.Frame, replayed bool) {
+	sc.cork.writeText(f.Data)
+	c, ok := sc.sent[f.Type]
+	if !ok {
+		c = sc.srv.metrics.EventsSent.WithLabelValues(f.Type)
+		sc.sent[f.Type] = c
+	}
+	c.Inc()
+	if !replayed && !f.CommitTime.IsZero() {
+		sc.srv.metrics.DeliveryLatency.Observe(time.Since(f.CommitTime).Seconds())
+	}
+}
+
+// closeSlow closes with 4008 right after the frame on the wire: the
+// frames behind it are dropped, so the close frame does not wait for a
+// client that reads slowly to take them all.
+func (sc *socket) closeSlow() {
+	sc.log.Warn("slow consumer: closing socket", "queued_frames", sc.client.Len())
+	sc.cork.cutToFrameInFlight()
+	sc.close(CloseSlowConsumer, "slow consumer")
+}
+
+// close sends a close frame after everything buffered and waits briefly
+// for the peer's. The library queues the frame without waiting for the
+// network; this goroutine writes it, on this socket only.
+func (sc *socket) close(code websocket.StatusCode, reason string) {
+	done := make(chan struct{})
+	go func() {
+		_ = sc.conn.Close(code, reason)
+		close(done)
+	}()
+	timeout := time.NewTimer(sc.srv.cfg.WriteTimeout)
+	defer timeout.Stop()
+	for {
+		if err := sc.cork.flush(); err != nil {
+			_ = sc.conn.CloseNow()
+			<-done
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-timeout.C:
+			_ = sc.conn.CloseNow()
+			<-done
+			return
+		case <-sc.client.Ready(): // the library queued more (its close frame)
+		}
+	}
+}
+
+// ping sends a WebSocket ping and closes the socket when no pong comes
+// within the write timeout. It runs on a short-lived goroutine because a
+// ping waits for its pong, which the read loop receives.
+func (sc *socket) ping(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
+	err := sc.conn.Ping(pctx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		sc.log.Debug("ping failed; closing", "err", err)
+		_ = sc.conn.CloseNow()
+	}
+}
