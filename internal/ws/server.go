@@ -72,6 +72,9 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 
+	// clock measures token expiry (a test's clock in tests).
+	clock clock
+
 	ips *keyedLimiter
 	// denials is the per-user budget of refused subscribes.
 	denials *keyedLimiter
@@ -100,7 +103,7 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members memberships, lo
 		cfg.WriteWorkers = runtime.GOMAXPROCS(0)
 	}
 	shuttingDown, stopAll := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m,
+	s := &Server{cfg: cfg, clock: realClock{}, hub: h, verifier: v, members: members, log: log, metrics: m,
 		shuttingDown: shuttingDown, stopAll: stopAll, stopWorkers: make(chan struct{}),
 		ips: newKeyedLimiter(cfg.ConnectRate, cfg.ConnectBurst), denials: newKeyedLimiter(cfg.ForbiddenRate, cfg.ForbiddenBurst)}
 	for range cfg.WriteWorkers {

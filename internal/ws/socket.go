@@ -30,7 +30,7 @@ type socket struct {
 	// expires is the token's expiry in Unix nanoseconds; refresh_token
 	// moves it.
 	expires atomic.Int64
-	expiry  *time.Timer
+	expiry  timer
 	// tasks are the socket's goroutines besides its reader: the write
 	// loop and pings in flight; run waits for them.
 	tasks sync.WaitGroup
@@ -91,7 +91,8 @@ func (sc *socket) run(parent context.Context) {
 	// of its select; none of them holds a goroutine while it waits.
 	defer context.AfterFunc(ctx, func() { sc.signal(sigDone) })()
 	defer context.AfterFunc(sc.srv.shuttingDown, func() { sc.signal(sigShutdown) })()
-	sc.expiry = time.AfterFunc(time.Until(time.Unix(0, sc.expires.Load())), func() { sc.signal(sigExpiry) })
+	clk := sc.srv.clock
+	sc.expiry = clk.AfterFunc(time.Unix(0, sc.expires.Load()).Sub(clk.Now()), func() { sc.signal(sigExpiry) })
 	defer sc.expiry.Stop()
 	if interval := sc.srv.cfg.PingInterval; interval > 0 {
 		// The writer re-arms it after each ping.
@@ -151,7 +152,7 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 			sc.sendError(CodeUnauthorized, "the new token is for another user", "")
 		default:
 			sc.expires.Store(claims.ExpiresAt.UnixNano())
-			sc.expiry.Reset(time.Until(claims.ExpiresAt))
+			sc.expiry.Reset(claims.ExpiresAt.Sub(sc.srv.clock.Now()))
 			h.Send(sc.client, "token_refreshed", tokenRefreshedFrame(claims.ExpiresAt))
 		}
 	case ActionUnsubscribe:
@@ -244,7 +245,7 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 		case sig&sigShutdown != 0:
 			sc.close(websocket.StatusGoingAway, "server shutting down")
 			return false
-		case sig&sigExpiry != 0 && !time.Now().Before(time.Unix(0, sc.expires.Load())):
+		case sig&sigExpiry != 0 && !sc.srv.clock.Now().Before(time.Unix(0, sc.expires.Load())):
 			// A refresh_token may have moved the expiry after the timer
 			// fired; only a token past it closes.
 			sc.close(CloseTokenExpired, "token expired")
