@@ -1,14 +1,22 @@
 package ws
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 type captureConn struct {
@@ -181,5 +189,86 @@ func TestSlowCloseEndsOnAFrameBoundary(t *testing.T) {
 	_, _, second, rest := parseFrame(t, rest)
 	if len(rest) != 0 || first[0] != 'a' || second[0] != 'b' || len(second) != 100 {
 		t.Fatalf("on the wire: %q %q + %d bytes", first[:1], second[:1], len(rest))
+	}
+}
+
+// recordingConn keeps every Write the library makes, separately.
+type recordingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, bytes.Clone(p))
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+type recordingWriter struct {
+	http.ResponseWriter
+	conn *recordingConn
+}
+
+func (w *recordingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := w.ResponseWriter.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &recordingConn{Conn: conn}
+	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriter(w.conn)), nil
+}
+
+// TestLibraryWritesWholeControlFrames pins the rule corkConn.Write relies
+// on: coder/websocket hands its connection each control frame it sends (a
+// pong, a ping, a close) as one whole frame in one Write, never split and
+// never two in one. Should an upgrade change that, this fails.
+func TestLibraryWritesWholeControlFrames(t *testing.T) {
+	recorded := make(chan *recordingConn, 1)
+	pinged := make(chan struct{}) // the client's ping was answered
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &recordingWriter{ResponseWriter: w}
+		conn, err := websocket.Accept(rw, r, nil)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		go func() { _, _, _ = conn.Read(ctx) }() // answers the client's ping
+		<-pinged
+		_ = conn.Ping(ctx) // the client's reader answers it
+		_ = conn.Close(websocket.StatusNormalClosure, "bye")
+		recorded <- rw.conn
+	}))
+	defer srv.Close()
+	c, _, err := websocket.Dial(context.Background(), strings.Replace(srv.URL, "http", "ws", 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { _, _, _ = c.Read(ctx) }() // answers pings and the close
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(pinged)
+	rc := <-recorded
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	opcodes := map[byte]int{}
+	for _, w := range rc.writes {
+		if bytes.HasPrefix(w, []byte("HTTP/1.1")) {
+			continue // the handshake
+		}
+		_, op, _, rest := parseFrame(t, w)
+		if len(rest) != 0 {
+			t.Fatalf("one write held more than one frame: %x", w)
+		}
+		opcodes[op]++
+	}
+	if opcodes[0x9] == 0 || opcodes[0xA] == 0 || opcodes[0x8] == 0 {
+		t.Fatalf("control frames seen per opcode: %v (want a ping, a pong and a close)", opcodes)
 	}
 }
