@@ -158,6 +158,62 @@ func TestClusterStandbyFindsARecreatedSlot(t *testing.T) {
 	}
 }
 
+// TestClusterStandbyDuringASlotsCreation: the standby polls while an
+// operator's re-creation of the slot is still waiting for open
+// transactions (the slot exists, with no position yet). The standby's
+// attempt must neither take that for the slot's progress nor overwrite the
+// leader's record of it (it did: the takeover then saw no gap).
+func TestClusterStandbyDuringASlotsCreation(t *testing.T) {
+	ns := startNATS(t)
+	db := newDB(t)
+	base := clustered(baseEnv(t, db), ns, "CREATING")
+	base["WALCAST_LOG_LEVEL"] = "info"
+	envA, envB := clustered(base, ns, "CREATING"), clustered(base, ns, "CREATING")
+	envA["WALCAST_HTTP_ADDR"], envB["WALCAST_HTTP_ADDR"] = freeAddr(t), freeAddr(t)
+	a := start(t, db, envA)
+	waitFor(t, 15*time.Second, "A leads", func() bool { return isLeader(a.base) })
+	b := start(t, db, envB)
+	c := dial(t, b, alice)
+	c.subscribe(project)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'before')`, project, alice)
+	gapUntil(t, c, "message_created", project, 10*time.Second)
+
+	ctx := context.Background()
+	open, err := db.Pool.Begin(ctx) // holds the slot's creation back
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx) //nolint:errcheck
+	if _, err := open.Exec(ctx, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'open')`, project, alice); err != nil {
+		t.Fatal(err)
+	}
+	a.stop()
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'lost')`, project, alice)
+	slot := base["WALCAST_SLOT_NAME"]
+	dropSlot(t, db, slot)
+	created := make(chan error, 1)
+	go func() {
+		_, err := db.Pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+		created <- err
+	}()
+	// The standby polls every second (cluster.failover_poll): it tries
+	// the slot while the creation waits.
+	waitFor(t, 10*time.Second, "the standby tried the slot while it was being created", func() bool {
+		return strings.Contains(b.logs.String(), "no confirmed position yet")
+	})
+	if err := open.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	// 'lost' may have reached the standby, had it taken the old slot over
+	// before the drop; either way the re-created slot is a gap.
+	if _, got := gapUntil(t, c, "resync_required", project, 20*time.Second); len(got) > 1 || (len(got) == 1 && got[0] != "lost") {
+		t.Fatalf("messages before the resync: %v", got)
+	}
+}
+
 // TestClusterResumeAheadOfTheWAL: a resume position beyond the server's
 // WAL (forged, or another database's from a client that sends no origin)
 // is answered resync_required in cluster mode too, where a replica's hub

@@ -342,6 +342,11 @@ func (r *Reader) stream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if confirmedFlush == 0 {
+		// The slot is being created (by an operator, or another
+		// replica): its position is not known yet.
+		return fmt.Errorf("replication slot %s has no confirmed position yet (being created)", r.cfg.Slot)
+	}
 	if received > 0 && walEnd > 0 && walEnd < received {
 		// The server's WAL ends before what this process received: it is
 		// another cluster (a restore, a blue/green switch). The hub's
@@ -361,13 +366,6 @@ func (r *Reader) stream(ctx context.Context) error {
 			}
 		}
 	}
-	if r.cfg.Progress != nil {
-		// Where this leader takes the slot up is confirmed as far as the
-		// next one can know: a slot found past it later was moved.
-		if err := r.cfg.Progress.Confirming(ctx, confirmedFlush); err != nil {
-			return fmt.Errorf("record the slot's progress: %w", err)
-		}
-	}
 	canonical, err := relationIDs(ctx, conn, r.cfg.Tables)
 	if err != nil {
 		return err
@@ -380,6 +378,14 @@ func (r *Reader) stream(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
+	}
+	if r.cfg.Progress != nil {
+		// Only now that this process streams the slot: where it takes
+		// the slot up is confirmed as far as the next leader can know
+		// (a standby's attempt must not overwrite the leader's record).
+		if err := r.cfg.Progress.Confirming(ctx, confirmedFlush); err != nil {
+			return fmt.Errorf("record the slot's progress: %w", err)
+		}
 	}
 	r.live.Store(true)
 	r.cameUp()
