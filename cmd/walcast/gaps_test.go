@@ -505,8 +505,7 @@ func TestPositionOfAnotherClusterResyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	advanceWAL(t, nw, fmt.Sprintf("%X/%X", seenAt.LSN>>32, uint32(seenAt.LSN)), "new cluster")
-	probe := dial(t, b, alice)
-	if o := probe.subscribe(project).str("origin"); o == "" || o == oldOrigin {
+	if o := originOf(t, b); o == oldOrigin {
 		t.Fatalf("origins: old %q, new %q", oldOrigin, o)
 	}
 
