@@ -13,6 +13,7 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
+	"github.com/walcast/walcast/internal/pgtest"
 	"github.com/walcast/walcast/internal/wal"
 )
 
@@ -43,15 +44,18 @@ func isLeader(base string) bool {
 	return st["leader"] == true
 }
 
-// clustered adds NATS to env, with a stream of the test's own.
+// clustered copies env and adds NATS with a stream of the test's own (a
+// nil ns keeps env's).
 func clustered(env map[string]string, ns *natsserver.Server, stream string) map[string]string {
 	out := map[string]string{}
 	for k, v := range env {
 		out[k] = v
 	}
-	out["WALCAST_NATS_URL"] = ns.ClientURL()
-	out["WALCAST_NATS_STREAM"] = stream
-	out["WALCAST_LOG_LEVEL"] = "warn"
+	if ns != nil {
+		out["WALCAST_NATS_URL"] = ns.ClientURL()
+		out["WALCAST_NATS_STREAM"] = stream
+		out["WALCAST_LOG_LEVEL"] = "warn"
+	}
 	return out
 }
 
@@ -102,6 +106,22 @@ func TestClusterStreamOfAnotherDatabaseIsPurged(t *testing.T) {
 	}
 }
 
+// leaderAndStandby starts replica A, waits until it leads, starts B, and
+// returns both with a client of B's that has received a first message.
+func leaderAndStandby(t *testing.T, db *pgtest.DB, base map[string]string) (a, b *instance, c *client) {
+	t.Helper()
+	envA, envB := clustered(base, nil, ""), clustered(base, nil, "")
+	envA["WALCAST_HTTP_ADDR"], envB["WALCAST_HTTP_ADDR"] = freeAddr(t), freeAddr(t)
+	a = start(t, db, envA)
+	waitFor(t, 15*time.Second, "A leads", func() bool { return isLeader(a.base) })
+	b = start(t, db, envB)
+	c = dial(t, b, alice)
+	c.subscribe(project)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'before')`, project, alice)
+	gapUntil(t, c, "message_created", project, 10*time.Second)
+	return a, b, c
+}
+
 // TestClusterStandbyFindsARecreatedSlot: the leader goes away; a message
 // is committed and an operator drops and re-creates the slot. The standby
 // taking the slot over finds it past what the last leader recorded
@@ -124,16 +144,8 @@ func TestClusterStandbyFindsARecreatedSlot(t *testing.T) {
 	if err := os.WriteFile(base["WALCAST_CONFIG"], []byte(slow), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	envA, envB := clustered(base, ns, "RECREATED"), clustered(base, ns, "RECREATED")
-	envA["WALCAST_HTTP_ADDR"], envB["WALCAST_HTTP_ADDR"] = freeAddr(t), freeAddr(t)
-	envA["WALCAST_LOG_LEVEL"], envB["WALCAST_LOG_LEVEL"] = "info", "info"
-	a := start(t, db, envA)
-	waitFor(t, 15*time.Second, "A leads", func() bool { return isLeader(a.base) })
-	b := start(t, db, envB)
-	c := dial(t, b, alice)
-	c.subscribe(project)
-	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'before')`, project, alice)
-	gapUntil(t, c, "message_created", project, 10*time.Second)
+	base["WALCAST_LOG_LEVEL"] = "info"
+	a, b, c := leaderAndStandby(t, db, base)
 
 	a.stop()
 	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'lost')`, project, alice)
@@ -168,15 +180,7 @@ func TestClusterStandbyDuringASlotsCreation(t *testing.T) {
 	db := newDB(t)
 	base := clustered(baseEnv(t, db), ns, "CREATING")
 	base["WALCAST_LOG_LEVEL"] = "info"
-	envA, envB := clustered(base, ns, "CREATING"), clustered(base, ns, "CREATING")
-	envA["WALCAST_HTTP_ADDR"], envB["WALCAST_HTTP_ADDR"] = freeAddr(t), freeAddr(t)
-	a := start(t, db, envA)
-	waitFor(t, 15*time.Second, "A leads", func() bool { return isLeader(a.base) })
-	b := start(t, db, envB)
-	c := dial(t, b, alice)
-	c.subscribe(project)
-	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'before')`, project, alice)
-	gapUntil(t, c, "message_created", project, 10*time.Second)
+	a, b, c := leaderAndStandby(t, db, base)
 
 	ctx := context.Background()
 	open, err := db.Pool.Begin(ctx) // holds the slot's creation back

@@ -98,10 +98,7 @@ func TestSlotDroppedOrRecreatedIsSignalled(t *testing.T) {
 // publication are never streamed; walcast is unready meanwhile, and when
 // the table is back every project is told to resync.
 func TestTableBackInThePublicationResyncs(t *testing.T) {
-	db := newDB(t)
-	env := baseEnv(t, db)
-	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
-	in := start(t, db, env)
+	db, _, in := watched(t)
 	a := dial(t, in, alice)
 	a.subscribe(project)
 	db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` DROP TABLE messages`)
@@ -127,10 +124,7 @@ func TestTableBackInThePublicationResyncs(t *testing.T) {
 // replays that stretch of WAL, still answers a resume from before the gap
 // with resync_required.
 func TestPublicationGapSurvivesARestart(t *testing.T) {
-	db := newDB(t)
-	env := baseEnv(t, db)
-	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
-	in := start(t, db, env)
+	db, env, in := watched(t)
 	a, b := dial(t, in, alice), dial(t, in, bob)
 	sub := a.subscribe(project)
 	b.subscribe(project)
@@ -215,10 +209,7 @@ func TestTableRebuiltUnderASchemaPublicationResyncs(t *testing.T) {
 // tables under that name: walcast resyncs everyone, reads the tables'
 // descriptions afresh, and then delivers and revokes as before.
 func TestRenameRoundTripResyncsAndStaysAwake(t *testing.T) {
-	db := newDB(t)
-	env := baseEnv(t, db)
-	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
-	in := start(t, db, env)
+	db, _, in := watched(t)
 	a, b := dial(t, in, alice), dial(t, in, bob)
 	a.subscribe(project)
 	b.subscribe(project)
@@ -249,10 +240,7 @@ func TestRenameRoundTripResyncsAndStaysAwake(t *testing.T) {
 // client that refetched then missed it): a second resync_required follows
 // once it has ended, at a position after its commit.
 func TestTransactionOpenAcrossAGapIsCovered(t *testing.T) {
-	db := newDB(t)
-	env := baseEnv(t, db)
-	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
-	in := start(t, db, env)
+	db, _, in := watched(t)
 	a := dial(t, in, alice)
 	a.subscribe(project)
 	ctx := context.Background()
@@ -383,6 +371,16 @@ func TestNewClusterBehindTheOldStopsWalcast(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("walcast did not stop\n%s", in.logs.String())
 	}
+}
+
+// watched starts walcast on a fresh database with the publication
+// checked every 200 ms.
+func watched(t *testing.T) (*pgtest.DB, map[string]string, *instance) {
+	t.Helper()
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
+	return db, env, start(t, db, env)
 }
 
 // clusterEnv is the environment of a walcast on a cluster of the test's own.
