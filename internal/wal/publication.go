@@ -60,14 +60,24 @@ type PublicationWatch struct {
 	blind    bool
 	identity string
 	// pending is a gap found while another replica streamed the slot (or
-	// none did yet): written once this one does.
-	pending string
+	// none did yet): written once this one does, unless pendingFor has
+	// passed (then the replica that streamed wrote it).
+	pending   string
+	pendingAt time.Time
 	// tail, when set, is the transaction counter when a gap was
 	// signalled while transactions were open: one of them may have
 	// written a lost change and commit after the marker, so a second
 	// marker follows once every transaction older than tail has ended.
 	tail uint64
 }
+
+// pendingFor is how long a standby keeps a gap it found for the case that
+// no replica was streaming then: longer than a takeover takes.
+const pendingFor = time.Minute
+
+// tailUnknown marks a gap signalled while the open transactions could not
+// be read.
+const tailUnknown = ^uint64(0)
 
 // NewPublicationWatch returns a watch of publication name over tables;
 // leading (nil: always) says whether this replica writes gap markers, and
@@ -129,11 +139,10 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	switch {
 	case had:
 		w.gap(ctx, "the publication streams every watched table again; changes made meanwhile were lost")
+		w.restart()
 	case known != "" && known != pub.Identity:
-		w.gap(ctx, "the publication or a watched table changed between two checks (dropped and added back, rebuilt, renamed?); changes made meanwhile may be lost")
-		if w.restartStream != nil {
-			w.restartStream()
-		}
+		w.gap(ctx, "the publication or a watched table changed between two checks (dropped and added back, rebuilt?); changes made meanwhile may be lost")
+		w.restart()
 	case known == "" && w.slot != "":
 		// First look: a change to the publication within the WAL the
 		// slot will still decode happened while no walcast watched.
@@ -148,12 +157,23 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	}
 }
 
+// restart makes the reader read the watched tables' ids afresh.
+func (w *PublicationWatch) restart() {
+	if w.restartStream != nil {
+		w.restartStream()
+	}
+}
+
 // catchUp writes what an earlier check could not: a gap found while
 // another replica streamed, and the marker that follows transactions open
 // across a gap.
 func (w *PublicationWatch) catchUp(ctx context.Context) {
 	w.mu.Lock()
 	pending, tail := w.pending, w.tail
+	if pending != "" && time.Since(w.pendingAt) > pendingFor {
+		// A leader was streaming and has written it long since.
+		pending, w.pending = "", ""
+	}
 	w.mu.Unlock()
 	if pending != "" && w.leading() {
 		w.mu.Lock()
@@ -161,6 +181,17 @@ func (w *PublicationWatch) catchUp(ctx context.Context) {
 		w.mu.Unlock()
 		w.gap(ctx, pending)
 		return
+	}
+	if tail == tailUnknown {
+		// The open transactions could not be read when the gap was
+		// signalled: wait for those open now, a later bound.
+		var next uint64
+		if err := w.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&next); err != nil {
+			return
+		}
+		w.mu.Lock()
+		w.tail, tail = next, next
+		w.mu.Unlock()
 	}
 	if tail == 0 {
 		return
@@ -207,7 +238,7 @@ func (w *PublicationWatch) gap(ctx context.Context, reason string) {
 		// The replica that streams the slot writes the marker; if this
 		// one takes the slot over first, it will.
 		w.mu.Lock()
-		w.pending = reason
+		w.pending, w.pendingAt = reason, time.Now()
 		w.mu.Unlock()
 		return
 	}
@@ -215,7 +246,7 @@ func (w *PublicationWatch) gap(ctx context.Context, reason string) {
 	var next uint64
 	if err := w.pool.QueryRow(ctx, `SELECT cardinality(array(SELECT pg_snapshot_xip(s))) > 0, pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s`).Scan(&open, &next); err != nil {
 		w.log.Warn("publication check: read the open transactions", "err", err)
-		open, next = true, 0
+		open, next = true, tailUnknown
 	}
 	if open {
 		w.mu.Lock()

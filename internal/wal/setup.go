@@ -162,15 +162,14 @@ func ReadPublication(ctx context.Context, pool *pgxpool.Pool, name string, table
 	return p, nil
 }
 
-// publicationIdentity names the catalog rows that make publication name
-// stream tables: its own row version (its actions), the rows that put each
-// table or schema in it, and each watched table's and its schema's rows
-// (a table rebuilt under another id, renamed, moved to another schema, or
-// its schema renamed). Any change to them, even one undone before the next
-// look (a table dropped and added again, renamed and renamed back), gives
-// another identity: new row versions, new row ids. So does other DDL on a
-// watched table (a column added, TRUNCATE, VACUUM FULL): walcast resyncs
-// rather than guess which of them could hide changes.
+// publicationIdentity names what makes publication name stream tables:
+// its own row version (its actions), the rows that put each table or
+// schema in it, and each watched table's id and name. A change to them,
+// even one undone before the next look (a table dropped and added again,
+// rebuilt under another id), gives another identity: new row versions, new
+// ids. A table renamed and renamed back keeps its id, under which the
+// reader knows it (its changes meanwhile are streamed); privileges, indexes
+// and other DDL that hides no change are not part of it.
 func publicationIdentity(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) (string, error) {
 	qualified := make([]string, len(tables))
 	for i, t := range tables {
@@ -180,7 +179,7 @@ func publicationIdentity(ctx context.Context, pool *pgxpool.Pool, name string, t
 	var version int
 	err := pool.QueryRow(ctx, `SELECT p.xmin::text || '/' || coalesce((SELECT string_agg(r.oid::text, ',' ORDER BY r.oid) FROM pg_publication_rel r
 			WHERE r.prpubid = p.oid AND r.prrelid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x)), '')
-		|| '/' || coalesce((SELECT string_agg(c.oid::text || ':' || c.xmin::text || ':' || n.xmin::text, ',' ORDER BY c.oid)
+		|| '/' || coalesce((SELECT string_agg(c.oid::text || ':' || n.nspname || '.' || c.relname, ',' ORDER BY c.oid)
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE c.oid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x)), ''),
 		current_setting('server_version_num')::int

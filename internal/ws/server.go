@@ -113,8 +113,8 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members memberships, lo
 }
 
 // Run drives the write workers that move queued frames onto sockets,
-// until Shutdown has closed every socket or ctx ends, and returns when
-// they have stopped. Sockets are served only while it runs.
+// until Shutdown returns or ctx ends, and returns when they have stopped.
+// Without it, a socket's frames wait for its own writer to wake.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
