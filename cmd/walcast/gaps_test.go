@@ -237,6 +237,39 @@ func TestRenameRoundTripStaysAwake(t *testing.T) {
 	}
 }
 
+// TestSessionStartingWhileATableIsRenamedAway: the replication session
+// restarts (a network blip) while a watched table has another name, and a
+// change is written under that name before it is renamed back, all
+// between two publication checks. The table is known by the id an earlier
+// session read, so the change arrives (it was dropped as another table's).
+func TestSessionStartingWhileATableIsRenamedAway(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "1h"
+	in := start(t, db, env)
+	a := dial(t, in, alice)
+	a.subscribe(project)
+	ctx := context.Background()
+	slot := env["WALCAST_SLOT_NAME"]
+	var old int
+	if err := db.Pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&old); err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, `ALTER TABLE messages RENAME TO messages_away`)
+	db.Exec(t, `SELECT pg_terminate_backend($1)`, old)
+	waitFor(t, 10*time.Second, "a new session", func() bool {
+		var pid *int
+		_ = db.Pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+		return pid != nil && *pid != old
+	})
+	db.Exec(t, `INSERT INTO messages_away (project_id, sender_id, content) VALUES ($1, $2, 'while away')`, project, alice)
+	db.Exec(t, `ALTER TABLE messages_away RENAME TO messages`)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'after')`, project, alice)
+	if f, _ := gapUntil(t, a, "message_created", project, 10*time.Second); f.data()["content"] != "while away" {
+		t.Fatalf("first message after the rename: %v", f)
+	}
+}
+
 // TestTransactionOpenAcrossAGapIsCovered: a transaction writes while a
 // table is out of the publication and commits after the table is back and
 // the gap was signalled. Its lost change commits after that resync (a

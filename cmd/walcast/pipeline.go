@@ -113,9 +113,8 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	}
 	p.reader = wal.NewReader(p.readerConfig(mapper), mapper.Watches, p.relay.Take, p.onStart(), log, m)
 	p.source = p.reader
-	leading := func() bool { return p.bus == nil || p.reader.Live() }
 	p.pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables,
-		cfg.Replication.PublicationCheck, p.hub, leading, p.reader.Restart, log, m)
+		cfg.Replication.PublicationCheck, p.hub, p.reader.Restart, log, m)
 	return p, nil
 }
 

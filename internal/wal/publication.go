@@ -44,9 +44,6 @@ type PublicationWatch struct {
 	access   Access
 	log      *slog.Logger
 	metrics  *metrics.Metrics
-	// leading reports whether this process streams the slot: only the
-	// replica that does writes markers (every replica reads them).
-	leading func() bool
 	// slot, when set, is the slot whose undecoded WAL the first check
 	// compares the publication's catalog rows with.
 	slot string
@@ -59,11 +56,6 @@ type PublicationWatch struct {
 	problems []string
 	blind    bool
 	identity string
-	// pending is a gap found while another replica streamed the slot (or
-	// none did yet): written once this one does, unless pendingFor has
-	// passed (then the replica that streamed wrote it).
-	pending   string
-	pendingAt time.Time
 	// tail, when set, is the transaction counter when a gap was
 	// signalled while transactions were open: one of them may have
 	// written a lost change and commit after the marker, so a second
@@ -71,23 +63,17 @@ type PublicationWatch struct {
 	tail uint64
 }
 
-// pendingFor is how long a standby keeps a gap it found for the case that
-// no replica was streaming then: longer than a takeover takes.
-const pendingFor = time.Minute
-
 // tailUnknown marks a gap signalled while the open transactions could not
 // be read.
 const tailUnknown = ^uint64(0)
 
 // NewPublicationWatch returns a watch of publication name over tables;
-// leading (nil: always) says whether this replica writes gap markers, and
 // restartStream (nil: none) is called after the publication or a watched
-// table changed.
-func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, a Access, leading func() bool, restartStream func(), log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
-	if leading == nil {
-		leading = func() bool { return true }
-	}
-	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, access: a, leading: leading,
+// table changed. In cluster mode every replica watches and writes its own
+// marker: a gap one of them sees is never left to another that may not be
+// streaming, at the cost of a resync per replica.
+func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, a Access, restartStream func(), log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
+	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, access: a,
 		restartStream: restartStream, log: log, metrics: m}
 }
 
@@ -164,24 +150,11 @@ func (w *PublicationWatch) restart() {
 	}
 }
 
-// catchUp writes what an earlier check could not: a gap found while
-// another replica streamed, and the marker that follows transactions open
-// across a gap.
+// catchUp writes the marker that follows transactions open across a gap.
 func (w *PublicationWatch) catchUp(ctx context.Context) {
 	w.mu.Lock()
-	pending, tail := w.pending, w.tail
-	if pending != "" && time.Since(w.pendingAt) > pendingFor {
-		// A leader was streaming and has written it long since.
-		pending, w.pending = "", ""
-	}
+	tail := w.tail
 	w.mu.Unlock()
-	if pending != "" && w.leading() {
-		w.mu.Lock()
-		w.pending = ""
-		w.mu.Unlock()
-		w.gap(ctx, pending)
-		return
-	}
 	if tail == tailUnknown {
 		// The open transactions could not be read when the gap was
 		// signalled: wait for those open now, a later bound.
@@ -234,14 +207,6 @@ func (w *PublicationWatch) changedSinceSlot(ctx context.Context) (bool, error) {
 // transaction open now may have written a lost change and commit after
 // the marker: a second marker follows once it has ended (catchUp).
 func (w *PublicationWatch) gap(ctx context.Context, reason string) {
-	if !w.leading() {
-		// The replica that streams the slot writes the marker; if this
-		// one takes the slot over first, it will.
-		w.mu.Lock()
-		w.pending, w.pendingAt = reason, time.Now()
-		w.mu.Unlock()
-		return
-	}
 	var open bool
 	var next uint64
 	if err := w.pool.QueryRow(ctx, `SELECT cardinality(array(SELECT pg_snapshot_xip(s))) > 0, pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s`).Scan(&open, &next); err != nil {

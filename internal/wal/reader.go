@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -113,6 +114,9 @@ type Reader struct {
 	lastErr error
 	// restart ends the current session (Restart).
 	restart context.CancelFunc
+	// relations names watched tables by relation id, across sessions
+	// (knownRelations); only Run's goroutine uses it.
+	relations map[uint32][2]string
 
 	// delivered is the end LSN of the last transaction the sink took; a
 	// reconnect replays from the slot's confirmed position, and transactions
@@ -366,7 +370,7 @@ func (r *Reader) stream(ctx context.Context) error {
 			}
 		}
 	}
-	canonical, err := relationIDs(ctx, conn, r.cfg.Tables)
+	canonical, err := r.knownRelations(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -698,6 +702,34 @@ func (r *Reader) checkXidCounter(ctx context.Context, conn *pgconn.PgConn) error
 			ErrOriginChanged, next, last)
 	}
 	return nil
+}
+
+// knownRelations names the watched tables by relation id: the ids read now
+// and those of earlier sessions (a session that starts while a table is
+// renamed away finds no id under its name, and the walsender describes it
+// under the other one). A watched table neither found nor known stops the
+// session from starting: its changes would be taken for another table's
+// and dropped.
+func (r *Reader) knownRelations(ctx context.Context, conn *pgconn.PgConn) (map[uint32][2]string, error) {
+	found, err := relationIDs(ctx, conn, r.cfg.Tables)
+	if err != nil {
+		return nil, err
+	}
+	if r.relations == nil {
+		r.relations = make(map[uint32][2]string)
+	}
+	maps.Copy(r.relations, found)
+	for _, t := range r.cfg.Tables {
+		name := [2]string{t.SchemaName(), t.Name}
+		known := false
+		for _, n := range r.relations {
+			known = known || n == name
+		}
+		if !known {
+			return nil, fmt.Errorf("watched table %s.%s not found (renamed or dropped?): streaming waits for it", name[0], name[1])
+		}
+	}
+	return maps.Clone(r.relations), nil
 }
 
 // relationIDs reads the relation id of each watched table that exists.
