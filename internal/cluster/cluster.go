@@ -68,14 +68,19 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger, m *metrics.Metri
 			nc.Close()
 			return nil, fmt.Errorf("read stream %s: %w", cfg.Stream, err)
 		}
-		if was := info.Config.Metadata[originKey]; was != cfg.Origin && info.State.Msgs > 0 {
-			log.Error("the stream holds events of another database (another cluster, timeline or slot): purged; clients resuming from them are told to resync",
-				"stream", cfg.Stream, "stream_origin", was, "origin", cfg.Origin, "events", info.State.Msgs)
-			if err := s.Purge(ctx); err != nil {
-				nc.Close()
-				return nil, fmt.Errorf("purge stream %s: %w", cfg.Stream, err)
-			}
+		if was := info.Config.Metadata[originKey]; was != cfg.Origin {
+			// The recorded progress is the old database's too, even when
+			// no event is left (a position of another cluster would stop
+			// every leader as a WAL gone backwards).
 			purged = true
+			if info.State.Msgs > 0 {
+				log.Error("the stream holds events of another database (another cluster, timeline or slot): purged; clients resuming from them are told to resync",
+					"stream", cfg.Stream, "stream_origin", was, "origin", cfg.Origin, "events", info.State.Msgs)
+				if err := s.Purge(ctx); err != nil {
+					nc.Close()
+					return nil, fmt.Errorf("purge stream %s: %w", cfg.Stream, err)
+				}
+			}
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		nc.Close()
