@@ -482,27 +482,24 @@ func TestRestoredSnapshotStopsWalcast(t *testing.T) {
 			t.Fatalf("got %v", f)
 		}
 	}
+	// while the server is stopped (as a disk snapshot is taken and put back)
+	offline := func(do func() error) {
+		t.Helper()
+		if _, err := c.StopFast(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := do(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	insert("before the snapshot")
-	if _, err := c.StopFast(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	offline(c.Snapshot)
 	insert("after the snapshot 1")
 	insert("after the snapshot 2")
-	if _, err := c.StopFast(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	offline(c.Restore)
 	select {
 	case err := <-in.done:
 		in.done <- nil

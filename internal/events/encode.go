@@ -9,9 +9,11 @@ import (
 	"unicode/utf8"
 )
 
-// appendTime writes t in timeLayout. Years 0–9999 are written digit by
-// digit: AppendFormat interprets its layout on every call, and formatting
-// two timestamps per change was 8 % of walcast's CPU under insert load.
+// appendTime writes t as RFC 3339 in UTC with microseconds, clamped to
+// what JavaScript's Date holds (ClampJS, appendDate). It is written digit
+// by digit: AppendFormat interprets its layout on every call, and
+// formatting two timestamps per change was 8 % of walcast's CPU under
+// insert load.
 func appendTime(b []byte, t time.Time) []byte {
 	t = ClampJS(t)
 	b = appendDate(b, t)
@@ -32,6 +34,13 @@ func appendTime(b []byte, t time.Time) []byte {
 var (
 	JSMaxTime = time.UnixMilli(8_640_000_000_000_000).UTC()  // +275760-09-13
 	JSMinTime = time.UnixMilli(-8_640_000_000_000_000).UTC() // -271821-04-20
+)
+
+// jsMaxLocal and jsMinLocal are a day inside JSMaxTime and JSMinTime: a
+// local time is read in any time zone.
+var (
+	jsMaxLocal = JSMaxTime.AddDate(0, 0, -1)
+	jsMinLocal = JSMinTime.AddDate(0, 0, 1)
 )
 
 // ClampJS bounds t to what JavaScript's Date holds: a value past either
@@ -79,10 +88,10 @@ func FormatDate(t time.Time) string { return string(appendDate(nil, ClampJS(t)))
 // (Date reads it in the browser's time zone, up to 14 h either way).
 func FormatLocalTime(t time.Time) string {
 	switch t = t.UTC(); {
-	case t.After(JSMaxTime.AddDate(0, 0, -1)):
-		t = JSMaxTime.AddDate(0, 0, -1)
-	case t.Before(JSMinTime.AddDate(0, 0, 1)):
-		t = JSMinTime.AddDate(0, 0, 1)
+	case t.After(jsMaxLocal):
+		t = jsMaxLocal
+	case t.Before(jsMinLocal):
+		t = jsMinLocal
 	}
 	b := appendDate(make([]byte, 0, 32), t)
 	return string(t.AppendFormat(b, "T15:04:05.999999"))

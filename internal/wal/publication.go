@@ -122,6 +122,8 @@ func (w *PublicationWatch) check(ctx context.Context) {
 	if len(problems) > 0 {
 		return // nothing to signal before the fix: what follows is lost too
 	}
+	// What follows asks the database too: bounded like the read above.
+	ctx = cctx
 	switch {
 	case had:
 		w.gap(ctx, "the publication streams every watched table again; changes made meanwhile were lost")

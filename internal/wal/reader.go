@@ -644,8 +644,6 @@ func sendStandbyStatus(conn *pgconn.PgConn, write, flush uint64, now time.Time) 
 	return conn.Frontend().SendUnbufferedEncodedCopyData(buf)
 }
 
-// slotConfirmedFlush reads the slot's confirmed_flush_lsn over the
-// replication connection, before streaming starts.
 // slotConfirmedFlush reads the slot's confirmed position and the server's
 // WAL end (what was committed before the stream starts).
 func slotConfirmedFlush(ctx context.Context, conn *pgconn.PgConn, slot string) (confirmed, walEnd uint64, err error) {

@@ -4,47 +4,26 @@ import (
 	"context"
 	"fmt"
 	"github.com/walcast/walcast/internal/config"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/hub"
-	"github.com/walcast/walcast/internal/metrics"
 )
 
 const testSecret = "0123456789abcdef0123"
 
+// newTestServer serves sockets that may subscribe to anything, and
+// returns a socket URL with a token.
 func newTestServer(t *testing.T, cfg Config, queue int) (*Server, *hub.Hub, string) {
 	t.Helper()
-	cfg = withDefaults(cfg)
-	m := metrics.New(prometheus.NewRegistry())
-	h := hub.New(hub.Config{QueueSize: queue}, m)
-	h.SetFloor(1)
-	v, err := auth.NewVerifier([]byte(testSecret), "HS256", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(cfg, h, v, allowAll{}, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
-	running(t, s)
-	srv := httptest.NewServer(s)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		srv.Close()
-	})
-	tok, _ := auth.Issue([]byte(testSecret), "HS256", "11111111-1111-4111-8111-111111111111", time.Hour, time.Now())
-	return s, h, strings.Replace(srv.URL, "http", "ws", 1) + "/?token=" + tok
+	s, url, _ := protocolServer(t, cfg, hub.Config{QueueSize: queue}, allowAll{})
+	return s, s.hub, strings.Replace(url, "http", "ws", 1) + "/?token=" + issue(t, userA, time.Hour)
 }
 
 // dialSmall opens a socket with a small receive buffer, so the server's
