@@ -182,20 +182,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &corkingWriter{ResponseWriter: w, timeout: s.cfg.WriteTimeout,
 		readRate: s.cfg.FrameRate * float64(s.cfg.ReadLimit), readBurst: s.cfg.FrameBurst * int(s.cfg.ReadLimit)}
 	// Pings count against the socket's frame budget like its other
-	// frames: past it they are not answered. The callback runs on the
-	// socket's read goroutine, which starts after sc is set.
+	// frames: past it they are not answered. The callbacks run on the
+	// socket's read goroutine, which starts after sc is set, or on the
+	// close handshake of a socket refused at shutdown, before it is.
 	var sc *socket
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.AllowedOrigins,
 		OnPingReceived: func(context.Context, []byte) bool {
-			if sc.allowFrame() {
+			if sc == nil || sc.allowFrame() {
 				return true
 			}
 			s.metrics.PingsDropped.Inc()
 			return false
 		},
 		// Pongs are frames too: unsolicited ones count like any other.
-		OnPongReceived: func(context.Context, []byte) { sc.allowFrame() },
+		OnPongReceived: func(context.Context, []byte) {
+			if sc != nil {
+				sc.allowFrame()
+			}
+		},
 	})
 	if err != nil {
 		// Accept has answered the request (403 for a foreign origin).

@@ -45,8 +45,9 @@ type socket struct {
 	worker    *writeWorker
 	scheduled atomic.Bool // waiting in worker's queue
 	limiter   *rate.Limiter
-	// overLimit counts frames in a row over the rate; read goroutine only.
-	overLimit int
+	// overLimit counts frames in a row over the rate. The read goroutine
+	// counts, and so does the library's reader of a close handshake.
+	overLimit atomic.Int32
 	log       *slog.Logger
 }
 
@@ -59,10 +60,10 @@ const floodFrames = 100
 // budget. A socket that keeps sending past it is closed with 1008.
 func (sc *socket) allowFrame() bool {
 	if sc.limiter.Allow() {
-		sc.overLimit = 0
+		sc.overLimit.Store(0)
 		return true
 	}
-	if sc.overLimit++; sc.overLimit == floodFrames {
+	if sc.overLimit.Add(1) == floodFrames {
 		sc.signal(sigFlood)
 	}
 	return false
@@ -120,7 +121,7 @@ func (sc *socket) readLoop(ctx context.Context) {
 		if !sc.allowFrame() {
 			// Said once per run of dropped frames: an error per frame
 			// would let a flood fill the socket's own queue.
-			if sc.overLimit == 1 {
+			if sc.overLimit.Load() == 1 {
 				sc.sendError(CodeRateLimited, "too many frames; slow down", "")
 			}
 			continue
