@@ -139,6 +139,11 @@ type Hub struct {
 	// downSince, when set, is when the stream went down, as subscribers
 	// were told (stream_down); zero while it is up.
 	downSince time.Time
+	// walEndSeen is the newest WAL end read (walEnd), at walEndAt; a
+	// mutex of its own, held across that read, so it never holds up mu.
+	walEndMu   sync.Mutex
+	walEndSeen uint64
+	walEndAt   time.Time
 	// gapAt is the newest position at which every project was told to
 	// resync because changes may have been lost: a resume from at or
 	// before it cannot be served seamlessly.

@@ -406,7 +406,10 @@ func TestForgedOrForeignSinceResyncs(t *testing.T) {
 	}
 	// Ahead of the hub and of the stream's start, within the server's
 	// WAL now (a replica whose stream lags another's): not given yet.
-	w := New(Config{QueueSize: 16, HistorySize: 10, WALEnd: func(context.Context) (uint64, error) { return 0x8000, nil }}, metrics.New(prometheus.NewRegistry()))
+	reads := 0
+	w := New(Config{QueueSize: 16, HistorySize: 10, WALEnd: func(context.Context) (uint64, error) { reads++; return 0x8000, nil }}, metrics.New(prometheus.NewRegistry()))
+	fixed := time.Now()
+	w.now = func() time.Time { return fixed } // every resume below within walEndEvery
 	w.SetFloor(0x100)
 	w.CatchUp(0x500)
 	lagging := events.Position{LSN: 0x7000}
@@ -415,6 +418,12 @@ func TestForgedOrForeignSinceResyncs(t *testing.T) {
 	}
 	if res := subscribe(t, w, w.NewClient("f"), pA, &future); !res.Resync {
 		t.Fatalf("since beyond the WAL: %+v", res)
+	}
+	for i := range 50 { // a client forging positions costs no query each
+		subscribe(t, w, w.NewClient(fmt.Sprint("g", i)), pA, &future)
+	}
+	if reads != 1 {
+		t.Fatalf("the WAL end was read %d times for 52 resumes ahead of the hub", reads)
 	}
 	// Within what the server had, ahead of the hub: not replayed yet.
 	d := h.NewClient("d")

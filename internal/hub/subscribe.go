@@ -64,6 +64,9 @@ func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since 
 	}
 }
 
+// walEndEvery bounds how often a resume ahead of the hub asks the server.
+const walEndEvery = 100 * time.Millisecond
+
 // judgeSince returns since, or a zero position (answered resync_required)
 // when since is ahead of everything this hub had when its stream started
 // and of everything published since, and, where Config.WALEnd can say,
@@ -77,13 +80,26 @@ func (h *Hub) judgeSince(ctx context.Context, since *events.Position) *events.Po
 	if !ahead {
 		return since
 	}
-	if h.cfg.WALEnd != nil {
-		end, err := h.cfg.WALEnd(ctx)
-		if err == nil && since.LSN < end {
-			return since
-		}
+	if h.cfg.WALEnd != nil && since.LSN < h.walEnd(ctx) {
+		return since
 	}
 	return &events.Position{}
+}
+
+// walEnd is the server's WAL end as Config.WALEnd reads it, asked at most
+// every walEndEvery: a client may send any since, and each must not cost
+// a query on the pool that membership lookups and REST share. The WAL end
+// only grows, so an older reading errs towards resync_required.
+func (h *Hub) walEnd(ctx context.Context) uint64 {
+	h.walEndMu.Lock()
+	defer h.walEndMu.Unlock()
+	if now := h.now(); now.Sub(h.walEndAt) >= walEndEvery {
+		if end, err := h.cfg.WALEnd(ctx); err == nil {
+			h.walEndSeen = max(h.walEndSeen, end)
+		}
+		h.walEndAt = now
+	}
+	return h.walEndSeen
 }
 
 // retryAfter counts a stale answer and waits before asking again: at once
