@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +94,36 @@ func TestSlotDroppedOrRecreatedIsSignalled(t *testing.T) {
 				t.Fatalf("walcast_stream_gaps_total: found=%v value=%v", ok, v)
 			}
 		})
+	}
+}
+
+// TestMemberRemovedInAGapIsRevoked: a membership removed while the slot
+// was gone never reaches walcast as a change. After the gap every
+// subscription is checked against the database, and the removed member's
+// is revoked (it stayed subscribed, receiving the project's events).
+func TestMemberRemovedInAGapIsRevoked(t *testing.T) {
+	db := newDB(t)
+	env := baseEnv(t, db)
+	base, err := os.ReadFile("../../config/walcast.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reconnects wait a second or more: the operator's work fits between.
+	slow := strings.Replace(string(base), "reconnect_min: 100ms", "reconnect_min: 3s", 1)
+	env["WALCAST_CONFIG"] = filepath.Join(t.TempDir(), "walcast.yaml")
+	if err := os.WriteFile(env["WALCAST_CONFIG"], []byte(slow), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := start(t, db, env)
+	b := dial(t, in, bob)
+	b.subscribe(project)
+	dropSlot(t, db, env["WALCAST_SLOT_NAME"])
+	db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, bob)
+	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, env["WALCAST_SLOT_NAME"])
+	gapUntil(t, b, "resync_required", project, 20*time.Second)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'after bob left')`, project, alice)
+	if f, got := gapUntil(t, b, "subscription_revoked", project, 10*time.Second); len(got) != 0 || f.str("reason") != "member_removed" {
+		t.Fatalf("revocation %v after %v", f, got)
 	}
 }
 

@@ -38,6 +38,7 @@ type source interface {
 // source, the relay, the hub, and in cluster mode the bus.
 type pipeline struct {
 	cfg      config.Config
+	log      *slog.Logger
 	origin   string
 	members  *auth.Memberships
 	verifier *auth.Verifier
@@ -58,7 +59,7 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 			return nil, err
 		}
 	}
-	p = &pipeline{cfg: cfg}
+	p = &pipeline{cfg: cfg, log: log}
 	m.Prime(sourceTables(cfg), eventTypes(cfg))
 	if p.origin, err = streamOrigin(ctx, cfg); err != nil {
 		return nil, err
@@ -233,6 +234,9 @@ func (p *pipeline) run(ctx, sourceCtx context.Context, g *errgroup.Group) {
 		g.Go(func() error { return p.bus.Run(ctx, p.relay.Deliver) })
 	}
 	g.Go(func() error { return p.hub.Run(ctx) })
+	g.Go(func() error {
+		return relay.Recheck{Hub: p.hub, Members: p.members, Log: p.log}.AfterGaps(ctx, p.hub.Gaps(), p.hub.SubscribedProjects)
+	})
 	if p.reader != nil {
 		g.Go(func() error { return p.monitor.Run(ctx) })
 		g.Go(func() error { return p.pubWatch.Run(ctx) })

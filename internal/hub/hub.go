@@ -139,6 +139,9 @@ type Hub struct {
 	// downSince, when set, is when the stream went down, as subscribers
 	// were told (stream_down); zero while it is up.
 	downSince time.Time
+	// gaps has a token when changes may have been lost since it was last
+	// read (Gaps).
+	gaps chan struct{}
 	// walEndSeen is the newest WAL end read (walEnd), at walEndAt; a
 	// mutex of its own, held across that read, so it never holds up mu.
 	walEndMu   sync.Mutex
@@ -152,7 +155,7 @@ type Hub struct {
 
 // New returns a Hub.
 func New(cfg Config, m *metrics.Metrics) *Hub {
-	return &Hub{cfg: cfg, metrics: m, now: time.Now, topics: make(map[string]*topic), ready: make(chan struct{}),
+	return &Hub{cfg: cfg, metrics: m, now: time.Now, topics: make(map[string]*topic), ready: make(chan struct{}), gaps: make(chan struct{}, 1),
 		ledger: access.NewLedger(cfg.AccessKeep, cfg.AccessMax)}
 }
 
@@ -273,6 +276,28 @@ func (h *Hub) resyncEverywhere(pos events.Position, commit time.Time) {
 		h.fanout(t, f)
 	}
 	h.metrics.StreamGaps.Inc()
+	select {
+	case h.gaps <- struct{}{}:
+	default: // a recheck is already due
+	}
+}
+
+// Gaps signals, once per run of them, that changes may have been lost:
+// membership removals among them, which no revocation will bring. Whoever
+// reads it checks every subscription against the database (relay.Recheck).
+func (h *Hub) Gaps() <-chan struct{} { return h.gaps }
+
+// SubscribedProjects lists the projects that have subscribers.
+func (h *Hub) SubscribedProjects() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.topics))
+	for pid, t := range h.topics {
+		if len(t.subs) > 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // SetFloorAt is SetFloor for a floor that is a position: the events the

@@ -44,6 +44,26 @@ type Recheck struct {
 	Log     *slog.Logger
 }
 
+// AfterGaps rechecks every subscription whenever gaps signals that changes
+// may have been lost (hub.Gaps): a membership removed in a gap never
+// reaches the hub as a revocation, so its user would stay subscribed. It
+// returns when ctx ends.
+func (r Recheck) AfterGaps(ctx context.Context, gaps <-chan struct{}, projects func() []string) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-gaps:
+		}
+		for _, pid := range projects() {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.Recheck(ctx, pid, false)
+		}
+	}
+}
+
 // Recheck revokes every subscription to projectID (all: the project was
 // deleted) or those of users who are no longer members.
 func (r Recheck) Recheck(ctx context.Context, projectID string, all bool) {

@@ -229,3 +229,32 @@ func TestClusterFloor(t *testing.T) {
 		})
 	}
 }
+
+// TestRecheckAfterGaps: each gap signal rechecks every project with
+// subscribers; the users no longer members are revoked.
+func TestRecheckAfterGaps(t *testing.T) {
+	subs := &signalledSubscribers{fakeSubscribers: fakeSubscribers{ids: []string{"stays", "gone"}}, revoked: make(chan string, 4)}
+	gaps := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	r := Recheck{Hub: subs, Members: fakeMembers{"stays": true}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	go func() { done <- r.AfterGaps(ctx, gaps, func() []string { return []string{projectA} }) }()
+	gaps <- struct{}{}
+	if got := <-subs.revoked; got != "gone/member_removed" {
+		t.Fatalf("revoked %v", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(subs.revoked) != 0 {
+		t.Fatalf("revoked more: %v", <-subs.revoked)
+	}
+}
+
+type signalledSubscribers struct {
+	fakeSubscribers
+	revoked chan string
+}
+
+func (s *signalledSubscribers) Revoke(projectID, userID, reason string) { s.revoked <- userID + "/" + reason }
