@@ -257,4 +257,6 @@ type signalledSubscribers struct {
 	revoked chan string
 }
 
-func (s *signalledSubscribers) Revoke(projectID, userID, reason string) { s.revoked <- userID + "/" + reason }
+func (s *signalledSubscribers) Revoke(projectID, userID, reason string) {
+	s.revoked <- userID + "/" + reason
+}
