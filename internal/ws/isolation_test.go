@@ -252,6 +252,15 @@ func TestSlowReaderEndsWith4008AfterWholeFrames(t *testing.T) {
 	next := 0
 	for {
 		op, p, err := c.nextFrame()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// The close frame did not fit in the write timeout either (a
+			// loaded machine reads slower still): the connection ended
+			// on a frame boundary, and the server counted a slow close.
+			if n := testutil.ToFloat64(s.metrics.SlowConsumerCloses); n != 1 || err == io.ErrUnexpectedEOF && next == 0 {
+				t.Fatalf("after %d whole frames, %v with %v slow closes", next, err, n)
+			}
+			break
+		}
 		if err != nil {
 			t.Fatalf("after %d whole frames, no close frame: %v", next, err)
 		}
