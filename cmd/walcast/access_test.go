@@ -35,6 +35,7 @@ import (
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/pgtest"
 )
 
@@ -376,6 +377,7 @@ func mustPos(t *testing.T, s string) events.Position {
 
 // TestAccessEndsOnDelete: the plain way a membership ends.
 func TestAccessEndsOnDelete(t *testing.T) {
+	t.Parallel()
 	s := accStage(t)
 	s.db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, bob)
 	removed := accRemoved(t, s.alice, project, bob)
@@ -386,6 +388,7 @@ func TestAccessEndsOnDelete(t *testing.T) {
 // a removal for the old user and an addition for the new one, at the same
 // change; the new user can subscribe at once.
 func TestAccessEndsOnUserIDUpdate(t *testing.T) {
+	t.Parallel()
 	s := accStage(t, addCarol)
 	s.db.Exec(t, `UPDATE project_members SET user_id = $1 WHERE project_id = $2 AND user_id = $3`, carol, project, bob)
 
@@ -416,6 +419,7 @@ func TestAccessEndsOnUserIDUpdate(t *testing.T) {
 // TestAccessEndsOnProjectIDUpdate: moving a membership row to another
 // project ends access to the old one and grants the new one.
 func TestAccessEndsOnProjectIDUpdate(t *testing.T) {
+	t.Parallel()
 	s := accStage(t)
 	s.db.Exec(t, `UPDATE project_members SET project_id = $1 WHERE project_id = $2 AND user_id = $3`, project2, project, bob)
 	removed := accRemoved(t, s.alice, project, bob)
@@ -433,6 +437,7 @@ func TestAccessEndsOnProjectIDUpdate(t *testing.T) {
 // through ON DELETE CASCADE; that is a removal like any DELETE. bob sent no
 // message (messages.sender_id does not cascade), so he can be deleted.
 func TestAccessEndsOnUserCascade(t *testing.T) {
+	t.Parallel()
 	s := accStage(t)
 	s.db.Exec(t, `DELETE FROM users WHERE id = $1`, bob)
 	removed := accRemoved(t, s.alice, project, bob)
@@ -443,6 +448,7 @@ func TestAccessEndsOnUserCascade(t *testing.T) {
 // know whose access ended: every subscription of every project ends, and
 // nobody may subscribe until a membership exists again.
 func TestAccessEndsOnTruncate(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	// alice is in both projects so one socket holds two subscriptions.
 	db.Exec(t, `INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)`, project2, alice)
@@ -531,6 +537,7 @@ func (s *accFailClosed) revokedAll(t *testing.T, deadline time.Time, reason stri
 // access ended. It must revoke every subscription rather than keep
 // streaming to a removed user; members can subscribe again afterwards.
 func TestAccessFailsClosedWithoutReplicaIdentity(t *testing.T) {
+	t.Parallel()
 	s := accFailClosedStage(t)
 	s.db.Exec(t, `ALTER TABLE project_members REPLICA IDENTITY DEFAULT`)
 	s.db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, bob)
@@ -555,6 +562,7 @@ func TestAccessFailsClosedWithoutReplicaIdentity(t *testing.T) {
 // notices (publication check), revokes everything, refuses subscriptions
 // and reports not ready until the table is back.
 func TestAccessFailsClosedWhenTableLeavesPublication(t *testing.T) {
+	t.Parallel()
 	s := accFailClosedStage(t)
 	s.db.Exec(t, `ALTER PUBLICATION `+pgtest.Publication+` DROP TABLE project_members`)
 	s.db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, bob)
@@ -595,6 +603,7 @@ func TestAccessFailsClosedWhenTableLeavesPublication(t *testing.T) {
 // is revoked (the affected project, not the others: mallory's own project
 // stays live), and bob never gets a subscription again.
 func TestAccessFailsClosedWhenUserColumnRenamed(t *testing.T) {
+	t.Parallel()
 	s := accFailClosedStage(t)
 	s.db.Exec(t, `ALTER TABLE project_members RENAME COLUMN user_id TO member_id`)
 	s.db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND member_id = $2`, project, bob)
@@ -628,7 +637,7 @@ func TestAccessFailsClosedWhenUserColumnRenamed(t *testing.T) {
 	// it has been published.
 	before := accStatusPosition(t, s.in)
 	content := accWrite(t, s.db, project)
-	if !accPoll(5*time.Second, func() bool { return accStatusPosition(t, s.in) > before }) {
+	if !eventually.Poll(5*time.Second, func() bool { return accStatusPosition(t, s.in) > before }) {
 		t.Logf("walcast did not publish %q within 5s; checking bob's sockets anyway", content)
 	}
 	for i, b := range append(s.bobs, fresh) {
@@ -645,19 +654,6 @@ func accStatusPosition(t *testing.T, in *instance) string {
 	return p
 }
 
-// accPoll polls cond until it holds or within passes (usable off the test
-// goroutine).
-func accPoll(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
-}
-
 // TestAccessRaceWindowWithUnansweredSyncStandby makes the race window
 // deterministic. PostgreSQL streams a commit to logical walsenders once
 // it is flushed locally, and with a synchronous standby that never answers
@@ -665,6 +661,7 @@ func accPoll(within time.Duration, cond func() bool) bool {
 // So walcast has seen bob's removal while every other session still sees
 // bob's row: nothing in walcast may trust that row any more.
 func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
+	t.Parallel()
 	cluster := newClusterDB(t)
 	ctx := context.Background()
 
@@ -764,7 +761,7 @@ func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
 		pid := pc.PgConn().PID()
 		done := make(chan error, 1)
 		go func() { _, err := pc.Exec(ctx, `INSERT INTO acc_probe VALUES (1)`); done <- err }()
-		held := accPoll(time.Second, func() bool {
+		held := eventually.Poll(time.Second, func() bool {
 			select {
 			case err := <-done:
 				done <- err
@@ -980,6 +977,7 @@ func (s *accSock) awaitAnswers(projectID string, n int, deadline time.Time) bool
 // sockets, or a subscribed answer to a subscribe sent after the DELETE
 // returned. Bounded to about 10 s of racing.
 func TestAccessRaceStress(t *testing.T) {
+	t.Parallel()
 	const (
 		users   = 200
 		workers = 4
@@ -1123,7 +1121,7 @@ func TestAccessRaceStress(t *testing.T) {
 		_ = s4.subscribe(project, true)
 
 		var r events.Position
-		if !accPoll(upTo(5*time.Second), func() bool {
+		if !eventually.Poll(upTo(5*time.Second), func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			p, ok := removedAt[u]
@@ -1145,7 +1143,7 @@ func TestAccessRaceStress(t *testing.T) {
 		// Progress: three more messages fanned out after every answer,
 		// so a subscription left live would have received them.
 		n0 := seenMessages()
-		if !accPoll(upTo(5*time.Second), func() bool { return seenMessages() >= n0+3 }) {
+		if !eventually.Poll(upTo(5*time.Second), func() bool { return seenMessages() >= n0+3 }) {
 			report(false, "%s: the writer's messages stopped reaching alice", u)
 		}
 		// Then whatever else reached the user's sockets in the next 100 ms.

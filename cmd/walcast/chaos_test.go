@@ -161,6 +161,7 @@ func (c *chaosClient) take(f frame) {
 // committed to its projects, in commit order, without duplicates, and no
 // resync_required (every since stays inside the window).
 func TestChaos(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	var projects []string
 	for i := 0; i < 4; i++ {
@@ -212,7 +213,7 @@ func TestChaos(t *testing.T) {
 		total += len(ids)
 	}
 	t.Logf("committed %d messages across %d projects", total, len(w.ids))
-	checkExact(t, clients, w.ids)
+	checkExact(t, db.URL, clients, w.ids)
 	for i, c := range clients {
 		c.mu.Lock()
 		if c.resumes < 3 {
@@ -296,21 +297,43 @@ func writeMessages(ctx context.Context, dbURL string, projects []string, max, ba
 	return committed, nil
 }
 
-// checkExact calms the clients, waits until each has every committed
-// message of its projects, and fails unless each got exactly those, in
-// commit order, without duplicates or resyncs.
-func checkExact(t *testing.T, clients []*chaosClient, committed map[string][]string) {
+// checkExact calms the clients, commits one last message to each project
+// and waits until each client has it, then fails unless each got exactly
+// the committed messages of its projects, in commit order, without
+// duplicates or resyncs. (Each socket is ordered: a duplicate or a stray
+// event would have come before that last message.)
+func checkExact(t *testing.T, dbURL string, clients []*chaosClient, committed map[string][]string) {
 	t.Helper()
 	for _, c := range clients {
 		c.mu.Lock()
 		c.calm = true
 		c.mu.Unlock()
 	}
-	waitFor(t, 30*time.Second, "every client has every message", func() bool {
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	want := map[string][]string{}
+	for _, c := range clients {
+		for _, proj := range c.projects {
+			if _, done := want[proj]; done {
+				continue
+			}
+			var last string
+			if err := conn.QueryRow(context.Background(), `INSERT INTO messages (project_id, sender_id, content)
+				VALUES ($1, $2, 'last') RETURNING id::text`, proj, alice).Scan(&last); err != nil {
+				t.Fatal(err)
+			}
+			want[proj] = append(append([]string(nil), committed[proj]...), last)
+		}
+	}
+	waitFor(t, 30*time.Second, "every client has the last message of each project", func() bool {
 		for _, c := range clients {
 			c.mu.Lock()
 			for _, proj := range c.projects {
-				if len(c.got[proj]) < len(committed[proj]) {
+				got, w := c.got[proj], want[proj]
+				if len(got) == 0 || got[len(got)-1] != w[len(w)-1] {
 					c.mu.Unlock()
 					return false
 				}
@@ -319,7 +342,6 @@ func checkExact(t *testing.T, clients []*chaosClient, committed map[string][]str
 		}
 		return true
 	})
-	time.Sleep(200 * time.Millisecond) // anything extra would show now
 	for i, c := range clients {
 		c.mu.Lock()
 		t.Logf("client %d (%s): %d resumed subscriptions", i, c.user[:8], c.resumes)
@@ -327,8 +349,8 @@ func checkExact(t *testing.T, clients []*chaosClient, committed map[string][]str
 			t.Errorf("client %d: %d resyncs, duplicates %v", i, c.resyncs, c.dups)
 		}
 		for _, proj := range c.projects {
-			if strings.Join(c.got[proj], ",") != strings.Join(committed[proj], ",") {
-				t.Errorf("client %d project %s: got %d messages, want %d in commit order", i, proj, len(c.got[proj]), len(committed[proj]))
+			if strings.Join(c.got[proj], ",") != strings.Join(want[proj], ",") {
+				t.Errorf("client %d project %s: got %d messages, want %d in commit order", i, proj, len(c.got[proj]), len(want[proj]))
 			}
 		}
 		c.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/migrate"
 	"github.com/walcast/walcast/internal/pgtest"
 	"github.com/walcast/walcast/migrations"
@@ -171,13 +172,7 @@ func (in *instance) stop() {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.True(t, within, what, cond)
 }
 
 func token(t *testing.T, user string, ttl time.Duration) string {

@@ -21,6 +21,7 @@ import (
 // position as invalid; when PostgreSQL comes back walcast reconnects, and
 // clients keep their sockets and get the next change exactly once.
 func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
+	t.Parallel()
 	cluster := newClusterDB(t)
 	ctx := context.Background()
 
@@ -58,7 +59,7 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var held bool
-	time.Sleep(1500 * time.Millisecond) // past a status interval
+	pgtest.StatusRepliesAfter(t, conn, "walcast", time.Now(), 2)
 	if err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn < pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name = 'walcast'`).Scan(&held); err != nil || !held {
 		t.Fatalf("window not held (%v)", err)
 	}
@@ -104,6 +105,7 @@ func TestPostgresFastShutdownWhileHoldingAWindow(t *testing.T) {
 // server lacks wal_level=logical, when the publication lacks a table, and
 // when a table's replica identity cannot carry a DELETE's project.
 func TestStartRefusals(t *testing.T) {
+	t.Parallel()
 	t.Run("wal_level", func(t *testing.T) {
 		cluster := pgtest.NewCluster(t, "wal_level = replica")
 		ctx := context.Background()

@@ -21,6 +21,7 @@ import (
 type ConnLimiter struct {
 	max     int
 	metrics *metrics.Metrics
+	now     func() time.Time // time.Now; tests age connections without sleeping
 
 	mu    sync.Mutex
 	conns map[net.Conn]*tracked
@@ -33,7 +34,7 @@ type tracked struct {
 
 // NewConnLimiter returns a limiter of max connections; 0 means no cap.
 func NewConnLimiter(max int, m *metrics.Metrics) *ConnLimiter {
-	return &ConnLimiter{max: max, metrics: m, conns: make(map[net.Conn]*tracked)}
+	return &ConnLimiter{max: max, metrics: m, now: time.Now, conns: make(map[net.Conn]*tracked)}
 }
 
 // ConnState is the http.Server hook.
@@ -52,15 +53,15 @@ func (l *ConnLimiter) ConnState(c net.Conn, state http.ConnState) {
 			delete(l.conns, evict)
 		}
 		if evict != c {
-			l.conns[c] = &tracked{since: time.Now()}
+			l.conns[c] = &tracked{since: l.now()}
 		}
 	case http.StateActive:
 		if t := l.conns[c]; t != nil {
-			t.busy, t.since = true, time.Now()
+			t.busy, t.since = true, l.now()
 		}
 	case http.StateIdle:
 		if t := l.conns[c]; t != nil {
-			t.busy, t.since = false, time.Now()
+			t.busy, t.since = false, l.now()
 		}
 	case http.StateHijacked, http.StateClosed:
 		delete(l.conns, c)
@@ -91,7 +92,7 @@ func (l *ConnLimiter) oldestWaiting() net.Conn {
 	if idle != nil {
 		return idle
 	}
-	if busy != nil && time.Since(busySince) > busyGrace {
+	if busy != nil && l.now().Sub(busySince) > busyGrace {
 		return busy
 	}
 	return nil

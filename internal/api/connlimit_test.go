@@ -7,16 +7,38 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/metrics"
 )
 
+// busy counts the connections serving a request.
+func (l *ConnLimiter) busy() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, t := range l.conns {
+		if t.busy {
+			n++
+		}
+	}
+	return n
+}
+
 // serveLimited runs NewServer with short limits on a loopback port.
 func serveLimited(t *testing.T, lim ServerLimits) string {
+	t.Helper()
+	return serveLimitedBy(t, lim, nil)
+}
+
+// serveLimitedBy is serveLimited with the given connection limiter (nil:
+// the server's own).
+func serveLimitedBy(t *testing.T, lim ServerLimits, limiter *ConnLimiter) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
@@ -28,6 +50,9 @@ func serveLimited(t *testing.T, lim ServerLimits) string {
 		_, _ = io.WriteString(w, "read")
 	})
 	srv := NewServer(mux, lim, nil, metrics.New(prometheus.NewRegistry()))
+	if limiter != nil {
+		srv.ConnState = limiter.ConnState
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -109,11 +134,14 @@ func TestIdleAndTrickledConnectionsTimeOut(t *testing.T) {
 	fmt.Fprintf(trickle, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
 	start := time.Now()
 	go func() {
+		// The attack: one byte every 100 ms.
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
 		for range 100 {
 			if _, err := trickle.Write([]byte("x")); err != nil {
 				return
 			}
-			time.Sleep(100 * time.Millisecond) // the attack: one byte at a time
+			<-tick.C
 		}
 	}()
 	resp, err = http.ReadResponse(bufio.NewReader(trickle), nil)
@@ -132,7 +160,11 @@ func TestIdleAndTrickledConnectionsTimeOut(t *testing.T) {
 // trickled in hold their connections busy up to the read timeout; at the
 // cap, the longest-running of them gives way to a new connection.
 func TestTrickledRequestsCannotLockOutHealthChecks(t *testing.T) {
-	addr := serveLimited(t, ServerLimits{ReadHeaderTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, MaxConnections: 5})
+	limiter := NewConnLimiter(5, metrics.New(prometheus.NewRegistry()))
+	var mu sync.Mutex
+	now := time.Now()
+	limiter.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	addr := serveLimitedBy(t, ServerLimits{ReadHeaderTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, MaxConnections: 5}, limiter)
 	for range 10 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -141,7 +173,12 @@ func TestTrickledRequestsCannotLockOutHealthChecks(t *testing.T) {
 		defer c.Close()
 		fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\nx")
 	}
-	time.Sleep(1200 * time.Millisecond) // the held requests age past the grace
+	// Every slot holds a request being read, then the held requests age
+	// past the grace.
+	eventually.True(t, 5*time.Second, "5 connections serving requests", func() bool { return limiter.busy() == 5 })
+	mu.Lock()
+	now = now.Add(busyGrace + time.Millisecond)
+	mu.Unlock()
 	for i := range 3 {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil || resp.StatusCode != http.StatusOK {

@@ -219,3 +219,36 @@ func template(ctx context.Context, admin string) (string, error) {
 	}
 	return name, nil
 }
+
+// Querier is a connection or a pool.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// StatusRepliesAfter waits until the walsender streaming slot has received
+// n standby status updates sent after t0: n distinct reply_time values
+// later than t0 (the client's clock; tests run on one machine). It is the
+// witness that the client had n chances to confirm a position since t0,
+// for the tests that check what it did not confirm.
+func StatusRepliesAfter(t testing.TB, q Querier, slot string, t0 time.Time, n int) {
+	t.Helper()
+	seen := map[time.Time]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for len(seen) < n {
+		var reply *time.Time
+		err := q.QueryRow(context.Background(), `SELECT r.reply_time FROM pg_stat_replication r
+			JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1`, slot).Scan(&reply)
+		if err != nil && err != pgx.ErrNoRows {
+			t.Fatalf("reply time of %s: %v", slot, err)
+		}
+		if reply != nil && reply.After(t0) {
+			seen[*reply] = true
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot %s: %d status updates after %s, waited for %d", slot, len(seen), t0.Format(time.RFC3339Nano), n)
+		}
+		<-tick.C
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/metrics"
 	"github.com/walcast/walcast/internal/pgtest"
 )
@@ -92,13 +93,7 @@ func startReader(t *testing.T, db *pgtest.DB, cfg Config, rec *recorder) (*Reade
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.True(t, 15*time.Second, what, cond)
 }
 
 // A transaction the sink refuses is never confirmed, and is streamed again.
@@ -115,10 +110,16 @@ func TestRefusedTransactionIsNotConfirmed(t *testing.T) {
 		t.Fatalf("txn %+v", txn)
 	}
 	waitFor(t, "confirmed past the delivered txn", func() bool { return confirmedFlush(t, db, slot) >= txn.EndLSN })
-	// Delivered once only, despite the replays.
-	time.Sleep(200 * time.Millisecond)
-	if rec.count() != 1 {
-		t.Fatalf("delivered %d times", rec.count())
+	// Delivered once only, despite the replays: a later transaction comes
+	// after any replay of the first would have.
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'two')`, project, user)
+	waitFor(t, "the next transaction", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.txns) > 0 && rec.txns[len(rec.txns)-1].Changes[0].New[3].Value == "two"
+	})
+	if rec.count() != 2 {
+		t.Fatalf("delivered %d transactions for 2", rec.count())
 	}
 }
 
@@ -134,7 +135,9 @@ func TestSlotHeldWhileSinkRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	commitAfter, _ := pglogrepl.ParseLSN(lsn)
-	time.Sleep(500 * time.Millisecond) // several status intervals and retries
+	// Several retries: each restarts the stream from the slot (a new
+	// START_REPLICATION, where a wrong position would be confirmed).
+	waitFor(t, "retries", func() bool { rec.mu.Lock(); defer rec.mu.Unlock(); return rec.refused >= 3 })
 	if got := confirmedFlush(t, db, slot); got >= uint64(commitAfter) {
 		t.Fatalf("slot confirmed %s past a refused transaction ending before %s", pglogrepl.LSN(got), lsn)
 	}
@@ -154,7 +157,7 @@ func TestHoldBackByAge(t *testing.T) {
 	waitFor(t, "stream live", r.Live)
 	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'x')`, project, user)
 	waitFor(t, "delivery", func() bool { return rec.count() == 1 })
-	time.Sleep(300 * time.Millisecond) // several status intervals
+	pgtest.StatusRepliesAfter(t, db.Pool, slot, time.Now(), 3)
 	if got := confirmedFlush(t, db, slot); got > rec.txns[0].CommitLSN {
 		t.Fatalf("window not held: confirmed %s, txn commit %s", pglogrepl.LSN(got), pglogrepl.LSN(rec.txns[0].CommitLSN))
 	}

@@ -43,6 +43,7 @@ func TestShutdownWhileSocketsArrive(t *testing.T) {
 	url := strings.Replace(srv.URL, "http", "ws", 1) + "/?token=" + tok
 
 	var wg sync.WaitGroup
+	admitted := make(chan struct{}, 20)
 	for i := 0; i < 20; i++ {
 		wg.Add(1)
 		go func() {
@@ -53,6 +54,7 @@ func TestShutdownWhileSocketsArrive(t *testing.T) {
 			if err != nil {
 				return // refused during shutdown
 			}
+			admitted <- struct{}{}
 			defer conn.CloseNow()
 			for {
 				if _, _, err := conn.Read(ctx); err != nil {
@@ -64,7 +66,7 @@ func TestShutdownWhileSocketsArrive(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
+	<-admitted // shut down with some sockets open and others arriving
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/hub"
 )
 
@@ -75,11 +76,7 @@ func TestWorkerHandsAFullSocketToItsGoroutine(t *testing.T) {
 		h.Publish([]events.Event{{Position: p, ProjectID: project, Type: "message_created", CommitTime: time.Now(),
 			Payload: fmt.Appendf(nil, `{"type":"message_created","seq":%d,"pad":%q}`, i, pad)}})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for s.workers[0].handedOver.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if s.workers[0].handedOver.Load() == 0 {
+	if !eventually.Poll(10*time.Second, func() bool { return s.workers[0].handedOver.Load() > 0 }) {
 		t.Fatal("the worker never met a full socket; the test does not exercise the hand-over")
 	}
 	for i := range n {
