@@ -52,11 +52,16 @@ const (
 	ReasonProjectDeleted = "project_deleted"
 )
 
-// Event types the mapper itself emits.
+// Frame types walcast itself sends (docs/protocol.md): the mapper's, and
+// the hub's and the socket's own.
 const (
 	TypeCacheInvalidate     = "cache_invalidate"
 	TypeResyncRequired      = "resync_required"
 	TypeSubscriptionRevoked = "subscription_revoked"
+	TypeSubscribed          = "subscribed"
+	TypeStreamDown          = "stream_down"
+	TypeStreamUp            = "stream_up"
+	TypeError               = "error"
 )
 
 // resolved is one change as it reaches subscribers: a row that moved to

@@ -87,7 +87,6 @@ type subscription struct {
 	client    *Client
 	projectID string
 	state     subState
-	revoked   bool
 	// buf holds live frames published while the subscription is pending.
 	buf []*Frame
 	// from is the hub's position when the subscription was registered.
@@ -234,15 +233,15 @@ func (h *Hub) StreamUp() {
 }
 
 func (h *Hub) streamFrames(down bool) {
-	typ := "stream_up"
+	typ := events.TypeStreamUp
 	if down {
-		typ = "stream_down"
+		typ = events.TypeStreamDown
 	}
 	for pid, t := range h.topics {
-		data := events.StreamFrame(pid, down, h.downSince)
+		f := &Frame{Data: events.StreamFrame(pid, down, h.downSince), Type: typ} // shared: frames are read-only
 		for c, s := range t.subs {
 			if s.state == subActive {
-				h.enqueue(c, Item{Frame: &Frame{Data: data, Type: typ}})
+				h.enqueue(c, Item{Frame: f})
 			}
 		}
 	}
@@ -424,16 +423,7 @@ func (h *Hub) fanoutRun(t *topic, run []*Frame) {
 	hist := h.catchingUp(run[len(run)-1])
 	for c, s := range t.subs {
 		if s.state == subPending {
-			// Only what the client will be sent counts: not frames at or
-			// before its resume position (a replay after a restart).
-			for _, f := range run {
-				if f.Position.Compare(s.skipThrough) > 0 {
-					s.buf = append(s.buf, f)
-				}
-			}
-			if len(s.buf) > h.cfg.QueueSize && !hist {
-				h.dropSlow(c)
-			}
+			h.hold(c, s, hist, run...)
 			continue
 		}
 		if !s.skipThrough.IsZero() && run[0].Position.Compare(s.skipThrough) <= 0 {
@@ -475,12 +465,15 @@ func (h *Hub) append(t *topic, f *Frame, now time.Time) {
 	for h.cfg.HistoryBytes > 0 && h.retainedBytes > h.cfg.HistoryBytes && len(t.history) > 1 {
 		h.evictOldest(t)
 	}
+	if h.cfg.HistoryBytes <= 0 || h.retainedBytes <= h.cfg.HistoryBytes {
+		return
+	}
 	for _, o := range h.topics {
-		if h.cfg.HistoryBytes <= 0 || h.retainedBytes <= h.cfg.HistoryBytes {
-			break
-		}
 		for len(o.history) > 0 && h.retainedBytes > h.cfg.HistoryBytes && (o != t || len(o.history) > 1) {
 			h.evictOldest(o)
+		}
+		if h.retainedBytes <= h.cfg.HistoryBytes {
+			break
 		}
 	}
 }
@@ -505,12 +498,7 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 			continue
 		}
 		if s.state == subPending {
-			if f.Position.Compare(s.skipThrough) > 0 {
-				s.buf = append(s.buf, f)
-			}
-			if len(s.buf) > h.cfg.QueueSize && !hist {
-				h.dropSlow(c)
-			}
+			h.hold(c, s, hist, f)
 			continue
 		}
 		if f.Position.Compare(s.skipThrough) <= 0 {
@@ -520,14 +508,29 @@ func (h *Hub) fanout(t *topic, f *Frame) {
 	}
 }
 
+// hold keeps frames for a pending subscription until its check ends. Only
+// what the client will be sent counts: not frames at or before its resume
+// position (a replay after a restart). Past the client's queue bound it is
+// slow, unless the hub is replaying history.
+func (h *Hub) hold(c *Client, s *subscription, hist bool, frames ...*Frame) {
+	for _, f := range frames {
+		if f.Position.Compare(s.skipThrough) > 0 {
+			s.buf = append(s.buf, f)
+		}
+	}
+	if len(s.buf) > h.cfg.QueueSize && !hist {
+		h.dropSlow(c)
+	}
+}
+
 // revoke ends s at f's position with a subscription_revoked frame.
 func (h *Hub) revoke(s *subscription, f *Frame) {
 	if s.state == subPending {
-		s.revoked = true
+		// Its check, when it ends, finds it detached and fails.
 		h.detach(s)
 		return
 	}
-	rf := &Frame{Data: events.RevokedFrame(s.projectID, f.revoke.Reason, f.Position), Type: "subscription_revoked", Position: f.Position, CommitTime: f.CommitTime}
+	rf := &Frame{Data: events.RevokedFrame(s.projectID, f.revoke.Reason, f.Position), Type: events.TypeSubscriptionRevoked, Position: f.Position, CommitTime: f.CommitTime}
 	h.detach(s)
 	h.enqueue(s.client, Item{Frame: rf})
 	h.metrics.Revocations.WithLabelValues(f.revoke.Reason).Inc()

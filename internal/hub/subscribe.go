@@ -198,15 +198,10 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		// History covers (since, s.from]; s.buf covers what came after.
 		res = h.replay(c, projectID, *since, s.from, res)
 	}
-	held := s.buf[:0]
-	for _, f := range s.buf {
-		if since == nil || f.Position.Compare(*since) > 0 {
-			held = append(held, f)
-		}
-	}
-	if len(held) > 0 {
-		hist := h.catchingUp(held[len(held)-1])
-		h.enqueue(c, Item{Batch: held, Replayed: hist, catchUp: hist})
+	// s.buf holds only frames past the resume position (skipThrough).
+	if len(s.buf) > 0 {
+		hist := h.catchingUp(s.buf[len(s.buf)-1])
+		h.enqueue(c, Item{Batch: s.buf, Replayed: hist, catchUp: hist})
 	}
 	s.buf = nil
 	if s.skipThrough.Compare(h.last) > 0 {
@@ -215,9 +210,9 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 		// resumes from nothing): it goes live after it.
 		res.Position = s.skipThrough
 	}
-	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position, h.cfg.Origin), Type: "subscribed", Position: res.Position}})
+	h.enqueue(c, Item{Frame: &Frame{Data: events.SubscribedFrame(projectID, res.Position, h.cfg.Origin), Type: events.TypeSubscribed, Position: res.Position}})
 	if !h.downSince.IsZero() {
-		h.enqueue(c, Item{Frame: &Frame{Data: events.StreamFrame(projectID, true, h.downSince), Type: "stream_down"}})
+		h.enqueue(c, Item{Frame: &Frame{Data: events.StreamFrame(projectID, true, h.downSince), Type: events.TypeStreamDown}})
 	}
 	s.state = subActive
 	h.metrics.Subscriptions.Inc()
@@ -381,7 +376,7 @@ func (h *Hub) Revoke(projectID, userID, reason string) {
 		return
 	}
 	rev := &events.Revocation{UserID: userID, Reason: reason, At: h.last}
-	f := &Frame{Type: "subscription_revoked", Position: h.last, revoke: rev}
+	f := &Frame{Type: events.TypeSubscriptionRevoked, Position: h.last, revoke: rev}
 	for c, s := range t.subs {
 		if applies(rev, c.userID) {
 			h.revoke(s, f)

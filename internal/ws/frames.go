@@ -117,7 +117,7 @@ type errorFrame struct {
 }
 
 func marshalError(code, message, projectID string) []byte {
-	b, _ := json.Marshal(errorFrame{Type: "error", Code: code, Message: message, ProjectID: projectID})
+	b, _ := json.Marshal(errorFrame{Type: events.TypeError, Code: code, Message: message, ProjectID: projectID})
 	return b
 }
 

@@ -201,7 +201,7 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 
 func (sc *socket) sendError(code, message, projectID string) {
 	sc.srv.metrics.ClientErrors.WithLabelValues(code).Inc()
-	sc.srv.hub.Send(sc.client, "error", marshalError(code, message, projectID))
+	sc.srv.hub.Send(sc.client, events.TypeError, marshalError(code, message, projectID))
 }
 
 // writeLoop is the socket's own writer. Its write worker writes most
