@@ -19,6 +19,7 @@ import (
 // drops while A sends three more, and B ends with all of them in order.
 // Screenshots go to artifacts/.
 func TestDemoInRealBrowsers(t *testing.T) {
+	t.Parallel()
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatal("the browser test needs Debian's chromium (apt-get install chromium; .ci/run installs it)")

@@ -65,6 +65,7 @@ func clustered(env map[string]string, ns *natsserver.Server, stream string) map[
 // purges them (their positions would make the hub take every new event
 // for one it has): the new cluster's changes reach a fresh subscriber.
 func TestClusterStreamOfAnotherDatabaseIsPurged(t *testing.T) {
+	t.Parallel()
 	ns := startNATS(t)
 	old := newClusterDB(t)
 	advanceWAL(t, old, "0/6000000", "old cluster")
@@ -127,6 +128,7 @@ func leaderAndStandby(t *testing.T, db *pgtest.DB, base map[string]string) (a, b
 // taking the slot over finds it past what the last leader recorded
 // (before confirming), or gone, and tells every subscriber to resync.
 func TestClusterStandbyFindsARecreatedSlot(t *testing.T) {
+	t.Parallel()
 	ns := startNATS(t)
 	db := newDB(t)
 	base := clustered(baseEnv(t, db), ns, "RECREATED")
@@ -176,6 +178,7 @@ func TestClusterStandbyFindsARecreatedSlot(t *testing.T) {
 // attempt must neither take that for the slot's progress nor overwrite the
 // leader's record of it (it did: the takeover then saw no gap).
 func TestClusterStandbyDuringASlotsCreation(t *testing.T) {
+	t.Parallel()
 	ns := startNATS(t)
 	db := newDB(t)
 	base := clustered(baseEnv(t, db), ns, "CREATING")
@@ -223,6 +226,7 @@ func TestClusterStandbyDuringASlotsCreation(t *testing.T) {
 // is answered resync_required in cluster mode too, where a replica's hub
 // may legitimately lag another's.
 func TestClusterResumeAheadOfTheWAL(t *testing.T) {
+	t.Parallel()
 	ns := startNATS(t)
 	db := newDB(t)
 	in := start(t, db, clustered(baseEnv(t, db), ns, "AHEAD"))

@@ -21,6 +21,7 @@ import (
 // projects, in commit order, none twice. Then a revocation and a gap (the
 // slot dropped under the leader) cross from the leader to a standby.
 func TestClusterFailover(t *testing.T) {
+	t.Parallel()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +92,25 @@ func TestClusterFailover(t *testing.T) {
 
 	writer := startWriting(db.URL, projects, 1<<30, 1, 8*time.Second)
 
-	time.Sleep(2500 * time.Millisecond)
+	// The kill falls mid-stream: a leader serves, and every client has
+	// messages already.
+	waitFor(t, 10*time.Second, "a leader streaming to every client", func() bool {
+		if leader() < 0 {
+			return false
+		}
+		for _, c := range clients {
+			c.mu.Lock()
+			n := 0
+			for _, ids := range c.got {
+				n += len(ids)
+			}
+			c.mu.Unlock()
+			if n < 20 {
+				return false
+			}
+		}
+		return true
+	})
 	old := leader()
 	if old < 0 {
 		t.Fatal("no leader before the kill")
@@ -110,7 +129,7 @@ func TestClusterFailover(t *testing.T) {
 		total += len(ids)
 	}
 	t.Logf("%d messages committed across %d projects", total, len(w.ids))
-	checkExact(t, clients, w.ids)
+	checkExact(t, db.URL, clients, w.ids)
 
 	// Revocation crosses replicas: bob on a standby loses the project when
 	// his membership row is deleted (the leader reads it from the WAL).

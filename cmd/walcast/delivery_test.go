@@ -12,6 +12,7 @@ import (
 // saw gets every event after it, in order, exactly once, then live events;
 // a since older than the retained history gets one resync_required.
 func TestResumeWithSince(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	env["WALCAST_HISTORY_SIZE"] = "20"
@@ -84,6 +85,7 @@ func TestResumeWithSince(t *testing.T) {
 // project in one transaction reach sockets as one BULK cache_invalidate per
 // resource; a smaller transaction is untouched.
 func TestBulkTransactionsAreCoalesced(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	env["WALCAST_BULK_THRESHOLD"] = "10"

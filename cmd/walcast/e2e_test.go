@@ -14,6 +14,7 @@ import (
 // one member reaches the others at once, whether it came through the REST
 // route or through plain SQL, and never reaches a non-member.
 func TestMessageReachesEveryMember(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
 
@@ -74,6 +75,7 @@ func TestMessageReachesEveryMember(t *testing.T) {
 // domain event where there is one, project_id on DELETE, typed camelCase
 // data, and commit order.
 func TestEveryTableAndAction(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
 	c := dial(t, in, alice)
@@ -182,6 +184,7 @@ func TestEveryTableAndAction(t *testing.T) {
 // removed user gets subscription_revoked in place of the change's events and
 // nothing of the project after it; deleting the project revokes everyone.
 func TestMemberRemovedAndProjectDeleted(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
 	a, b, b2 := dial(t, in, alice), dial(t, in, bob), dial(t, in, bob)
@@ -253,6 +256,7 @@ func TestMemberRemovedAndProjectDeleted(t *testing.T) {
 // TestBadTokensAre401 covers forged, expired, alg:none and missing tokens
 // on the upgrade and the REST routes.
 func TestBadTokensAre401(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
 	good := token(t, alice, time.Hour)

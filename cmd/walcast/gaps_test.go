@@ -54,6 +54,7 @@ func dropSlot(t *testing.T, db *pgtest.DB, slot string) {
 // operator, loses what was committed in between: every subscriber gets
 // resync_required, and a resume from before the gap is answered with it.
 func TestSlotDroppedOrRecreatedIsSignalled(t *testing.T) {
+	t.Parallel()
 	for _, recreate := range []bool{false, true} {
 		name := "dropped"
 		if recreate {
@@ -104,6 +105,7 @@ func TestSlotDroppedOrRecreatedIsSignalled(t *testing.T) {
 // good). The check runs beside the stream: events may still reach the
 // member until it has.
 func TestMemberRemovedInAGapIsRevoked(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	base, err := os.ReadFile("../../config/walcast.yaml")
@@ -133,6 +135,7 @@ func TestMemberRemovedInAGapIsRevoked(t *testing.T) {
 // publication are never streamed; walcast is unready meanwhile, and when
 // the table is back every project is told to resync.
 func TestTableBackInThePublicationResyncs(t *testing.T) {
+	t.Parallel()
 	db, _, in := watched(t)
 	a := dial(t, in, alice)
 	a.subscribe(project)
@@ -159,6 +162,7 @@ func TestTableBackInThePublicationResyncs(t *testing.T) {
 // replays that stretch of WAL, still answers a resume from before the gap
 // with resync_required.
 func TestPublicationGapSurvivesARestart(t *testing.T) {
+	t.Parallel()
 	db, env, in := watched(t)
 	a, b := dial(t, in, alice), dial(t, in, bob)
 	sub := a.subscribe(project)
@@ -195,6 +199,7 @@ func expectResumeResyncs(t *testing.T, in *instance, since, origin string) {
 // the publication newer than what its slot still decodes, and a resume
 // from before is answered resync_required.
 func TestPublicationChangedWhileDownResyncs(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	in := start(t, db, env)
@@ -216,6 +221,7 @@ func TestPublicationChangedWhileDownResyncs(t *testing.T) {
 // anew, filled without a row, swapped in) changes no publication row; the
 // table's own catalog row is new, and every project is told to resync.
 func TestTableRebuiltUnderASchemaPublicationResyncs(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	db.Exec(t, `DROP PUBLICATION `+pgtest.Publication)
 	db.Exec(t, `CREATE PUBLICATION `+pgtest.Publication+` FOR ALL TABLES`)
@@ -244,6 +250,7 @@ func TestTableRebuiltUnderASchemaPublicationResyncs(t *testing.T) {
 // changes made meanwhile and after are delivered and a removal revokes.
 // (It dropped every later change, a member's removal included.)
 func TestRenameRoundTripStaysAwake(t *testing.T) {
+	t.Parallel()
 	db, _, in := watched(t)
 	a, b := dial(t, in, alice), dial(t, in, bob)
 	a.subscribe(project)
@@ -278,6 +285,7 @@ func TestRenameRoundTripStaysAwake(t *testing.T) {
 // between two publication checks. The table is known by the id an earlier
 // session read, so the change arrives (it was dropped as another table's).
 func TestSessionStartingWhileATableIsRenamedAway(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "1h"
@@ -311,6 +319,7 @@ func TestSessionStartingWhileATableIsRenamedAway(t *testing.T) {
 // client that refetched then missed it): a second resync_required follows
 // once it has ended, at a position after its commit.
 func TestTransactionOpenAcrossAGapIsCovered(t *testing.T) {
+	t.Parallel()
 	db, _, in := watched(t)
 	a := dial(t, in, alice)
 	a.subscribe(project)
@@ -352,6 +361,7 @@ func TestTransactionOpenAcrossAGapIsCovered(t *testing.T) {
 // carry (the column renamed under walcast) is never dropped silently:
 // every project is told to resync at its position.
 func TestUnmappableChangeResyncs(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
 	a := dial(t, in, alice)
@@ -366,6 +376,7 @@ func TestUnmappableChangeResyncs(t *testing.T) {
 // lists) and arrives in the new one, both at the change's position, and a
 // resume replays both.
 func TestRowMovedToAnotherProjectReachesBoth(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	db.Exec(t, `INSERT INTO project_members (project_id, user_id) VALUES ($1, $2)`, project2, alice)
 	in := start(t, db, baseEnv(t, db))
@@ -408,6 +419,7 @@ func TestRowMovedToAnotherProjectReachesBoth(t *testing.T) {
 // sees the new system identifier first; the WAL end check stays behind it
 // for a server that claims the same identity.
 func TestNewClusterBehindTheOldStopsWalcast(t *testing.T) {
+	t.Parallel()
 	old := newClusterDB(t)
 	in := start(t, nil, map[string]string{
 		"WALCAST_DATABASE_URL": old.URL, "WALCAST_JWT_SECRET": testSecret, "WALCAST_HTTP_ADDR": freeAddr(t),
@@ -499,6 +511,7 @@ func advanceWAL(t *testing.T, c *pgtest.Cluster, past string, content string) {
 // at positions walcast already published: walcast stops rather than take
 // them for ones it has.
 func TestRestoredSnapshotStopsWalcast(t *testing.T) {
+	t.Parallel()
 	c := newClusterDB(t)
 	in := start(t, nil, clusterEnv(t, c))
 	cl := dial(t, in, alice)
@@ -554,6 +567,7 @@ func TestRestoredSnapshotStopsWalcast(t *testing.T) {
 // with subscribed and echoed back with since, says it is not, and the
 // client is told to resync.
 func TestPositionOfAnotherClusterResyncs(t *testing.T) {
+	t.Parallel()
 	old := newClusterDB(t)
 	advanceWAL(t, old, "0/6000000", "old cluster")
 	a := start(t, nil, clusterEnv(t, old))

@@ -13,6 +13,7 @@ import (
 // against a real walcast: subscribe and receive, resume after a drop,
 // resync, token refresh, and the TanStack adapter.
 func TestJSClient(t *testing.T) {
+	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatal("node is needed for the JavaScript client's tests (Debian's nodejs, ≥ 20)")

@@ -13,6 +13,7 @@ import (
 // cache_invalidate notifications (messages included) over the same
 // protocol, and re-checks membership when a member row is deleted.
 func TestNotifySource(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	conn, err := db.Pool.Acquire(context.Background())
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 // /metrics carries the names of docs/protocol.md §4 and passes promlint (the
 // checker behind `promtool check metrics`).
 func TestOperatorRoutes(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	in := start(t, db, env)
@@ -92,6 +93,7 @@ func TestOperatorRoutes(t *testing.T) {
 // with a reason, the reader reconnects with backoff, and changes committed
 // meanwhile still arrive, once.
 func TestReplicationLossIsRetried(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	in := start(t, db, env)
@@ -214,6 +216,7 @@ func (p *process) kill(sig syscall.Signal) {
 // is skipped: a client resuming from the last position it saw gets exactly
 // the missed events.
 func TestRestartStreamsWhatWasMissed(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
@@ -294,6 +297,7 @@ func drain(c *client) {
 // TestNothingConfirmedBeforeTheHub: with no hold-back window the slot's
 // confirmed position advances only past transactions the hub published.
 func TestConfirmedPositionFollowsTheHub(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	env["WALCAST_HOLD_BACK_AGE"] = "0s"
@@ -318,6 +322,7 @@ func TestConfirmedPositionFollowsTheHub(t *testing.T) {
 // TestProtocolDocInStep: docs/protocol.md part A is the shared contract,
 // verbatim, where the shared copy is beside the checkout (as in CI).
 func TestProtocolDocInStep(t *testing.T) {
+	t.Parallel()
 	shared, err := os.ReadFile("../../../shared/PROTOCOL.md")
 	if err != nil {
 		t.Logf("no shared/PROTOCOL.md beside the checkout (%v); comparing nothing", err)
@@ -337,6 +342,7 @@ func TestProtocolDocInStep(t *testing.T) {
 // series dashboards and rate() alerts need, at zero, before any change or
 // event.
 func TestSeriesExistAtStart(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
 	text := scrape(t, in.base)

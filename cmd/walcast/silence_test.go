@@ -391,6 +391,7 @@ func originOf(t *testing.T, in *instance) string {
 // TestSteadyWriterAcrossFaults: each fault that used to lose events in
 // silence, under a continuous writer and reconnecting clients.
 func TestSteadyWriterAcrossFaults(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		env  func(map[string]string)
@@ -499,6 +500,7 @@ func TestSteadyWriterAcrossFaults(t *testing.T) {
 // project's subscribers get each task created and deleted, the new one's
 // get it updated, none lost and no resync needed.
 func TestSteadyWriterAcrossAMovedTask(t *testing.T) {
+	t.Parallel()
 	db, _, _, projects, clients, stop := steadyFixture(t, nil)
 	w := startSteadyWriter(db.URL, moveTasks(t, projects[0], projects[1]))
 	w.waitForMore(t, 300)
@@ -520,6 +522,7 @@ func TestSteadyWriterAcrossAMovedTask(t *testing.T) {
 // gone), is started again, and every client resuming with the old origin
 // is told to resync; what the new cluster commits arrives.
 func TestSteadyWriterAcrossAClusterMove(t *testing.T) {
+	t.Parallel()
 	old := newClusterDB(t)
 	env := clusterEnv(t, old)
 	in := start(t, nil, env)

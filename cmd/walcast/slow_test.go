@@ -15,6 +15,7 @@ import (
 // its queue and is closed with 4008 after what was already written, while
 // a healthy socket on the same project receives every frame.
 func TestSlowConsumerIsClosedWith4008(t *testing.T) {
+	t.Parallel()
 	db := newDB(t)
 	env := baseEnv(t, db)
 	env["WALCAST_QUEUE_SIZE"] = "256"

@@ -346,7 +346,6 @@ func TestManySubscribesOfAMemberAreNotLimited(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	_ = s.Shutdown(ctx)
 }
 
 // TestFloodsTheFrameLimiterCannotSeeAreClosed: empty continuation frames
