@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/walcast/walcast/internal/eventually"
 )
 
 // TestDemoInRealBrowsers is the bug walcast ends, in headless Chromium: two
@@ -78,16 +80,11 @@ func TestDemoInRealBrowsers(t *testing.T) {
 	waitText := func(ctx context.Context, want []string, within time.Duration) time.Duration {
 		t.Helper()
 		start := time.Now()
-		for {
-			got := texts(ctx)
-			if strings.Join(got, "\n") == strings.Join(want, "\n") {
-				return time.Since(start)
-			}
-			if time.Since(start) > within {
-				t.Fatalf("page shows %q, want %q", got, want)
-			}
-			time.Sleep(20 * time.Millisecond)
+		var got []string
+		if !eventually.Poll(within, func() bool { got = texts(ctx); return strings.Join(got, "\n") == strings.Join(want, "\n") }) {
+			t.Fatalf("page shows %q, want %q", got, want)
 		}
+		return time.Since(start)
 	}
 
 	send("hello from alice's browser")
