@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -121,6 +122,12 @@ func Encode(projectID, eventType string, data any) ([]byte, error) {
 // an absent or null data as {}.
 func Parse(body []byte) (Message, error) {
 	var m Message
+	if !utf8.Valid(body) {
+		// A frame must be valid UTF-8 (a browser closes the socket on
+		// anything else); the bytea form of pg_logical_emit_message
+		// writes any bytes.
+		return Message{}, ErrMalformed
+	}
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	if err := dec.Decode(&m); err != nil || dec.More() {
 		return Message{}, ErrMalformed

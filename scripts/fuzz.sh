@@ -15,6 +15,8 @@ targets=(
 	"./internal/events FuzzParsePosition"
 	"./internal/events FuzzAppendString"
 	"./internal/events FuzzMap"
+	"./internal/events FuzzMapPublished"
+	"./publish FuzzParse"
 	"./internal/notify FuzzEventFromPayload"
 	"./internal/access FuzzParseSnapshot"
 	"./internal/cluster FuzzDecode"

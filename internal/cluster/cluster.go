@@ -128,6 +128,7 @@ type envelope struct {
 	Type       string          `json:"t"`
 	CommitTime int64           `json:"ct"`
 	All        bool            `json:"all,omitempty"`
+	Published  bool            `json:"pub,omitempty"`
 	Xid        uint32          `json:"x,omitempty"`
 	Grant      string          `json:"g,omitempty"`
 	Revoke     *revocation     `json:"rv,omitempty"`
@@ -143,7 +144,7 @@ type revocation struct {
 
 func encode(ev *events.Event) ([]byte, error) {
 	e := envelope{Position: ev.Position.String(), ProjectID: ev.ProjectID, Type: ev.Type, CommitTime: ev.CommitTime.UnixNano(), All: ev.AllProjects, Payload: ev.Payload,
-		Xid: ev.Xid, Grant: ev.Grant}
+		Xid: ev.Xid, Grant: ev.Grant, Published: ev.Published}
 	if ev.Revoke != nil {
 		e.Revoke = &revocation{UserID: ev.Revoke.UserID, Reason: ev.Revoke.Reason, At: ev.Revoke.At.String(), Conservative: ev.Revoke.Conservative}
 	}
@@ -163,7 +164,7 @@ func decode(b []byte) (events.Event, error) {
 		return events.Event{}, fmt.Errorf("%w: %v", ErrEnvelope, err)
 	}
 	ev := events.Event{Position: pos, ProjectID: e.ProjectID, Type: e.Type, CommitTime: time.Unix(0, e.CommitTime).UTC(), AllProjects: e.All,
-		Xid: e.Xid, Grant: e.Grant}
+		Xid: e.Xid, Grant: e.Grant, Published: e.Published}
 	if len(e.Payload) > 0 {
 		ev.Payload = []byte(e.Payload)
 	}

@@ -21,6 +21,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			Revoke: &events.Revocation{Reason: events.ReasonMemberRemoved, At: at, Conservative: true}},
 		{Position: events.Position{LSN: 0x8FF, Index: ^uint32(0)}, AllProjects: true, Type: events.TypeResyncRequired, CommitTime: commit},
 		{Position: at, ProjectID: "p", Type: "member_added", CommitTime: commit, Grant: "u", Payload: []byte(`{}`)},
+		{Position: at, ProjectID: "p", Type: "sprint_started", CommitTime: commit, Xid: 10, Published: true, Payload: []byte(`{"type":"sprint_started"}`)},
 	} {
 		b, err := encode(&ev)
 		if err != nil {
@@ -31,7 +32,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			t.Fatalf("%s: %v", b, err)
 		}
 		if got.Position != ev.Position || got.ProjectID != ev.ProjectID || got.Type != ev.Type || !got.CommitTime.Equal(ev.CommitTime) ||
-			got.AllProjects != ev.AllProjects || got.Xid != ev.Xid || got.Grant != ev.Grant || string(got.Payload) != string(ev.Payload) ||
+			got.AllProjects != ev.AllProjects || got.Published != ev.Published || got.Xid != ev.Xid || got.Grant != ev.Grant || string(got.Payload) != string(ev.Payload) ||
 			(got.Revoke == nil) != (ev.Revoke == nil) || (got.Revoke != nil && *got.Revoke != *ev.Revoke) {
 			t.Fatalf("round trip of %+v gave %+v", ev, got)
 		}

@@ -61,11 +61,16 @@ type Change struct {
 	// when unknown. An UPDATE without Old left these columns unchanged.
 	Identity []string
 	// Bulk marks a change Retain kept in place of coalesced rows: it only
-	// names the project, and maps to that project's BULK invalidation.
+	// names the project, and maps to that project's BULK invalidation. On
+	// a published Message it stands for those Retain let go past the
+	// transaction's bound: every project resyncs.
 	Bulk bool
 	// Prefix and Content are a Message's.
 	Prefix  string
 	Content []byte
+	// Dropped marks a published Message whose content Retain let go: it
+	// was over the size bound, and Map reports it refused.
+	Dropped bool
 }
 
 // Txn is one committed transaction: its changes to the watched tables in

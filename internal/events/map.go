@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/walcast/walcast/publish"
 )
 
 // Event is one wire event, ready to send.
@@ -25,6 +27,9 @@ type Event struct {
 	// Grant names the user a membership row now gives ProjectID to; set on
 	// the last event of the change.
 	Grant string
+	// Published marks an event published by the application (package
+	// publish): Type is the application's.
+	Published bool
 	// AllProjects marks an event for every project: a TRUNCATE, or a
 	// change walcast could not map. Without Revoke every project is told to
 	// resync at Position; with it every subscription is revoked there.
@@ -62,6 +67,9 @@ const (
 	TypeStreamDown          = "stream_down"
 	TypeStreamUp            = "stream_up"
 	TypeError               = "error"
+	// TypePublished is not sent: it is the metric label of every event
+	// the application published, whatever its type.
+	TypePublished = "published"
 )
 
 // resolved is one change as it reaches subscribers: a row that moved to
@@ -78,6 +86,8 @@ type resolved struct {
 	// unsure: walcast cannot tell whose access the change ended; it
 	// revokes conservatively.
 	unsure bool
+	// published is an event the application published (ch a Message).
+	published *publish.Message
 }
 
 // Map turns a committed transaction into its events, in commit order,
@@ -91,8 +101,22 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 	for i := range txn.Changes {
 		ch := &txn.Changes[i]
 		if ch.Action == Message {
-			if pub, ok := ParseGapMarker(ch.Content); ch.Prefix == GapPrefix && ok && pub == m.pub {
+			switch {
+			case ch.Prefix == GapPrefix:
+				if pub, ok := ParseGapMarker(ch.Content); ok && pub == m.pub {
+					rs = append(rs, resolved{ch: ch, everyone: true})
+				}
+			case ch.Prefix == m.publish && m.publish != "" && ch.Bulk:
+				// Retain's stand-in for the published events it let go.
+				problems = append(problems, &PublishRefused{Reason: RefusedOverflow, Err: fmt.Errorf("over the transaction's bound in txn %d: every project resyncs", txn.Xid)})
 				rs = append(rs, resolved{ch: ch, everyone: true})
+			case ch.Prefix == m.publish && m.publish != "":
+				msg, err := m.parsePublished(ch)
+				if err != nil {
+					problems = append(problems, err)
+					continue
+				}
+				rs = append(rs, resolved{ch: ch, projectID: msg.ProjectID, published: &msg})
 			}
 			continue
 		}
@@ -128,6 +152,13 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 		t, ch := r.table, r.ch
 		base := Event{ProjectID: r.projectID, CommitTime: txn.CommitTime, Xid: txn.Xid}
 		switch {
+		case r.published != nil:
+			ev := base
+			ev.Type, ev.Published = r.published.Type, true
+			ev.Position = next()
+			ev.Payload = appendPublished(make([]byte, 0, 128+len(r.published.Data)), r.published, ts, ev.Position)
+			dst = append(dst, ev)
+			continue
 		case r.everyone:
 			base.AllProjects = true
 			base.ProjectID = ""
@@ -325,7 +356,8 @@ func (m *Mapper) markBulk(rs []resolved) {
 }
 
 func (r *resolved) coalescable() bool {
-	if r.everyone || r.table.UserIDColumn != "" {
+	// A published event is never coalesced: it is not a row to refetch.
+	if r.everyone || r.published != nil || r.table.UserIDColumn != "" {
 		return false
 	}
 	return !(r.table.RevokesProject && r.ch.Action == Delete)

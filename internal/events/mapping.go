@@ -80,6 +80,11 @@ type Options struct {
 	// (GapPrefix) naming it tell every project to resync; others are
 	// another deployment's.
 	Publication string
+	// PublishPrefix is the prefix of the messages that are published
+	// events (package publish); empty delivers none. MaxPublishBytes
+	// bounds one's body: a larger one is refused.
+	PublishPrefix   string
+	MaxPublishBytes int
 }
 
 // Mapper turns committed transactions into wire events.
@@ -89,7 +94,10 @@ type Mapper struct {
 	maxRows  int
 	maxBytes int
 	pub      string
-	camel    sync.Map // column name -> JSON key
+	// publish is the prefix of published events; maxPublish bounds one.
+	publish    string
+	maxPublish int
+	camel      sync.Map // column name -> JSON key
 }
 
 // ErrNoProject is reported for a change whose project id cannot be resolved
@@ -111,7 +119,14 @@ func NewMapper(opts Options) (*Mapper, error) {
 	if opts.MaxTxnRows < 0 {
 		return nil, fmt.Errorf("events: max transaction rows %d is negative", opts.MaxTxnRows)
 	}
-	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes, pub: opts.Publication}
+	if opts.PublishPrefix == GapPrefix {
+		return nil, fmt.Errorf("events: publish prefix %q is walcast's gap marker prefix", GapPrefix)
+	}
+	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes, pub: opts.Publication,
+		publish: opts.PublishPrefix, maxPublish: opts.MaxPublishBytes}
+	if m.maxPublish <= 0 {
+		m.maxPublish = math.MaxInt
+	}
 	if m.maxBytes <= 0 {
 		m.maxBytes = math.MaxInt
 	}

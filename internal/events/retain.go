@@ -15,6 +15,10 @@ import "encoding/json"
 // at their own positions); past MaxTxnRows of them, one conservative
 // revocation of every subscription stands for the rest.
 func (m *Mapper) Retain(txn *Txn, ch Change) {
+	if ch.Action == Message {
+		m.retainMessage(txn, ch)
+		return
+	}
 	t, ok := m.tables[ch.Schema+"."+ch.Table]
 	if !ok || m.maxRows <= 0 {
 		txn.Changes = append(txn.Changes, ch)
@@ -61,6 +65,34 @@ type summary struct {
 	markers    map[[2]string]bool // (project, table) with a marker
 	everyone   bool               // the resync of every project is in
 	accessCut  bool               // the revocation of everything is in
+	published  int                // published messages kept
+	overflow   bool               // published messages past the bound were let go
+}
+
+// retainMessage keeps a logical decoding message. A published event over
+// MaxPublishBytes keeps only its place (Map reports it refused); past
+// MaxTxnRows published events, or MaxTxnBytes in all, the rest are let go
+// and one resync of every project stands for them (none of them can be
+// delivered, and their projects are not known without keeping them).
+func (m *Mapper) retainMessage(txn *Txn, ch Change) {
+	s := &txn.summary
+	if ch.Prefix != m.publish || m.publish == "" {
+		txn.Changes = append(txn.Changes, ch)
+		return
+	}
+	switch {
+	case s.overflow:
+		return
+	case len(ch.Content) > m.maxPublish:
+		ch.Content, ch.Dropped = nil, true
+	case m.maxRows > 0 && (s.published >= m.maxRows || s.bytes+len(ch.Content) > m.maxBytes):
+		s.overflow = true
+		txn.Changes = append(txn.Changes, Change{Action: Message, Prefix: m.publish, Bulk: true})
+		return
+	}
+	s.published++
+	s.bytes += 64 + len(ch.Content)
+	txn.Changes = append(txn.Changes, ch)
 }
 
 // summarize turns the coalescable changes kept so far into markers.

@@ -41,7 +41,9 @@ type Config struct {
 
 // Frame is one server-to-client frame, shared by every queue it is put on.
 type Frame struct {
-	Data       []byte
+	Data []byte
+	// Type is the frame's type, or events.TypePublished for every event
+	// the application published: it labels walcast_events_sent_total.
 	Type       string
 	Position   events.Position
 	CommitTime time.Time
@@ -371,6 +373,9 @@ func (h *Hub) Publish(evs []events.Event) {
 				continue
 			}
 			f := &Frame{Data: e.Payload, Type: e.Type, Position: e.Position, CommitTime: e.CommitTime, revoke: e.Revoke}
+			if e.Published {
+				f.Type = events.TypePublished // the application's types are not metric labels
+			}
 			h.last, h.lastCommit = e.Position, e.CommitTime
 			h.recordAccess(e, now)
 			h.append(t, f, now)

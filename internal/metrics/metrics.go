@@ -31,6 +31,8 @@ type Metrics struct {
 	WALReconnects       prometheus.Counter
 	WALDecodeErrors     prometheus.Counter
 	MappingProblems     prometheus.Counter
+	PublishedEvents     prometheus.Counter
+	PublishedRefused    *prometheus.CounterVec // reason
 	ReplicationLagBytes prometheus.Gauge
 	RetainedWALBytes    prometheus.Gauge
 	RetainedWALWarning  prometheus.Gauge
@@ -105,6 +107,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_wal_decode_errors_total", Help: "WAL messages that could not be decoded; the stream stops before them."}),
 		MappingProblems: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_mapping_problems_total", Help: "Changes that could not be mapped; each failed closed (a conservative revocation or resync_required)."}),
+		PublishedEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_published_events_total", Help: "Events the application published (from SQL or POST /api/v1/projects/{id}/events) that walcast delivers."}),
+		PublishedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walcast_published_refused_total", Help: "Published events read from the WAL and refused (delivered to nobody), by reason."}, []string{"reason"}),
 		ReplicationLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "walcast_replication_lag_bytes", Help: "WAL bytes between the server's current position and the slot's confirmed position."}),
 		RetainedWALBytes: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -155,7 +161,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.FloodCloses, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.StreamGaps, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
-		m.MappingProblems, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
+		m.MappingProblems, m.PublishedEvents, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests, m.HTTPConnsEvicted,
 		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
@@ -167,6 +173,10 @@ const (
 	FailClosedUnmappable  = "unmappable_change"
 	FailClosedPublication = "publication_missing"
 )
+
+// PublishRefusals are the reasons of walcast_published_refused_total
+// (events.Refused*).
+var PublishRefusals = []string{"malformed", "project_id", "type", "reserved_type", "data", "too_large", "overflow"}
 
 // Prime creates every series whose labels are known at start at zero, so
 // that a scrape right after start shows them (dashboards and rate() alerts
@@ -190,6 +200,9 @@ func (m *Metrics) Prime(tables, eventTypes []string) {
 	}
 	for _, r := range []string{"hit", "miss"} {
 		m.MembershipLookups.WithLabelValues(r)
+	}
+	for _, r := range PublishRefusals {
+		m.PublishedRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{"ip_rate", "unauthorized", "connection_cap", "handshake"} {
 		m.WSRejected.WithLabelValues(r)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -32,12 +33,14 @@ type Relay struct {
 	metrics *metrics.Metrics
 	now     func() time.Time
 	buf     []events.Event
+	// Acks tells publishers where their events reached this replica's hub.
+	Acks *Acks
 }
 
 // New returns a Relay publishing to hub or, when bus is a non-nil
 // interface, through bus (whose consumer calls Deliver).
 func New(mapper *events.Mapper, hub Hub, bus Bus, log *slog.Logger, m *metrics.Metrics) *Relay {
-	return &Relay{mapper: mapper, hub: hub, bus: bus, log: log, metrics: m, now: time.Now}
+	return &Relay{mapper: mapper, hub: hub, bus: bus, log: log, metrics: m, now: time.Now, Acks: NewAcks()}
 }
 
 // Take maps one committed transaction and publishes its events (a
@@ -47,6 +50,14 @@ func New(mapper *events.Mapper, hub Hub, bus Bus, log *slog.Logger, m *metrics.M
 func (r *Relay) Take(ctx context.Context, txn *events.Txn) error {
 	evs, problems := r.mapper.Map(txn, r.buf[:0])
 	for _, err := range problems {
+		var refused *events.PublishRefused
+		if errors.As(err, &refused) {
+			// The application's message, not walcast's stream: skipped
+			// (the stream and the slot go on), logged and counted.
+			r.metrics.PublishedRefused.WithLabelValues(refused.Reason).Inc()
+			r.log.Warn("published event refused", "reason", refused.Reason, "err", refused.Err, "lsn", pglogrepl.LSN(txn.CommitLSN).String(), "xid", txn.Xid)
+			continue
+		}
 		r.metrics.MappingProblems.Inc()
 		r.log.Warn("change could not be mapped; failing closed", "err", err, "lsn", pglogrepl.LSN(txn.CommitLSN).String())
 	}
@@ -62,6 +73,14 @@ func (r *Relay) Take(ctx context.Context, txn *events.Txn) error {
 		err = r.bus.Publish(ctx, evs)
 	} else {
 		r.hub.Publish(evs)
+		r.Acks.seen(evs)
+	}
+	if err == nil {
+		for i := range evs {
+			if evs[i].Published {
+				r.metrics.PublishedEvents.Inc()
+			}
+		}
 	}
 	// The hub and the bus keep the payloads, not the slice: reuse it.
 	clear(evs)
@@ -85,7 +104,9 @@ func (r *Relay) Gap(ctx context.Context, walPos uint64) error {
 
 // Deliver feeds one event from the cluster stream to this replica's hub.
 func (r *Relay) Deliver(ev events.Event) {
-	r.hub.Publish([]events.Event{ev})
+	evs := []events.Event{ev}
+	r.hub.Publish(evs)
+	r.Acks.seen(evs)
 }
 
 // streamFloor is where the cluster stream's history starts.

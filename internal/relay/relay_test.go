@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func (b *fakeBus) Publish(_ context.Context, evs []events.Event) error {
 
 func newRelay(t *testing.T, hub Hub, bus Bus) (*Relay, *metrics.Metrics) {
 	t.Helper()
-	mapper, err := events.NewMapper(events.Options{Tables: events.DefaultTables(), Publication: "walcast"})
+	mapper, err := events.NewMapper(events.Options{Tables: events.DefaultTables(), Publication: "walcast", PublishPrefix: "walcast"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,4 +260,51 @@ type signalledSubscribers struct {
 
 func (s *signalledSubscribers) Revoke(projectID, userID, reason string) {
 	s.revoked <- userID + "/" + reason
+}
+
+// TestPublishedEvents: a published event reaches the hub, is counted and
+// answers the wait of its transaction (single node, and through the
+// cluster stream's Deliver); a refused one reaches nobody, is counted by
+// reason, and the transaction's other events are delivered.
+func TestPublishedEvents(t *testing.T) {
+	const project = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+	hub := &fakeHub{}
+	r, m := newRelay(t, hub, nil)
+	pos, cancel := r.Acks.Expect(42)
+	defer cancel()
+	other, cancelOther := r.Acks.Expect(43)
+	defer cancelOther()
+	body := []byte(`{"project_id":"` + project + `","type":"sprint_started","data":{}}`)
+	if err := r.Take(context.Background(), &events.Txn{Xid: 42, CommitLSN: 0x100, Changes: []events.Change{
+		message("m1", project),
+		{Action: events.Message, Prefix: "walcast", Content: body},
+		{Action: events.Message, Prefix: "walcast", Content: []byte(`{"project_id":"` + project + `","type":"subscribed"}`)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(types(hub.published[0]), " "); got != "cache_invalidate@0000000000000100/00000000 message_created@0000000000000100/00000001 sprint_started@0000000000000100/00000002" {
+		t.Fatalf("published %s", got)
+	}
+	select {
+	case p := <-pos:
+		if p != (events.Position{LSN: 0x100, Index: 2}) {
+			t.Fatalf("answered %s", p)
+		}
+	default:
+		t.Fatal("the wait of transaction 42 was not answered")
+	}
+	select {
+	case p := <-other:
+		t.Fatalf("transaction 43 answered with %s", p)
+	default:
+	}
+	if testutil.ToFloat64(m.PublishedEvents) != 1 || testutil.ToFloat64(m.PublishedRefused.WithLabelValues("reserved_type")) != 1 || testutil.ToFloat64(m.MappingProblems) != 0 {
+		t.Fatalf("published %v, refused %v, mapping problems %v", testutil.ToFloat64(m.PublishedEvents),
+			testutil.ToFloat64(m.PublishedRefused.WithLabelValues("reserved_type")), testutil.ToFloat64(m.MappingProblems))
+	}
+
+	r.Deliver(events.Event{Position: events.Position{LSN: 0x200}, ProjectID: project, Type: "x", Xid: 43, Published: true})
+	if p := <-other; p != (events.Position{LSN: 0x200}) {
+		t.Fatalf("answered %s through the stream", p)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -58,6 +59,12 @@ type Decoder struct {
 	txn       *events.Txn
 	// tuples are reused by every change: their data alias the message.
 	tuples [2][]tupleColumn
+	// PublishPrefix is the prefix of the logical decoding messages that
+	// are published events (package publish); empty keeps none.
+	PublishPrefix string
+	// now stamps a message written outside a transaction, which carries
+	// no commit time of its own.
+	now func() time.Time
 }
 
 // tupleColumn is one column of a pgoutput TupleData: its kind ('n' null,
@@ -71,7 +78,7 @@ type tupleColumn struct {
 // NewDecoder returns a Decoder that keeps the changes of tables for which
 // watch returns true and drops the rest.
 func NewDecoder(watch func(schema, table string) bool) *Decoder {
-	return &Decoder{watch: watch, relations: make(map[uint32]*relation), types: pgtype.NewMap()}
+	return &Decoder{watch: watch, relations: make(map[uint32]*relation), types: pgtype.NewMap(), now: time.Now}
 }
 
 // Decode consumes the payload of one XLogData message. It returns the
@@ -139,11 +146,29 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 			}
 		}
 	case *pglogrepl.LogicalDecodingMessage:
-		// Kept when written inside a transaction under walcast's prefix
-		// (events.GapPrefix); they take their place among its changes.
-		if m.Transactional && d.txn != nil && m.Prefix == events.GapPrefix {
+		// Kept: gap markers written inside a transaction
+		// (events.GapPrefix), and published events (PublishPrefix). A
+		// transactional one takes its place among its transaction's
+		// changes; one written outside any transaction (pg_logical_emit_
+		// message(false, …)) is streamed at once, as the record is read,
+		// and becomes a transaction of its own at its LSN.
+		switch {
+		case m.Prefix == events.GapPrefix && m.Transactional && d.txn != nil:
+		case m.Prefix != d.PublishPrefix || d.PublishPrefix == "":
+			return nil, nil
+		case d.txn == nil && m.Transactional:
+			return nil, fmt.Errorf("%w: transactional message at %s outside a transaction", ErrProtocol, m.LSN)
+		case d.txn == nil:
+			// Confirming just past the record's start is what keeps it
+			// from being streamed again: PostgreSQL skips a message
+			// whose record starts before the confirmed position.
+			txn := &events.Txn{CommitLSN: uint64(m.LSN), EndLSN: uint64(m.LSN) + 1, CommitTime: d.now().UTC()}
+			d.txn = txn
 			d.keep(events.Change{Action: events.Message, Prefix: m.Prefix, Content: bytes.Clone(m.Content)})
+			d.txn = nil
+			return txn, nil
 		}
+		d.keep(events.Change{Action: events.Message, Prefix: m.Prefix, Content: bytes.Clone(m.Content)})
 	}
 	// Type and Origin messages carry nothing walcast serves.
 	return nil, nil

@@ -50,6 +50,9 @@ type Config struct {
 	// stream describes it (columns, replica identity); a problem is logged
 	// and counted when the stream first shows it.
 	CheckRelation func(schema, table string, columns, identity []string) error
+	// PublishPrefix is the prefix of the logical decoding messages that are
+	// published events (package publish); empty streams none.
+	PublishPrefix string
 	// Retain, when set, adds each decoded change to its transaction,
 	// keeping the memory of a large transaction bounded.
 	Retain func(txn *events.Txn, ch events.Change)
@@ -412,6 +415,7 @@ func (r *Reader) stream(ctx context.Context) error {
 	s.dec.canonical = canonical
 	s.dec.checkRelation = r.cfg.CheckRelation
 	s.dec.retain = r.cfg.Retain
+	s.dec.PublishPrefix = r.cfg.PublishPrefix
 	s.dec.relationProblem = func(schema, table string, err error) {
 		r.metrics.SchemaProblems.Inc()
 		r.log.Error("watched table changed shape; its changes fail closed until fixed", "table", schema+"."+table, "err", err)
@@ -761,7 +765,8 @@ func relationIDs(ctx context.Context, conn *pgconn.PgConn, tables []events.Table
 }
 
 // pluginArgs are pgoutput's options: protocol 1, the publication, and,
-// from PostgreSQL 14 on, logical decoding messages (walcast's gap markers).
+// from PostgreSQL 14 on, logical decoding messages (walcast's gap markers
+// and published events).
 func pluginArgs(conn *pgconn.PgConn, publication string) []string {
 	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(publication)}
 	if v, err := strconv.Atoi(strings.SplitN(conn.ParameterStatus("server_version"), ".", 2)[0]); err == nil && v >= 14 {
