@@ -49,6 +49,16 @@ type pipeline struct {
 	reader   *wal.Reader // nil for source: notify
 	monitor  *wal.Monitor
 	pubWatch *wal.PublicationWatch // nil for source: notify
+	// publisher serves the HTTP publish route; nil when it is off.
+	publisher *api.Publisher
+}
+
+// publishOff says why the HTTP publish route is off.
+func (p *pipeline) publishOff() string {
+	if p.cfg.Source != "wal" {
+		return "publishing needs source: wal (published events travel through the WAL)"
+	}
+	return "publishing over HTTP is off: set publish.token (WALCAST_PUBLISH_TOKEN)"
 }
 
 // newPipeline checks the database, creates what is missing (publication,
@@ -65,7 +75,8 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 		return nil, err
 	}
 	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold,
-		MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes, Publication: cfg.Replication.Publication})
+		MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes, Publication: cfg.Replication.Publication,
+		PublishPrefix: cfg.Publish.Prefix, MaxPublishBytes: cfg.Publish.MaxBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +122,10 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 			p.hub.Publish, relay.Recheck{Hub: p.hub, Members: p.members, Log: log}, p.hub.SetFloor, log, m)
 		log.Warn("source: notify — cache_invalidate only, no resume across restarts; use source: wal where logical replication is allowed")
 		return p, nil
+	}
+	if cfg.Publish.Token != "" {
+		p.publisher = &api.Publisher{Token: cfg.Publish.Token, Prefix: cfg.Publish.Prefix, MaxBytes: cfg.Publish.MaxBytes,
+			ConfirmTimeout: cfg.Publish.ConfirmTimeout, Check: mapper.CheckPublished, Expect: p.relay.Acks.Expect}
 	}
 	p.reader = wal.NewReader(p.readerConfig(mapper), mapper.Watches, p.relay.Take, p.onStart(), log, m)
 	p.source = p.reader
@@ -204,7 +219,8 @@ func (p *pipeline) readerConfig(mapper *events.Mapper) wal.Config {
 		StatusInterval: cfg.Replication.StatusInterval, StandbyTimeout: cfg.Replication.StandbyTimeout,
 		HoldBackAge: cfg.Replication.HoldBackAge, HoldBackBytes: uint64(cfg.Replication.HoldBackBytes),
 		ReconnectMin: cfg.Replication.ReconnectMin, ReconnectMax: cfg.Replication.ReconnectMax, CheckRelation: mapper.CheckRelation, Retain: mapper.Retain,
-		OnGap: p.relay.Gap, Origin: p.origin, Tables: cfg.Events.Tables,
+		PublishPrefix: cfg.Publish.Prefix,
+		OnGap:         p.relay.Gap, Origin: p.origin, Tables: cfg.Events.Tables,
 		DownNotice: cfg.Replication.DownNotice, OnDown: p.hub.StreamDown, OnUp: p.hub.StreamUp,
 	}
 	if p.bus != nil {

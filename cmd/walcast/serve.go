@@ -101,6 +101,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Ready:  func(ctx context.Context) error { return p.ready(ctx, pool) },
 		Status: func(ctx context.Context) api.Status { return p.status(ctx, sockets.Connections(), log) },
 		Log:    log, Metrics: m,
+		Publisher: p.publisher, PublishOff: p.publishOff(),
 	})
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {

@@ -53,6 +53,10 @@ type Deps struct {
 	Demo    func(r chi.Router)
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
+	// Publisher serves POST /api/v1/projects/{id}/events; when nil the
+	// route answers 404 with PublishOff, the reason.
+	Publisher  *Publisher
+	PublishOff string
 }
 
 // NewRouter returns the whole HTTP API.
@@ -82,6 +86,7 @@ func NewRouter(d Deps) http.Handler {
 			r.Get("/", h.listMessages)
 			r.Post("/", h.createMessage)
 		})
+		r.Post("/projects/{projectID}/events", h.publishEvent)
 	})
 	if d.Demo != nil {
 		d.Demo(r)

@@ -39,6 +39,7 @@ type Config struct {
 	Log         Log         `yaml:"log"`
 	Demo        Demo        `yaml:"demo"`
 	Cluster     Cluster     `yaml:"cluster"`
+	Publish     Publish     `yaml:"publish"`
 }
 
 // Cluster turns on cluster mode when NATSURL is set: replicas share events
@@ -173,6 +174,21 @@ type API struct {
 	StatusToken     string `yaml:"status_token"`
 }
 
+// Publish configures the events the application publishes (package
+// publish, and POST /api/v1/projects/{id}/events).
+type Publish struct {
+	// Prefix is the logical decoding message prefix of published events.
+	Prefix string `yaml:"prefix"`
+	// MaxBytes bounds one published event's body.
+	MaxBytes int `yaml:"max_bytes"`
+	// Token is the service credential of the HTTP route (at least 32
+	// bytes); empty turns the route off. Browsers never hold it.
+	Token string `yaml:"token"`
+	// ConfirmTimeout bounds how long the HTTP route waits for the event to
+	// reach the stream before it answers without a position.
+	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
+}
+
 // Log configures the logger.
 type Log struct {
 	Level string `yaml:"level"`
@@ -198,10 +214,11 @@ func Default() Config {
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
 			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20},
-		Hub:    Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, HistoryBytes: 64 << 20, MaxSubscriptionsPerSocket: 100},
-		Events: Events{BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 16 << 20, Tables: events.DefaultTables()},
-		API:    API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
-		Log:    Log{Level: "info"},
+		Hub:     Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, HistoryBytes: 64 << 20, MaxSubscriptionsPerSocket: 100},
+		Events:  Events{BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 16 << 20, Tables: events.DefaultTables()},
+		API:     API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
+		Log:     Log{Level: "info"},
+		Publish: Publish{Prefix: "walcast", MaxBytes: 64 << 10, ConfirmTimeout: 5 * time.Second},
 		Cluster: Cluster{Stream: "WALCAST", SubjectPrefix: "walcast.events", MaxAge: time.Hour, MaxMsgs: 1_000_000,
 			Duplicates: 10 * time.Minute, FailoverPoll: time.Second},
 	}
@@ -273,6 +290,8 @@ var envVars = []struct {
 	{"WALCAST_SLOT_NAME", func(c *Config, v string) error { c.Replication.Slot = v; return nil }},
 	{"WALCAST_PUBLICATION_NAME", func(c *Config, v string) error { c.Replication.Publication = v; return nil }},
 	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
+	{"WALCAST_PUBLISH_TOKEN", func(c *Config, v string) error { c.Publish.Token = v; return nil }},
+	{"WALCAST_PUBLISH_PREFIX", func(c *Config, v string) error { c.Publish.Prefix = v; return nil }},
 	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
 	{"WALCAST_SOURCE", func(c *Config, v string) error { c.Source = v; return nil }},
 	{"WALCAST_DEMO", func(c *Config, v string) error {
@@ -408,6 +427,16 @@ func (c *Config) Validate() error {
 		return bad("api.max_body_bytes", "must be at least 1024")
 	case c.API.MaxMessageChars < 1:
 		return bad("api.max_message_chars", "must be at least 1")
+	case c.Publish.Prefix == "" || c.Publish.Prefix == events.GapPrefix:
+		return bad("publish.prefix (WALCAST_PUBLISH_PREFIX)", "must be set, and not "+events.GapPrefix+" (walcast's own)")
+	case c.Publish.MaxBytes < 256 || c.Publish.MaxBytes > 1<<20:
+		return bad("publish.max_bytes", "must be between 256 and 1048576")
+	case c.Publish.Token != "" && len(c.Publish.Token) < 32:
+		return bad("publish.token (WALCAST_PUBLISH_TOKEN)", "must be at least 32 bytes")
+	case c.Publish.Token != "" && (c.Publish.Token == c.API.StatusToken || c.Publish.Token == c.Auth.JWTSecret):
+		return bad("publish.token (WALCAST_PUBLISH_TOKEN)", "must differ from api.status_token and auth.jwt_secret")
+	case c.Publish.ConfirmTimeout <= 0:
+		return bad("publish.confirm_timeout", "must be positive")
 	}
 	switch c.Source {
 	case "wal", "notify":

@@ -32,6 +32,7 @@ type Metrics struct {
 	WALDecodeErrors     prometheus.Counter
 	MappingProblems     prometheus.Counter
 	PublishedEvents     prometheus.Counter
+	HTTPPublished       prometheus.Counter
 	PublishedRefused    *prometheus.CounterVec // reason
 	ReplicationLagBytes prometheus.Gauge
 	RetainedWALBytes    prometheus.Gauge
@@ -109,6 +110,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_mapping_problems_total", Help: "Changes that could not be mapped; each failed closed (a conservative revocation or resync_required)."}),
 		PublishedEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_published_events_total", Help: "Events the application published (from SQL or POST /api/v1/projects/{id}/events) that walcast delivers."}),
+		HTTPPublished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_http_published_total", Help: "Events written to the WAL by POST /api/v1/projects/{id}/events (committed)."}),
 		PublishedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walcast_published_refused_total", Help: "Published events read from the WAL and refused (delivered to nobody), by reason."}, []string{"reason"}),
 		ReplicationLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -161,7 +164,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.FloodCloses, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.StreamGaps, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
-		m.MappingProblems, m.PublishedEvents, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
+		m.MappingProblems, m.PublishedEvents, m.HTTPPublished, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests, m.HTTPConnsEvicted,
 		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
