@@ -60,16 +60,8 @@ type Deps struct {
 }
 
 // NewRouter returns the whole HTTP API.
+// Its limits are taken as they are (config.Default() holds the defaults).
 func NewRouter(d Deps) http.Handler {
-	if d.Config.MaxBodyBytes <= 0 {
-		d.Config.MaxBodyBytes = 64 << 10
-	}
-	if d.Config.MaxMessageChars <= 0 {
-		d.Config.MaxMessageChars = 4000
-	}
-	if d.Config.MemberCondition == "" {
-		d.Config.MemberCondition = "true"
-	}
 	h := &handlers{d: d}
 	r := chi.NewRouter()
 	r.Use(requestID, h.recoverer, h.logRequests)
