@@ -44,8 +44,12 @@ export class WalcastClient {
     this.token = opts.token || "";
     this.WS = opts.WebSocket || globalThis.WebSocket;
     this.ws = null;
-    // projectId -> { last: position|null, origin: string|null, live: bool }
+    // projectId -> { last: position|null, origin: string|null, live: bool,
+    //                presence: bool, meta: object|null }
     this.projects = new Map();
+    // projectId -> Map(userId -> { meta, online_at }): who is present, as
+    // last told (kept while reconnecting; replaced by the next state).
+    this.present = new Map();
     this.handlers = new Map();
     this.state = "idle"; // idle | connecting | open | closed
     this.attempt = 0;
@@ -54,7 +58,12 @@ export class WalcastClient {
     this.lastHeard = 0;
   }
 
-  /** Registers fn for "event", "resync", "revoked", "error", "status", "subscribed". */
+  /**
+   * Registers fn for "event", "resync", "revoked", "error", "status",
+   * "subscribed", "broadcast" ({ projectId, event, from, payload }) and
+   * "presence" ({ projectId, users, joins, leaves }: users is everyone
+   * present now, joins and leaves what changed, also across reconnects).
+   */
   on(type, fn) {
     if (!this.handlers.has(type)) this.handlers.set(type, new Set());
     this.handlers.get(type).add(fn);
@@ -101,7 +110,7 @@ export class WalcastClient {
    * resumePoints(), or a bare position (judged without its origin).
    */
   subscribe(projectId, since = null) {
-    const p = this.projects.get(projectId) || { last: null, origin: null, live: false };
+    const p = this.projects.get(projectId) || { last: null, origin: null, live: false, presence: false, meta: null };
     const point = typeof since === "string" ? { position: since, origin: null } : since;
     if (point && point.position && comparePositions(point.position, p.last) > 0) {
       p.last = point.position;
@@ -113,7 +122,40 @@ export class WalcastClient {
 
   unsubscribe(projectId) {
     this.projects.delete(projectId);
+    this.setPresent(projectId, null);
     this.send({ action: "unsubscribe", project_id: projectId });
+  }
+
+  /**
+   * Follows who is present in a subscribed project ("presence" events) and,
+   * with meta (a small object), tells the others about this user. Kept
+   * across reconnects: the client asks again on every subscribe.
+   */
+  trackPresence(projectId, meta = null) {
+    const p = this.projects.get(projectId);
+    if (!p) throw new Error("subscribe to the project first");
+    p.presence = true;
+    if (meta !== null) p.meta = meta;
+    if (p.live) this.sendPresence(projectId, p);
+  }
+
+  /** Who is present in a project: { [userId]: { meta, online_at } }. */
+  presenceOf(projectId) {
+    return Object.fromEntries(this.present.get(projectId) || []);
+  }
+
+  /**
+   * Sends an ephemeral event (typing, a cursor) to the project's other
+   * subscribers; self: true sends it back too. Never stored: false when
+   * the socket is not open (the event is dropped, not queued).
+   */
+  broadcast(projectId, event, payload = {}, { self = false } = {}) {
+    const p = this.projects.get(projectId);
+    if (!p || !p.live || !this.ws || this.ws.readyState !== 1) return false;
+    const frame = { action: "broadcast", project_id: projectId, event, payload };
+    if (self) frame.self = true;
+    this.send(frame);
+    return true;
   }
 
   /** Uses a new token: on the open socket (refresh_token) and for reconnects. */
@@ -150,8 +192,34 @@ export class WalcastClient {
     if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(frame));
   }
 
+  sendPresence(projectId, p) {
+    const frame = { action: "presence", project_id: projectId };
+    if (p.meta) frame.meta = p.meta;
+    this.send(frame);
+  }
+
+  // setPresent replaces who is present in a project (null: nobody known)
+  // and emits what changed.
+  setPresent(projectId, users) {
+    const before = this.present.get(projectId) || new Map();
+    const after = new Map(Object.entries(users || {}));
+    if (users) this.present.set(projectId, after);
+    else this.present.delete(projectId);
+    const joins = {};
+    const leaves = {};
+    for (const [id, e] of after) {
+      const old = before.get(id);
+      if (!old || JSON.stringify(old.meta) !== JSON.stringify(e.meta)) joins[id] = e;
+    }
+    for (const [id, e] of before) if (!after.has(id)) leaves[id] = e;
+    if (Object.keys(joins).length || Object.keys(leaves).length || users) {
+      this.emit("presence", { projectId, users: Object.fromEntries(after), joins, leaves });
+    }
+  }
+
   sendSubscribe(projectId, p) {
     const frame = { action: "subscribe", project_id: projectId };
+    if (p.presence && !p.meta) frame.presence = true;
     if (p.last) {
       frame.since = p.last;
       if (p.origin) frame.origin = p.origin;
@@ -230,8 +298,23 @@ export class WalcastClient {
           p.live = true;
           if (comparePositions(frame.position, p.last) > 0) p.last = frame.position;
           if (frame.origin) p.origin = frame.origin;
+          if (p.presence && p.meta) this.sendPresence(frame.project_id, p);
         }
         this.emit("subscribed", { projectId: frame.project_id, position: frame.position });
+        return;
+      case "broadcast":
+        if (p) this.emit("broadcast", { projectId: frame.project_id, event: frame.event, from: frame.from, payload: frame.payload });
+        return;
+      case "presence_state":
+        if (p) this.setPresent(frame.project_id, frame.users);
+        return;
+      case "presence_diff":
+        if (p) {
+          const users = this.presenceOf(frame.project_id);
+          for (const id of Object.keys(frame.leaves || {})) delete users[id];
+          Object.assign(users, frame.joins || {});
+          this.setPresent(frame.project_id, users);
+        }
         return;
       case "resync_required":
         if (p) {
@@ -244,6 +327,7 @@ export class WalcastClient {
         return;
       case "subscription_revoked":
         this.projects.delete(frame.project_id);
+        this.setPresent(frame.project_id, null);
         this.emit("revoked", { projectId: frame.project_id, reason: frame.reason, position: frame.position });
         return;
     }

@@ -154,3 +154,42 @@ test("a refreshed token keeps the socket open", async () => {
   assert.deepEqual(got.statuses.filter((s) => s === "closed"), [], "the socket was never closed");
   bob.close();
 });
+
+test("presence and broadcast: who is online and who is typing, across a reconnect", async () => {
+  const ALICE = env("ALICE");
+  const BOB = env("BOB");
+  const alice = new WalcastClient({ url: WS, token: env("ALICE_TOKEN"), minBackoffMs: 20 });
+  const bob = new WalcastClient({ url: WS, token: env("BOB_TOKEN"), minBackoffMs: 20 });
+  const typing = [];
+  alice.on("broadcast", (b) => typing.push(b));
+  const aliceSaw = [];
+  alice.on("presence", (p) => aliceSaw.push(p));
+  const bobSaw = [];
+  bob.on("presence", (p) => bobSaw.push(p));
+
+  alice.subscribe(PROJECT);
+  alice.connect();
+  await waitFor(() => alice.projects.get(PROJECT)?.live);
+  alice.trackPresence(PROJECT, { name: "Alice" });
+  bob.subscribe(PROJECT);
+  bob.trackPresence(PROJECT); // asked for on subscribe
+  bob.connect();
+  await waitFor(() => alice.presenceOf(PROJECT)[BOB] && bob.presenceOf(PROJECT)[ALICE]?.meta?.name === "Alice");
+
+  assert.equal(alice.broadcast(PROJECT, "typing", { on: true }), true);
+  assert.ok(bob.broadcast(PROJECT, "typing", { on: true }));
+  await waitFor(() => typing.length === 1);
+  assert.deepEqual(typing[0], { projectId: PROJECT, event: "typing", from: BOB, payload: { on: true } });
+
+  // Alice's connection drops: bob sees her leave, then come back with her
+  // meta (the client asks for presence again on its resubscribe).
+  bobSaw.length = 0;
+  alice.ws.close();
+  await waitFor(() => bobSaw.some((p) => p.leaves[ALICE]) && bob.presenceOf(PROJECT)[ALICE]?.meta?.name === "Alice");
+
+  // Bob closes his page: alice sees him leave.
+  bob.close();
+  await waitFor(() => aliceSaw.some((p) => p.leaves[BOB]) && !alice.presenceOf(PROJECT)[BOB]);
+  assert.equal(bob.broadcast(PROJECT, "typing", {}), false, "a closed client does not queue broadcasts");
+  alice.close();
+});

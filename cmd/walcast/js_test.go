@@ -30,6 +30,7 @@ func TestJSClient(t *testing.T) {
 		"WALCAST_HTTP_URL="+in.base,
 		"PROJECT="+project,
 		"ALICE="+alice,
+		"BOB="+bob,
 		"ALICE_TOKEN="+token(t, alice, time.Hour),
 		"BOB_TOKEN="+token(t, bob, time.Hour),
 		"BOB_SHORT_TOKEN="+token(t, bob, short),
@@ -40,7 +41,7 @@ func TestJSClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("JavaScript client tests failed: %v", err)
 	}
-	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 6") {
+	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 7") {
 		t.Fatal("node reported failures")
 	}
 }

@@ -84,6 +84,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
 		MaxConnections: cfg.WS.MaxConnections, ConnectRate: cfg.WS.ConnectRate, ConnectBurst: cfg.WS.ConnectBurst,
 		WriteWorkers: cfg.WS.WriteWorkers, ForbiddenRate: cfg.WS.ForbiddenRate, ForbiddenBurst: cfg.WS.ForbiddenBurst,
+		EphemeralRate: cfg.WS.EphemeralRate, EphemeralBurst: cfg.WS.EphemeralBurst, MaxEphemeralBytes: cfg.WS.EphemeralMaxBytes,
 	}, p.hub, p.verifier, p.members, log, m)
 	var demoRoutes func(chi.Router)
 	if cfg.Demo.Enabled {

@@ -145,6 +145,11 @@ type WS struct {
 	// ForbiddenRate and ForbiddenBurst limit refused subscribes per user.
 	ForbiddenRate  float64 `yaml:"forbidden_rate"`
 	ForbiddenBurst int     `yaml:"forbidden_burst"`
+	// EphemeralRate and EphemeralBurst limit one socket's broadcast and
+	// presence frames; EphemeralMaxBytes bounds a payload or meta.
+	EphemeralRate     float64 `yaml:"ephemeral_rate"`
+	EphemeralBurst    int     `yaml:"ephemeral_burst"`
+	EphemeralMaxBytes int     `yaml:"ephemeral_max_bytes"`
 }
 
 // Hub configures queues and history.
@@ -213,7 +218,8 @@ func Default() Config {
 			MembershipWait: 2 * time.Second, MembershipLookups: 5,
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
-			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20},
+			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20,
+			EphemeralRate: 10, EphemeralBurst: 20, EphemeralMaxBytes: 1024},
 		Hub:     Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, HistoryBytes: 64 << 20, MaxSubscriptionsPerSocket: 100},
 		Events:  Events{BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 16 << 20, Tables: events.DefaultTables()},
 		API:     API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
@@ -421,6 +427,10 @@ func (c *Config) Validate() error {
 		return bad("websocket.frame_rate", "must be positive and frame_burst at least 1")
 	case c.WS.ForbiddenRate < 0 || c.WS.ForbiddenBurst < 0 || (c.WS.ForbiddenRate > 0 && c.WS.ForbiddenBurst < 1):
 		return bad("websocket.forbidden_rate", "and forbidden_burst must not be negative, and the burst at least 1 when the rate is set")
+	case c.WS.EphemeralRate <= 0 || c.WS.EphemeralBurst < 1:
+		return bad("websocket.ephemeral_rate", "must be positive and ephemeral_burst at least 1")
+	case c.WS.EphemeralMaxBytes < 2 || int64(c.WS.EphemeralMaxBytes) >= c.WS.ReadLimit:
+		return bad("websocket.ephemeral_max_bytes", "must be at least 2 and less than read_limit")
 	case c.Events.BulkThreshold < 0:
 		return bad("events.bulk_threshold", "must not be negative")
 	case c.API.MaxBodyBytes < 1024:

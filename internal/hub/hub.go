@@ -89,6 +89,8 @@ type subscription struct {
 	client    *Client
 	projectID string
 	state     subState
+	// watching: the client asked for presence frames of the project.
+	watching bool
 	// buf holds live frames published while the subscription is pending.
 	buf []*Frame
 	// from is the hub's position when the subscription was registered.
@@ -106,6 +108,8 @@ type topic struct {
 	// lost is the newest position evicted from history: a resume from
 	// before it cannot be served.
 	lost events.Position
+	// present are the users with a live subscription, by user id.
+	present map[string]*member
 }
 
 // Hub fans events out to subscribed clients.
@@ -552,6 +556,9 @@ func (h *Hub) detach(s *subscription) {
 		delete(s.client.subs, s.projectID)
 		if s.state == subActive {
 			h.metrics.Subscriptions.Dec()
+			if t, ok := h.topics[s.projectID]; ok {
+				h.left(t, s)
+			}
 		}
 	}
 }

@@ -214,11 +214,13 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	if !h.downSince.IsZero() {
 		h.enqueue(c, Item{Frame: &Frame{Data: events.StreamFrame(projectID, true, h.downSince), Type: events.TypeStreamDown}})
 	}
-	s.state = subActive
-	h.metrics.Subscriptions.Inc()
 	if c.dropped {
+		h.detach(s)
 		return Subscription{}, access.Deny, ErrClientClosed
 	}
+	s.state = subActive
+	h.metrics.Subscriptions.Inc()
+	h.joined(h.topics[projectID], s)
 	return res, access.Allow, nil
 }
 

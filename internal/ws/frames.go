@@ -22,11 +22,16 @@ const (
 
 // clientFrame is a frame a client sends.
 type clientFrame struct {
-	Action    string `json:"action"`
-	ProjectID string `json:"project_id,omitempty"`
-	Since     string `json:"since,omitempty"`
-	Origin    string `json:"origin,omitempty"`
-	Token     string `json:"token,omitempty"`
+	Action    string          `json:"action"`
+	ProjectID string          `json:"project_id,omitempty"`
+	Since     string          `json:"since,omitempty"`
+	Origin    string          `json:"origin,omitempty"`
+	Token     string          `json:"token,omitempty"`
+	Presence  bool            `json:"presence,omitempty"`
+	Event     string          `json:"event,omitempty"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	Self      bool            `json:"self,omitempty"`
+	Meta      json.RawMessage `json:"meta,omitempty"`
 }
 
 // Command is a validated client frame.
@@ -39,6 +44,15 @@ type Command struct {
 	Origin string
 	// Token is the new JWT of a refresh_token frame.
 	Token string
+	// Presence asks, on subscribe, for the project's presence frames.
+	Presence bool
+	// Event, Payload (a JSON object) and Self are a broadcast's.
+	Event   string
+	Payload json.RawMessage
+	Self    bool
+	// Meta is what a presence frame says about the user (a JSON object),
+	// nil when it only asks for presence.
+	Meta json.RawMessage
 }
 
 // Actions a client may send.
@@ -49,6 +63,12 @@ const (
 	// ActionRefreshToken replaces the socket's token before it expires:
 	// {"action":"refresh_token","token":"<JWT>"} for the same user.
 	ActionRefreshToken = "refresh_token"
+	// ActionBroadcast sends an ephemeral event to the project's other
+	// subscribers: {"action":"broadcast","project_id","event","payload"?,"self"?}.
+	ActionBroadcast = "broadcast"
+	// ActionPresence asks for the project's presence, and sets what the
+	// user says about itself: {"action":"presence","project_id","meta"?}.
+	ActionPresence = "presence"
 )
 
 // maxOriginLen bounds an origin: a system identifier, a timeline and a
@@ -75,17 +95,42 @@ func ParseFrame(data []byte) (Command, error) {
 		}
 		cmd.Token = f.Token
 		return cmd, nil
-	case ActionSubscribe, ActionUnsubscribe:
+	case ActionSubscribe, ActionUnsubscribe, ActionBroadcast, ActionPresence:
 	case "":
 		return Command{}, fmt.Errorf("%w: missing action", ErrBadFrame)
 	default:
-		return Command{}, fmt.Errorf("%w: unknown action (use subscribe, unsubscribe, ping or refresh_token)", ErrBadFrame)
+		return Command{}, fmt.Errorf("%w: unknown action (use subscribe, unsubscribe, ping, refresh_token, broadcast or presence)", ErrBadFrame)
 	}
 	if f.ProjectID == "" {
 		return Command{}, fmt.Errorf("%w: missing project_id", ErrBadFrame)
 	}
 	if !auth.IsUUID(f.ProjectID) {
 		return Command{}, fmt.Errorf("%w: project_id is not a UUID", ErrBadFrame)
+	}
+	switch f.Action {
+	case ActionBroadcast:
+		if !validEventName(f.Event) {
+			return Command{}, fmt.Errorf("%w: event must be 1 to 64 letters, digits, '_', '-', '.' or ':', starting with a letter", ErrBadFrame)
+		}
+		if f.Payload == nil || string(f.Payload) == "null" {
+			f.Payload = json.RawMessage("{}")
+		}
+		if !isObject(f.Payload) {
+			return Command{}, fmt.Errorf("%w: payload must be a JSON object", ErrBadFrame)
+		}
+		cmd.Event, cmd.Payload, cmd.Self = f.Event, f.Payload, f.Self
+	case ActionPresence:
+		if f.Meta != nil && string(f.Meta) != "null" {
+			if !isObject(f.Meta) {
+				return Command{}, fmt.Errorf("%w: meta must be a JSON object", ErrBadFrame)
+			}
+			cmd.Meta = f.Meta
+		}
+	case ActionSubscribe:
+		cmd.Presence = f.Presence
+	}
+	if f.Event != "" && f.Action != ActionBroadcast || f.Payload != nil && f.Action != ActionBroadcast || f.Meta != nil && f.Action != ActionPresence {
+		return Command{}, fmt.Errorf("%w: event and payload are only valid on broadcast, meta on presence", ErrBadFrame)
 	}
 	if f.Since != "" {
 		if f.Action != ActionSubscribe {
@@ -137,4 +182,32 @@ func tokenRefreshedFrame(expires time.Time) []byte {
 		ExpiresAt string `json:"expires_at"`
 	}{"token_refreshed", expires.UTC().Format(time.RFC3339)})
 	return b
+}
+
+// validEventName accepts 1 to 64 letters, digits, '_', '-', '.' or ':',
+// starting with a letter.
+func validEventName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.' && c != ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// isObject reports whether raw (valid JSON) is an object.
+func isObject(raw json.RawMessage) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c == '{'
+	}
+	return false
 }

@@ -55,6 +55,12 @@ type Config struct {
 	// cannot starve members' lookups. 0 means no limit.
 	ForbiddenRate  float64
 	ForbiddenBurst int
+	// EphemeralRate and EphemeralBurst limit the broadcast and presence
+	// frames of one socket (rate_limited past them); MaxEphemeralBytes
+	// bounds a broadcast's payload or a presence meta.
+	EphemeralRate     float64
+	EphemeralBurst    int
+	MaxEphemeralBytes int
 }
 
 // memberships answers whether a user may see a project, with the proof
@@ -225,13 +231,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.admit.Unlock()
 	s.metrics.WSConnections.Inc()
 	sc = &socket{
-		srv:     s,
-		conn:    conn,
-		cork:    cw.conn,
-		sent:    make(map[string]prometheus.Counter),
-		client:  s.hub.NewClient(claims.UserID),
-		id:      s.nextID.Add(1),
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
+		srv:       s,
+		conn:      conn,
+		cork:      cw.conn,
+		sent:      make(map[string]prometheus.Counter),
+		client:    s.hub.NewClient(claims.UserID),
+		id:        s.nextID.Add(1),
+		limiter:   rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst),
+		ephemeral: rate.NewLimiter(rate.Limit(s.cfg.EphemeralRate), s.cfg.EphemeralBurst),
 	}
 	// Control frames the library could not write at once are this
 	// socket's goroutine's to write.

@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -45,6 +46,8 @@ type socket struct {
 	worker    *writeWorker
 	scheduled atomic.Bool // waiting in worker's queue
 	limiter   *rate.Limiter
+	// ephemeral limits broadcast and presence frames.
+	ephemeral *rate.Limiter
 	// overLimit counts frames in a row over the rate. The read goroutine
 	// counts, and so does the library's reader of a close handshake.
 	overLimit atomic.Int32
@@ -156,6 +159,8 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 			sc.expiry.Reset(claims.ExpiresAt.Sub(sc.srv.clock.Now()))
 			h.Send(sc.client, "token_refreshed", tokenRefreshedFrame(claims.ExpiresAt))
 		}
+	case ActionBroadcast, ActionPresence:
+		sc.handleEphemeral(cmd)
 	case ActionUnsubscribe:
 		if err := h.Unsubscribe(sc.client, cmd.ProjectID, unsubscribedFrame(cmd.ProjectID)); err != nil {
 			sc.sendError(CodeBadRequest, err.Error(), cmd.ProjectID)
@@ -182,6 +187,10 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 		switch {
 		case err == nil:
 			sc.log.Debug("subscribed", "project_id", cmd.ProjectID, "position", res.Position.String(), "replayed", res.Replayed, "resync", res.Resync)
+			if cmd.Presence {
+				// Revoked already, or unsubscribed meanwhile: nothing to watch.
+				_ = h.WatchPresence(sc.client, cmd.ProjectID)
+			}
 		case errors.Is(err, hub.ErrForbidden):
 			sc.srv.denials.allow(userID, time.Now())
 			sc.sendError(CodeForbidden, "not a member of this project", cmd.ProjectID)
@@ -196,6 +205,36 @@ func (sc *socket) handle(ctx context.Context, cmd Command) {
 			sc.log.Error("subscribe", "project_id", cmd.ProjectID, "err", err)
 			sc.sendError(CodeInternal, "subscription could not be checked; try again", cmd.ProjectID)
 		}
+	}
+}
+
+// handleEphemeral serves broadcast and presence: only on a live
+// subscription, within the socket's ephemeral budget and size bound.
+func (sc *socket) handleEphemeral(cmd Command) {
+	body := cmd.Payload
+	if cmd.Action == ActionPresence {
+		body = cmd.Meta
+	}
+	if len(body) > sc.srv.cfg.MaxEphemeralBytes {
+		sc.sendError(CodeBadRequest, fmt.Sprintf("%s is larger than %d bytes", map[string]string{ActionBroadcast: "payload", ActionPresence: "meta"}[cmd.Action], sc.srv.cfg.MaxEphemeralBytes), cmd.ProjectID)
+		return
+	}
+	if !sc.ephemeral.Allow() {
+		sc.sendError(CodeRateLimited, "too many broadcast and presence frames; slow down", cmd.ProjectID)
+		return
+	}
+	h := sc.srv.hub
+	var err error
+	switch {
+	case cmd.Action == ActionBroadcast:
+		err = h.Broadcast(sc.client, cmd.ProjectID, cmd.Event, cmd.Payload, cmd.Self)
+	case cmd.Meta != nil:
+		err = h.SetPresence(sc.client, cmd.ProjectID, cmd.Meta)
+	default:
+		err = h.WatchPresence(sc.client, cmd.ProjectID)
+	}
+	if err != nil {
+		sc.sendError(CodeForbidden, "subscribe to the project first", cmd.ProjectID)
 	}
 }
 

@@ -119,5 +119,11 @@ func withDefaults(c Config) Config {
 	if c.FrameRate == 0 {
 		c.FrameRate, c.FrameBurst = d.FrameRate, d.FrameBurst
 	}
+	if c.EphemeralRate == 0 {
+		c.EphemeralRate, c.EphemeralBurst = d.EphemeralRate, d.EphemeralBurst
+	}
+	if c.MaxEphemeralBytes == 0 {
+		c.MaxEphemeralBytes = d.EphemeralMaxBytes
+	}
 	return c
 }

@@ -1,0 +1,103 @@
+package ws
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walcast/walcast/internal/hub"
+)
+
+const userC = "33333333-3333-4333-8333-333333333333"
+
+// TestBroadcastAndPresenceOverSockets: the socket side of broadcast and
+// presence, with no database. Members only, live subscriptions only, the
+// sender excluded unless it asks, payload and rate bounds, presence state
+// and diffs, leaving on disconnect.
+func TestBroadcastAndPresenceOverSockets(t *testing.T) {
+	members := memberSet{projectA + "/" + userA: true, projectA + "/" + userB: true}
+	_, url, _ := protocolServer(t, Config{EphemeralRate: 1, EphemeralBurst: 5, MaxEphemeralBytes: 64}, hub.Config{}, members)
+	a, b, c := dialJSON(t, url, issue(t, userA, time.Hour)), dialJSON(t, url, issue(t, userB, time.Hour)), dialJSON(t, url, issue(t, userC, time.Hour))
+	expect := func(cl *jsonClient, want ...string) map[string]any {
+		t.Helper()
+		f := cl.must(5 * time.Second)
+		for i := 0; i+1 < len(want); i += 2 {
+			if got, _ := f[want[i]].(string); got != want[i+1] {
+				t.Fatalf("%s = %q in %v, want %q", want[i], got, f, want[i+1])
+			}
+		}
+		return f
+	}
+
+	// Not subscribed (yet, or ever): forbidden.
+	a.send(`{"action":"broadcast","project_id":"` + projectA + `","event":"typing"}`)
+	expect(a, "type", "error", "code", "forbidden")
+	c.send(`{"action":"subscribe","project_id":"` + projectA + `"}`)
+	expect(c, "type", "error", "code", "forbidden")
+	c.send(`{"action":"presence","project_id":"` + projectA + `"}`)
+	expect(c, "type", "error", "code", "forbidden")
+
+	a.send(`{"action":"subscribe","project_id":"` + projectA + `","presence":true}`)
+	expect(a, "type", "subscribed")
+	if f := expect(a, "type", "presence_state"); len(f["users"].(map[string]any)) != 1 {
+		t.Fatalf("state %v", f)
+	}
+	b.send(`{"action":"subscribe","project_id":"` + projectA + `"}`)
+	expect(b, "type", "subscribed")
+	if f := expect(a, "type", "presence_diff"); f["joins"].(map[string]any)[userB] == nil {
+		t.Fatalf("bob's join: %v", f)
+	}
+
+	// The sender is excluded unless it asks.
+	b.send(`{"action":"broadcast","project_id":"` + projectA + `","event":"typing","payload":{"on":true}}`)
+	if f := expect(a, "type", "broadcast", "event", "typing", "from", userB, "project_id", projectA); f["payload"].(map[string]any)["on"] != true || f["position"] != nil {
+		t.Fatalf("broadcast %v", f)
+	}
+	b.send(`{"action":"broadcast","project_id":"` + projectA + `","event":"cursor","self":true}`)
+	expect(b, "type", "broadcast", "event", "cursor") // to itself first: nothing else was queued for b
+	expect(a, "type", "broadcast", "event", "cursor")
+
+	// Bad frames: each answered, nothing broadcast.
+	for _, bad := range []struct{ frame, code string }{
+		{`{"action":"broadcast","project_id":"` + projectA + `","event":"no spaces"}`, "bad_request"},
+		{`{"action":"broadcast","project_id":"` + projectA + `"}`, "bad_request"},
+		{`{"action":"broadcast","project_id":"` + projectA + `","event":"x","payload":[1]}`, "bad_request"},
+		{`{"action":"broadcast","project_id":"` + projectA + `","event":"x","payload":{"pad":"` + strings.Repeat("x", 64) + `"}}`, "bad_request"},
+		{`{"action":"presence","project_id":"` + projectA + `","meta":"x"}`, "bad_request"},
+		{`{"action":"subscribe","project_id":"` + projectB + `","meta":{}}`, "bad_request"},
+	} {
+		b.send(bad.frame)
+		expect(b, "type", "error", "code", bad.code)
+	}
+
+	// Presence meta: b asks for presence and says what it views.
+	b.send(`{"action":"presence","project_id":"` + projectA + `","meta":{"viewing":"t1"}}`)
+	if f := expect(b, "type", "presence_state"); len(f["users"].(map[string]any)) != 2 {
+		t.Fatalf("state %v", f)
+	}
+	expect(b, "type", "presence_diff")
+	if f := expect(a, "type", "presence_diff"); f["joins"].(map[string]any)[userB].(map[string]any)["meta"].(map[string]any)["viewing"] != "t1" {
+		t.Fatalf("meta diff %v", f)
+	}
+
+	// The budget: 5 ephemeral frames in a burst (3 are spent), then
+	// rate_limited. A broadcast sends its sender nothing: the first frame
+	// b gets is the refusal.
+	for range 5 {
+		b.send(`{"action":"broadcast","project_id":"` + projectA + `","event":"typing"}`)
+	}
+	expect(b, "type", "error", "code", "rate_limited")
+
+	// b goes away: a is told it left, after the broadcasts that got through.
+	_ = b.conn.CloseNow()
+	for {
+		f := a.must(5 * time.Second)
+		if f["type"] == "broadcast" {
+			continue
+		}
+		if f["type"] != "presence_diff" || f["leaves"].(map[string]any)[userB] == nil {
+			t.Fatalf("after b left: %v", f)
+		}
+		break
+	}
+}
