@@ -18,6 +18,12 @@
 // they name get one subscription_revoked frame instead of the change's
 // events, and no later event of that project.
 //
+// Ephemeral frames (presence.go) go through the same queues but nowhere
+// else: broadcasts between a project's live subscribers, and presence (a
+// user is present while one of its subscriptions is live; watchers get a
+// state, then diffs). They carry no position and are never kept, so a
+// revocation or an unsubscribe ends them with the subscription.
+//
 // # Concurrency model
 //
 // One mutex guards topics, subscriptions, history and the access ledger.
