@@ -49,6 +49,9 @@ type pipeline struct {
 	reader   *wal.Reader // nil for source: notify
 	monitor  *wal.Monitor
 	pubWatch *wal.PublicationWatch // nil for source: notify
+	// ephemeral carries broadcasts and presence between replicas (nil:
+	// single node).
+	ephemeral *cluster.Ephemeral
 	// publisher serves the HTTP publish route; nil when it is off.
 	publisher *api.Publisher
 }
@@ -109,6 +112,9 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 			}
 		}()
 		bus = p.bus
+		p.ephemeral = p.bus.NewEphemeral(cluster.EphemeralConfig{Subject: cfg.Cluster.EphemeralSubject,
+			Interval: cfg.Cluster.PresenceInterval, Timeout: cfg.Cluster.PresenceTimeout}, p.hub, replicaName())
+		p.hub.Link(p.ephemeral.OnPresence, p.ephemeral.OnBroadcast)
 		if err := p.startCluster(ctx, pool); err != nil {
 			return nil, err
 		}
@@ -248,6 +254,9 @@ func (p *pipeline) run(ctx, sourceCtx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return p.source.Run(sourceCtx) })
 	if p.bus != nil {
 		g.Go(func() error { return p.bus.Run(ctx, p.relay.Deliver) })
+		// Stops with the source, after the sockets closed: their users'
+		// leaves reach the other replicas.
+		g.Go(func() error { return p.ephemeral.Run(sourceCtx) })
 	}
 	g.Go(func() error { return p.hub.Run(ctx) })
 	g.Go(func() error {
@@ -315,4 +324,13 @@ func (p *pipeline) status(ctx context.Context, connections int64, log *slog.Logg
 		st.LastEventAt = &at
 	}
 	return st
+}
+
+// replicaName names this process among the replicas: host, pid and a
+// random part (a restarted process is another replica).
+func replicaName() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
 }

@@ -52,6 +52,14 @@ type Cluster struct {
 	MaxMsgs       int64         `yaml:"max_msgs"`
 	Duplicates    time.Duration `yaml:"duplicates"`
 	FailoverPoll  time.Duration `yaml:"failover_poll"`
+	// EphemeralSubject is the NATS core subject of broadcasts and
+	// presence between replicas (outside the stream's subjects: never
+	// stored). Each replica sends all of its presence every
+	// PresenceInterval; one silent for PresenceTimeout is gone and its
+	// users leave presence.
+	EphemeralSubject string        `yaml:"ephemeral_subject"`
+	PresenceInterval time.Duration `yaml:"presence_interval"`
+	PresenceTimeout  time.Duration `yaml:"presence_timeout"`
 }
 
 // Demo turns on the demo page (make run does). It issues tokens to anyone:
@@ -226,7 +234,8 @@ func Default() Config {
 		Log:     Log{Level: "info"},
 		Publish: Publish{Prefix: "walcast", MaxBytes: 64 << 10, ConfirmTimeout: 5 * time.Second},
 		Cluster: Cluster{Stream: "WALCAST", SubjectPrefix: "walcast.events", MaxAge: time.Hour, MaxMsgs: 1_000_000,
-			Duplicates: 10 * time.Minute, FailoverPoll: time.Second},
+			Duplicates: 10 * time.Minute, FailoverPoll: time.Second,
+			EphemeralSubject: "walcast.ephemeral", PresenceInterval: time.Second, PresenceTimeout: 5 * time.Second},
 	}
 }
 
@@ -464,6 +473,10 @@ func (c *Config) Validate() error {
 			return bad("cluster.stream", "and cluster.subject_prefix are required in cluster mode")
 		case c.Cluster.FailoverPoll <= 0:
 			return bad("cluster.failover_poll", "must be positive")
+		case c.Cluster.EphemeralSubject == "" || strings.HasPrefix(c.Cluster.EphemeralSubject+".", c.Cluster.SubjectPrefix+"."):
+			return bad("cluster.ephemeral_subject", "is required and must not be under cluster.subject_prefix (the stream would store it)")
+		case c.Cluster.PresenceInterval <= 0 || c.Cluster.PresenceTimeout < 2*c.Cluster.PresenceInterval:
+			return bad("cluster.presence_timeout", "must be at least twice cluster.presence_interval, which must be positive")
 		case c.Cluster.Duplicates < c.Replication.HoldBackAge:
 			// A new leader republishes the hold-back window; JetStream must
 			// still recognise those message ids.

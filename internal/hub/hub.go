@@ -108,8 +108,10 @@ type topic struct {
 	// lost is the newest position evicted from history: a resume from
 	// before it cannot be served.
 	lost events.Position
-	// present are the users with a live subscription, by user id.
+	// present are the users with a live subscription here, by user id;
+	// remote what other replicas say, by user id and replica.
 	present map[string]*member
+	remote  map[string]map[string]Presence
 }
 
 // Hub fans events out to subscribed clients.
@@ -152,6 +154,9 @@ type Hub struct {
 	walEndMu   sync.Mutex
 	walEndSeen uint64
 	walEndAt   time.Time
+	// onPresence and onBroadcast (Link) tell the other replicas.
+	onPresence  func(projectID, userID string, p *Presence)
+	onBroadcast func(projectID string, frame []byte)
 	// gapAt is the newest position at which every project was told to
 	// resync because changes may have been lost: a resume from at or
 	// before it cannot be served seamlessly.
@@ -627,7 +632,7 @@ func (h *Hub) Sweep() {
 			t.times = t.times[n:]
 			h.retained -= n
 		}
-		if len(t.history) == 0 && len(t.subs) == 0 {
+		if len(t.history) == 0 && len(t.subs) == 0 && len(t.remote) == 0 {
 			if t.lost.Compare(h.lostFloor) > 0 {
 				h.lostFloor = t.lost
 			}

@@ -10,6 +10,11 @@ import (
 // the history and carry no position; they reach only subscriptions that
 // are live (subscribed sent, not revoked), so every rule of access holds
 // for them as for events: a revoked or removed member leaves at once.
+//
+// In cluster mode other replicas' presence arrives through RemotePresence
+// and RemoteSnapshot (package cluster), and this replica's changes leave
+// through Link's callbacks: a user is present in a project while it has
+// a live subscription on any replica.
 
 // Frame types of the ephemeral frames.
 const (
@@ -18,42 +23,128 @@ const (
 	TypePresenceDiff  = "presence_diff"
 )
 
-// member is one user present in a project: the user's live subscriptions
-// to it (on this replica), and what the user last said about itself.
-type member struct {
-	subs     int
-	meta     json.RawMessage
-	onlineAt time.Time
+// Presence is what one user says about itself in one project, and since
+// when it is online; Updated orders what two replicas say about the same
+// user (the newest meta wins).
+type Presence struct {
+	Meta     json.RawMessage
+	OnlineAt time.Time
+	Updated  time.Time
 }
 
-// presenceEntry is a member as presence frames show it.
+// PresenceOf is one user's presence in one project.
+type PresenceOf struct {
+	ProjectID, UserID string
+	Presence
+}
+
+// member is one user present in a project through this replica: its live
+// subscriptions here, and what it said about itself.
+type member struct {
+	subs int
+	Presence
+}
+
+// presenceEntry is a user as presence frames show it.
 type presenceEntry struct {
 	Meta     json.RawMessage `json:"meta"`
 	OnlineAt string          `json:"online_at"`
 }
 
-func (m *member) entry() presenceEntry {
-	meta := m.meta
+func entryOf(p Presence) presenceEntry {
+	meta := p.Meta
 	if meta == nil {
 		meta = json.RawMessage("{}")
 	}
-	return presenceEntry{Meta: meta, OnlineAt: m.onlineAt.UTC().Format(time.RFC3339Nano)}
+	return presenceEntry{Meta: meta, OnlineAt: p.OnlineAt.UTC().Format(time.RFC3339Nano)}
 }
 
-// joined makes s's user present in t and tells the subscribers watching
-// presence if the user was not. Called once s is live.
+// view is a user's presence in t as this replica's watchers see it: from
+// this replica's subscriptions and every other replica's, the earliest
+// online_at and the newest meta.
+func (t *topic) view(uid string) (Presence, bool) {
+	var out Presence
+	found := false
+	merge := func(p Presence) {
+		if !found || p.OnlineAt.Before(out.OnlineAt) {
+			out.OnlineAt = p.OnlineAt
+		}
+		if !found || p.Updated.After(out.Updated) {
+			out.Meta, out.Updated = p.Meta, p.Updated
+		}
+		found = true
+	}
+	if m := t.present[uid]; m != nil {
+		merge(m.Presence)
+	}
+	for _, p := range t.remote[uid] {
+		merge(p)
+	}
+	return out, found
+}
+
+// change applies mutate to t's presence of uid and tells the watchers
+// (but except) what changed in the user's view: a join (new, or new
+// meta) or a leave.
+func (h *Hub) change(t *topic, projectID, uid string, except *Client, mutate func()) {
+	before, was := t.view(uid)
+	mutate()
+	after, is := t.view(uid)
+	switch {
+	case is && (!was || string(before.Meta) != string(after.Meta) || !before.OnlineAt.Equal(after.OnlineAt)):
+		h.presenceDiff(t, projectID, except, map[string]presenceEntry{uid: entryOf(after)}, nil)
+	case was && !is:
+		h.presenceDiff(t, projectID, except, nil, map[string]presenceEntry{uid: entryOf(before)})
+	}
+}
+
+// announce tells the other replicas this replica's presence of uid in
+// projectID changed (nil: gone from here).
+func (h *Hub) announce(projectID, uid string, m *member) {
+	if h.onPresence == nil {
+		return
+	}
+	var p *Presence
+	if m != nil {
+		cp := m.Presence
+		p = &cp
+	}
+	h.onPresence(projectID, uid, p)
+}
+
+// joined makes s's user present in t through this replica. Called once s
+// is live.
 func (h *Hub) joined(t *topic, s *subscription) {
 	if t.present == nil {
 		t.present = make(map[string]*member)
 	}
 	uid := s.client.userID
+	if m := t.present[uid]; m != nil {
+		m.subs++
+		return
+	}
+	now := h.now()
+	m := &member{subs: 1, Presence: Presence{OnlineAt: now, Updated: now}}
+	if v, ok := t.view(uid); ok {
+		m.Meta = v.Meta // present elsewhere: keep what it says there
+	}
+	h.change(t, s.projectID, uid, s.client, func() { t.present[uid] = m })
+	h.announce(s.projectID, uid, m)
+}
+
+// left ends s's part in its user's presence in t; past its last live
+// subscription here, the user leaves unless another replica has it.
+func (h *Hub) left(t *topic, s *subscription) {
+	uid := s.client.userID
 	m := t.present[uid]
 	if m == nil {
-		m = &member{onlineAt: h.now()}
-		t.present[uid] = m
-		h.presenceDiff(t, s.projectID, s.client, map[string]presenceEntry{uid: m.entry()}, nil)
+		return
 	}
-	m.subs++
+	if m.subs--; m.subs > 0 {
+		return
+	}
+	h.change(t, s.projectID, uid, nil, func() { delete(t.present, uid) })
+	h.announce(s.projectID, uid, nil)
 }
 
 // watch makes s receive presence from now on: the project's
@@ -63,9 +154,14 @@ func (h *Hub) watch(t *topic, s *subscription) {
 		return
 	}
 	s.watching = true
-	users := make(map[string]presenceEntry, len(t.present))
-	for id, p := range t.present {
-		users[id] = p.entry()
+	users := make(map[string]presenceEntry, len(t.present)+len(t.remote))
+	for uid := range t.present {
+		p, _ := t.view(uid)
+		users[uid] = entryOf(p)
+	}
+	for uid := range t.remote {
+		p, _ := t.view(uid)
+		users[uid] = entryOf(p)
 	}
 	b, _ := json.Marshal(struct {
 		Type      string                   `json:"type"`
@@ -87,21 +183,6 @@ func (h *Hub) WatchPresence(c *Client, projectID string) error {
 	}
 	h.watch(t, s)
 	return nil
-}
-
-// left ends s's part in its user's presence in t; when it was the user's
-// last live subscription there, the others are told the user left.
-func (h *Hub) left(t *topic, s *subscription) {
-	uid := s.client.userID
-	m := t.present[uid]
-	if m == nil {
-		return
-	}
-	if m.subs--; m.subs > 0 {
-		return
-	}
-	delete(t.present, uid)
-	h.presenceDiff(t, s.projectID, nil, nil, map[string]presenceEntry{uid: m.entry()})
 }
 
 // presenceDiff sends joins and leaves to every live subscriber of t that
@@ -158,13 +239,14 @@ func (h *Hub) SetPresence(c *Client, projectID string, meta json.RawMessage) err
 	}
 	h.watch(t, s)
 	m := t.present[c.userID]
-	m.meta = meta
-	h.presenceDiff(t, projectID, nil, map[string]presenceEntry{c.userID: m.entry()}, nil)
+	h.change(t, projectID, c.userID, nil, func() { m.Meta, m.Updated = meta, h.now() })
+	h.announce(projectID, c.userID, m)
 	return nil
 }
 
 // Broadcast sends an ephemeral event from c's user to the live
-// subscribers of projectID: c itself only when self is set.
+// subscribers of projectID (c itself only when self is set) and, through
+// Link's callback, to the other replicas'.
 func (h *Hub) Broadcast(c *Client, projectID, event string, payload json.RawMessage, self bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -184,19 +266,117 @@ func (h *Hub) Broadcast(c *Client, projectID, event string, payload json.RawMess
 		except = nil
 	}
 	h.ephemeral(t, except, &Frame{Data: b, Type: TypeBroadcast})
+	if h.onBroadcast != nil {
+		h.onBroadcast(projectID, b)
+	}
 	return nil
 }
 
-// Present lists the users present in projectID with their meta (tests and
-// the status document).
+// RemoteBroadcast delivers a broadcast frame another replica's subscriber
+// sent to this replica's live subscribers of projectID.
+func (h *Hub) RemoteBroadcast(projectID string, frame []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t, ok := h.topics[projectID]; ok {
+		h.ephemeral(t, nil, &Frame{Data: frame, Type: TypeBroadcast})
+	}
+}
+
+// RemotePresence records what replica says of uid in projectID (nil:
+// the user is gone from there).
+func (h *Hub) RemotePresence(replica, projectID, uid string, p *Presence) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.remote(replica, projectID, uid, p)
+}
+
+func (h *Hub) remote(replica, projectID, uid string, p *Presence) {
+	t, ok := h.topics[projectID]
+	if !ok {
+		if p == nil {
+			return
+		}
+		t = h.topic(projectID)
+	}
+	h.change(t, projectID, uid, nil, func() {
+		if p == nil {
+			delete(t.remote[uid], replica)
+			if len(t.remote[uid]) == 0 {
+				delete(t.remote, uid)
+			}
+			return
+		}
+		if t.remote == nil {
+			t.remote = make(map[string]map[string]Presence)
+		}
+		if t.remote[uid] == nil {
+			t.remote[uid] = make(map[string]Presence)
+		}
+		t.remote[uid][replica] = *p
+	})
+}
+
+// RemoteSnapshot replaces everything replica says (all of its presence;
+// nil when it is gone): what it no longer lists leaves.
+func (h *Hub) RemoteSnapshot(replica string, all []PresenceOf) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	listed := make(map[[2]string]bool, len(all))
+	for _, p := range all {
+		listed[[2]string{p.ProjectID, p.UserID}] = true
+		h.remote(replica, p.ProjectID, p.UserID, &p.Presence)
+	}
+	for pid, t := range h.topics {
+		for uid, by := range t.remote {
+			if _, ok := by[replica]; ok && !listed[[2]string{pid, uid}] {
+				h.remote(replica, pid, uid, nil)
+			}
+		}
+	}
+}
+
+// LocalPresence is this replica's presence, for the other replicas.
+func (h *Hub) LocalPresence() []PresenceOf {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []PresenceOf
+	for pid, t := range h.topics {
+		for uid, m := range t.present {
+			out = append(out, PresenceOf{ProjectID: pid, UserID: uid, Presence: m.Presence})
+		}
+	}
+	return out
+}
+
+// Present lists the users present in projectID with their meta.
 func (h *Hub) Present(projectID string) map[string]json.RawMessage {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := map[string]json.RawMessage{}
 	if t, ok := h.topics[projectID]; ok {
-		for id, m := range t.present {
-			out[id] = m.entry().Meta
+		for _, ids := range []map[string]bool{keys(t.present), keys(t.remote)} {
+			for uid := range ids {
+				p, _ := t.view(uid)
+				out[uid] = entryOf(p).Meta
+			}
 		}
 	}
 	return out
+}
+
+func keys[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+// Link makes the hub tell the other replicas of this replica's presence
+// changes (p nil: the user is gone from here) and broadcasts. The
+// callbacks run under the hub's lock: they must only hand the change on.
+func (h *Hub) Link(onPresence func(projectID, userID string, p *Presence), onBroadcast func(projectID string, frame []byte)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onPresence, h.onBroadcast = onPresence, onBroadcast
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walcast/walcast/internal/events"
 )
@@ -153,5 +154,58 @@ func TestBroadcast(t *testing.T) {
 	}
 	if n := h.Retained(); n != 0 {
 		t.Fatalf("broadcasts kept in history: %d", n)
+	}
+}
+
+// TestPresenceAcrossReplicas: a user is present while any replica has it;
+// what another replica says joins and leaves like local subscriptions, a
+// replica gone (its snapshot empty) takes its users out, this replica's
+// changes are announced, and remote broadcasts reach the live subscribers.
+func TestPresenceAcrossReplicas(t *testing.T) {
+	var announced []string
+	h := newHub(t, Config{QueueSize: 64})
+	h.Link(func(pid, uid string, p *Presence) {
+		announced = append(announced, uid[:1]+map[bool]string{true: "+", false: "-"}[p != nil])
+	}, nil)
+	alice := h.NewClient(uAlice)
+	subscribe(t, h, alice, pA, nil)
+	if err := h.WatchPresence(alice, pA); err != nil {
+		t.Fatal(err)
+	}
+	ephemeralFrames(t, alice)
+	now := time.Now()
+
+	h.RemotePresence("r2", pA, uBob, &Presence{OnlineAt: now, Updated: now})
+	h.RemotePresence("r3", pA, uBob, &Presence{OnlineAt: now, Updated: now}) // bob on two other replicas
+	bob := h.NewClient(uBob)
+	subscribe(t, h, bob, pA, nil) // and here: still one user
+	if got := strings.Join(ephemeralFrames(t, alice), " "); got != "diff:+2-" {
+		t.Fatalf("alice got %s", got)
+	}
+	h.Remove(bob)
+	h.RemotePresence("r2", pA, uBob, nil)
+	if got := ephemeralFrames(t, alice); len(got) != 0 {
+		t.Fatalf("bob left while r3 still has him: %v", got)
+	}
+	// r3 says bob's meta changed: a join with it.
+	h.RemotePresence("r3", pA, uBob, &Presence{Meta: json.RawMessage(`{"typing":true}`), OnlineAt: now, Updated: now.Add(time.Second)})
+	if got := strings.Join(ephemeralFrames(t, alice), " "); got != "diff:+2-" || string(h.Present(pA)[uBob]) != `{"typing":true}` {
+		t.Fatalf("alice got %s, present %s", got, h.Present(pA))
+	}
+	// r3 is gone.
+	h.RemoteSnapshot("r3", nil)
+	if got := strings.Join(ephemeralFrames(t, alice), " "); got != "diff:+-2" {
+		t.Fatalf("alice got %s when r3 went", got)
+	}
+	if got := strings.Join(announced, " "); got != "1+ 2+ 2-" {
+		t.Fatalf("announced %s", got)
+	}
+	if got := h.LocalPresence(); len(got) != 1 || got[0].UserID != uAlice {
+		t.Fatalf("local presence %+v", got)
+	}
+
+	h.RemoteBroadcast(pA, []byte(`{"type":"broadcast","project_id":"`+pA+`","event":"typing","from":"`+uCarol+`","payload":{}}`))
+	if got := strings.Join(ephemeralFrames(t, alice), " "); got != "broadcast:typing:3" {
+		t.Fatalf("alice got %s", got)
 	}
 }

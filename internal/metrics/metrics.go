@@ -33,6 +33,7 @@ type Metrics struct {
 	MappingProblems     prometheus.Counter
 	PublishedEvents     prometheus.Counter
 	HTTPPublished       prometheus.Counter
+	EphemeralDropped    prometheus.Counter
 	PublishedRefused    *prometheus.CounterVec // reason
 	ReplicationLagBytes prometheus.Gauge
 	RetainedWALBytes    prometheus.Gauge
@@ -110,6 +111,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_mapping_problems_total", Help: "Changes that could not be mapped; each failed closed (a conservative revocation or resync_required)."}),
 		PublishedEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_published_events_total", Help: "Events the application published (from SQL or POST /api/v1/projects/{id}/events) that walcast delivers."}),
+		EphemeralDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_cluster_ephemeral_dropped_total", Help: "Broadcasts and presence changes not sent to the other replicas (queue full or NATS error); presence is put right by the next snapshot."}),
 		HTTPPublished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_http_published_total", Help: "Events written to the WAL by POST /api/v1/projects/{id}/events (committed)."}),
 		PublishedRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -164,7 +167,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.FloodCloses, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.StreamGaps, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
-		m.MappingProblems, m.PublishedEvents, m.HTTPPublished, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
+		m.MappingProblems, m.PublishedEvents, m.HTTPPublished, m.EphemeralDropped, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests, m.HTTPConnsEvicted,
 		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,
