@@ -18,6 +18,7 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,7 +104,7 @@ func (s Sender) Send(ctx context.Context, db Execer, projectID, eventType string
 func Encode(projectID, eventType string, data any) ([]byte, error) {
 	raw := json.RawMessage("{}")
 	if data != nil {
-		b, err := json.Marshal(data)
+		b, err := marshal(data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrData, err)
 		}
@@ -114,7 +115,23 @@ func Encode(projectID, eventType string, data any) ([]byte, error) {
 		return nil, err
 	}
 	m.ProjectID = strings.ToLower(m.ProjectID)
-	return json.Marshal(m)
+	b, err := marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrData, err)
+	}
+	return b, nil
+}
+
+// marshal is json.Marshal without HTML escaping: "<" stays one byte
+// (walcast's size bound counts bytes).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Parse decodes and checks a message body as walcast reads it. The

@@ -79,7 +79,7 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	}
 	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold,
 		MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes, Publication: cfg.Replication.Publication,
-		PublishPrefix: cfg.Publish.Prefix, MaxPublishBytes: cfg.Publish.MaxBytes})
+		PublishPrefix: cfg.Publish.Prefix, MaxPublishBytes: cfg.Publish.MaxBytes, GapKey: events.GapKey([]byte(cfg.Auth.JWTSecret))})
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	p.reader = wal.NewReader(p.readerConfig(mapper), mapper.Watches, p.relay.Take, p.onStart(), log, m)
 	p.source = p.reader
 	p.pubWatch = wal.NewPublicationWatch(pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables,
-		cfg.Replication.PublicationCheck, p.hub, p.reader.Restart, log, m)
+		cfg.Replication.PublicationCheck, events.GapKey([]byte(cfg.Auth.JWTSecret)), p.hub, p.reader.Restart, log, m)
 	return p, nil
 }
 

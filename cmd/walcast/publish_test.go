@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/pgtest"
 	"github.com/walcast/walcast/publish"
 )
 
@@ -214,6 +215,8 @@ func TestHTTPPublish(t *testing.T) {
 		{"no type", serviceToken, `{"data":{}}`, "application/json", url, 422, "invalid_type"},
 		{"data not an object", serviceToken, `{"type":"x","data":"s"}`, "application/json", url, 422, "invalid_data"},
 		{"not JSON", serviceToken, `{"type":`, "application/json", url, 400, "bad_request"},
+		{"null", serviceToken, `null`, "application/json", url, 400, "bad_request"},
+		{"keys in capitals", serviceToken, `{"TYPE":"x","DATA":{}}`, "application/json", url, 400, "bad_request"},
 		{"an unknown field", serviceToken, `{"type":"x","project_id":"` + project2 + `"}`, "application/json", url, 400, "bad_request"},
 		{"trailing data", serviceToken, `{"type":"x"} {}`, "application/json", url, 400, "bad_request"},
 		{"oversized", serviceToken, `{"type":"x","data":{"pad":"` + strings.Repeat("x", 70_000) + `"}}`, "application/json", url, 413, "too_large"},
@@ -229,14 +232,22 @@ func TestHTTPPublish(t *testing.T) {
 	}
 	// Nothing of the refused requests was delivered: the next frame is
 	// the next good event.
-	if code, body := doJSON(t, "POST", url, serviceToken, `{"type":"last"}`, "application/json"); code != 202 {
+	// A body of 40,000 '<' is under the 64 KiB bound however JSON would
+	// escape it for HTML.
+	if code, body := doJSON(t, "POST", url, serviceToken, `{"type":"html","data":{"s":"`+strings.Repeat("<", 40_000)+`"}}`, "application/json"); code != 202 {
 		t.Fatalf("%d %v", code, body)
 	}
-	if f := c.read(10 * time.Second); f.str("type") != "last" || len(f.data()) != 0 {
+	if f := c.read(10 * time.Second); f.str("type") != "html" || len(f.data()["s"].(string)) != 40_000 {
+		t.Fatalf("after the refused requests: %.200v", f)
+	}
+	if code, body := doJSON(t, "POST", url, serviceToken, `{"type":"last","data":null}`, "application/json"); code != 202 {
+		t.Fatalf("%d %v", code, body)
+	}
+	if f := c.read(10 * time.Second); f.str("type") != "last" || f.data() == nil || len(f.data()) != 0 {
 		t.Fatalf("after the refused requests: %v", f)
 	}
-	if m := scrape(t, in.base); !strings.Contains(m, "walcast_http_published_total 2") {
-		t.Error("walcast_http_published_total is not 2")
+	if m := scrape(t, in.base); !strings.Contains(m, "walcast_http_published_total 3") {
+		t.Error("walcast_http_published_total is not 3")
 	}
 }
 
@@ -279,5 +290,68 @@ func TestClusterPublished(t *testing.T) {
 	}
 	if f := c.read(10 * time.Second); f.str("type") != "from_sql" || f.data()["n"] != 1.0 {
 		t.Fatalf("got %v", f)
+	}
+}
+
+// TestNonTransactionalMessagesKeepTheirOwnPositions: a message written
+// outside any transaction right before a commit record (pgoutput gives it
+// the LSN where that commit starts) takes no position of the transaction:
+// both arrive, each event once, in strictly increasing positions. Found
+// by an attack: the message took the transaction's first position and the
+// hub dropped the transaction's first event.
+func TestNonTransactionalMessagesKeepTheirOwnPositions(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	in := start(t, db, baseEnv(t, db))
+	c := dial(t, in, bob)
+	c.subscribe(project)
+	ctx := context.Background()
+	readTypes := func(n int) []string {
+		t.Helper()
+		var types []string
+		prev := ""
+		for range n {
+			f := c.read(10 * time.Second)
+			if p := f.str("position"); p <= prev {
+				t.Fatalf("%v at or before %s", f, prev)
+			} else {
+				prev = p
+			}
+			types = append(types, f.str("type"))
+		}
+		return types
+	}
+
+	// In the transaction, right before its commit.
+	db.Exec(t, `BEGIN;
+		INSERT INTO messages (project_id, sender_id, content) VALUES ('`+project+`', '`+alice+`', 'in');
+		SELECT pg_logical_emit_message(false, 'walcast', '`+published("outside", `{}`)+`');
+		COMMIT;`)
+	if got := strings.Join(readTypes(3), " "); got != "outside cache_invalidate message_created" {
+		t.Fatalf("frames %s", got)
+	}
+
+	// Another session's, right before a commit that publishes.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := publish.Send(ctx, tx, project, "inside", nil); err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, `SELECT pg_logical_emit_message(false, 'walcast', '`+published("autocommit", `{}`)+`')`)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(readTypes(2), " "); got != "autocommit inside" {
+		t.Fatalf("frames %s", got)
+	}
+	// And a forged gap marker from SQL changes nothing.
+	db.Exec(t, `SELECT pg_logical_emit_message(true, 'walcast.gap', '{"publication":"`+pgtest.Publication+`","reason":"forged"}')`)
+	if err := publish.Send(ctx, db.Pool, project, "after_the_forgery", nil); err != nil {
+		t.Fatal(err)
+	}
+	if f := c.read(10 * time.Second); f.str("type") != "after_the_forgery" {
+		t.Fatalf("after a forged gap marker: %v", f)
 	}
 }

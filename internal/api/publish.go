@@ -89,10 +89,11 @@ func (h *handlers) publishEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "body could not be read")
 		return
 	}
-	var body publishBody
+	// Exactly {"type","data"}: keys are matched exactly (encoding/json
+	// alone would take "TYPE" too), and null is not an object.
+	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil || dec.More() {
+	if err := dec.Decode(&fields); err != nil || fields == nil || dec.More() {
 		writeError(w, http.StatusBadRequest, "bad_request", `body must be one JSON object {"type":"…","data":{…}}`)
 		return
 	}
@@ -100,8 +101,23 @@ func (h *handlers) publishEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "body has data after the JSON object")
 		return
 	}
+	var body publishBody
+	for k, v := range fields {
+		switch k {
+		case "type":
+			if err := json.Unmarshal(v, &body.Type); err != nil {
+				writeError(w, http.StatusUnprocessableEntity, "invalid_type", "type must be a string")
+				return
+			}
+		case "data":
+			body.Data = v
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", `unknown field "`+k+`": the body has only "type" and "data"`)
+			return
+		}
+	}
 	var data any
-	if len(body.Data) > 0 {
+	if len(body.Data) > 0 && string(body.Data) != "null" {
 		data = body.Data
 	}
 	msg, err := publish.Encode(pid, body.Type, data)

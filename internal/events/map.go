@@ -103,7 +103,7 @@ func (m *Mapper) Map(txn *Txn, dst []Event) (events []Event, problems []error) {
 		if ch.Action == Message {
 			switch {
 			case ch.Prefix == GapPrefix:
-				if pub, ok := ParseGapMarker(ch.Content); ok && pub == m.pub {
+				if pub, ok := ParseGapMarker(m.gapKey, ch.Content); ok && pub == m.pub {
 					rs = append(rs, resolved{ch: ch, everyone: true})
 				}
 			case ch.Prefix == m.publish && m.publish != "" && ch.Bulk:

@@ -361,19 +361,24 @@ func TestMapRowThatChangesProjectOrUser(t *testing.T) {
 // project to resync at its position among the transaction's events;
 // another publication's marker, or another prefix, is not walcast's.
 func TestMapGapMarkers(t *testing.T) {
-	m, err := NewMapper(Options{Tables: DefaultTables(), Publication: "walcast_pub"})
+	key := GapKey([]byte("the deployment's secret"))
+	m, err := NewMapper(Options{Tables: DefaultTables(), Publication: "walcast_pub", GapKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
+	forged := GapMarker(GapKey([]byte("guessed")), "walcast_pub", "x")
 	for _, tc := range []struct {
 		name   string
 		prefix string
 		body   []byte
 		want   string
 	}{
-		{"ours", GapPrefix, GapMarker("walcast_pub", "table back"), "cache_invalidate:a: message_created:a: resync_required:*:"},
-		{"another deployment's", GapPrefix, GapMarker("other_pub", "table back"), "cache_invalidate:a: message_created:a:"},
-		{"another prefix", "app", GapMarker("walcast_pub", "x"), "cache_invalidate:a: message_created:a:"},
+		{"ours", GapPrefix, GapMarker(key, "walcast_pub", "table back"), "cache_invalidate:a: message_created:a: resync_required:*:"},
+		{"another deployment's", GapPrefix, GapMarker(key, "other_pub", "table back"), "cache_invalidate:a: message_created:a:"},
+		{"another prefix", "app", GapMarker(key, "walcast_pub", "x"), "cache_invalidate:a: message_created:a:"},
+		{"forged from SQL", GapPrefix, forged, "cache_invalidate:a: message_created:a:"},
+		{"unsigned", GapPrefix, []byte(`{"publication":"walcast_pub","reason":"x"}`), "cache_invalidate:a: message_created:a:"},
+		{"oversized", GapPrefix, []byte(`{"publication":"walcast_pub","reason":"` + strings.Repeat("x", 2000) + `"}`), "cache_invalidate:a: message_created:a:"},
 		{"not JSON", GapPrefix, []byte("{"), "cache_invalidate:a: message_created:a:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

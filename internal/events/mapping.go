@@ -80,6 +80,9 @@ type Options struct {
 	// (GapPrefix) naming it tell every project to resync; others are
 	// another deployment's.
 	Publication string
+	// GapKey verifies gap markers (GapKey); markers it does not verify
+	// are ignored.
+	GapKey []byte
 	// PublishPrefix is the prefix of the messages that are published
 	// events (package publish); empty delivers none. MaxPublishBytes
 	// bounds one's body: a larger one is refused.
@@ -97,6 +100,7 @@ type Mapper struct {
 	// publish is the prefix of published events; maxPublish bounds one.
 	publish    string
 	maxPublish int
+	gapKey     []byte
 	camel      sync.Map // column name -> JSON key
 }
 
@@ -123,7 +127,7 @@ func NewMapper(opts Options) (*Mapper, error) {
 		return nil, fmt.Errorf("events: publish prefix %q is walcast's gap marker prefix", GapPrefix)
 	}
 	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes, pub: opts.Publication,
-		publish: opts.PublishPrefix, maxPublish: opts.MaxPublishBytes}
+		publish: opts.PublishPrefix, maxPublish: opts.MaxPublishBytes, gapKey: opts.GapKey}
 	if m.maxPublish <= 0 {
 		m.maxPublish = math.MaxInt
 	}

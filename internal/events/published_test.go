@@ -151,3 +151,27 @@ func TestRefusalReasonsAreMetricLabels(t *testing.T) {
 		t.Fatalf("metrics.PublishRefusals %s, want %s", got, strings.Join(want, ","))
 	}
 }
+
+// TestRetainKeepsOneGapMarker: whatever a transaction holds under the gap
+// prefix, Retain keeps one genuine marker at most (a transaction of forged
+// or repeated markers costs no memory).
+func TestRetainKeepsOneGapMarker(t *testing.T) {
+	key := GapKey([]byte("secret"))
+	m, err := NewMapper(Options{Tables: DefaultTables(), Publication: "pub", GapKey: key, MaxTxnRows: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := &Txn{CommitLSN: 1}
+	for range 1000 {
+		m.Retain(txn, Change{Action: Message, Prefix: GapPrefix, Content: []byte(strings.Repeat("x", 8000))})
+		m.Retain(txn, Change{Action: Message, Prefix: GapPrefix, Content: GapMarker(key, "pub", "r")})
+		m.Retain(txn, Change{Action: Message, Prefix: "another_app", Content: []byte("{}")})
+	}
+	if len(txn.Changes) != 1 {
+		t.Fatalf("kept %d changes", len(txn.Changes))
+	}
+	evs, _ := m.Map(txn, nil)
+	if got := strings.Join(describe(evs), " "); got != "resync_required:*:" {
+		t.Fatalf("events %s", got)
+	}
+}

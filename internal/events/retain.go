@@ -67,6 +67,7 @@ type summary struct {
 	accessCut  bool               // the revocation of everything is in
 	published  int                // published messages kept
 	overflow   bool               // published messages past the bound were let go
+	gapKept    bool               // a gap marker is in
 }
 
 // retainMessage keeps a logical decoding message. A published event over
@@ -76,9 +77,17 @@ type summary struct {
 // delivered, and their projects are not known without keeping them).
 func (m *Mapper) retainMessage(txn *Txn, ch Change) {
 	s := &txn.summary
-	if ch.Prefix != m.publish || m.publish == "" {
-		txn.Changes = append(txn.Changes, ch)
+	if ch.Prefix == GapPrefix {
+		// One marker does all a transaction's markers would: keep the
+		// first genuine one only (anyone can write messages).
+		if pub, ok := ParseGapMarker(m.gapKey, ch.Content); ok && pub == m.pub && !s.gapKept {
+			s.gapKept = true
+			txn.Changes = append(txn.Changes, ch)
+		}
 		return
+	}
+	if ch.Prefix != m.publish || m.publish == "" {
+		return // another application's
 	}
 	switch {
 	case s.overflow:

@@ -159,10 +159,20 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 		case d.txn == nil && m.Transactional:
 			return nil, fmt.Errorf("%w: transactional message at %s outside a transaction", ErrProtocol, m.LSN)
 		case d.txn == nil:
-			// Confirming just past the record's start is what keeps it
-			// from being streamed again: PostgreSQL skips a message
-			// whose record starts before the confirmed position.
-			txn := &events.Txn{CommitLSN: uint64(m.LSN), EndLSN: uint64(m.LSN) + 1, CommitTime: d.now().UTC()}
+			// pgoutput gives a message the LSN just past its record,
+			// which is where the next record starts: often a commit, whose
+			// transaction's events are at that LSN. One byte before it is
+			// inside the message's record, where no commit starts: a
+			// position no transaction has, in WAL order with all of them.
+			// Confirming the record's end keeps the message from being
+			// streamed again (PostgreSQL skips a record that starts before
+			// the confirmed position) and not the commit that follows it
+			// (which starts there). It carries no time: the time it is
+			// read stands for one.
+			if m.LSN == 0 {
+				return nil, fmt.Errorf("%w: message without an LSN", ErrProtocol)
+			}
+			txn := &events.Txn{CommitLSN: uint64(m.LSN) - 1, EndLSN: uint64(m.LSN), CommitTime: d.now().UTC()}
 			d.txn = txn
 			d.keep(events.Change{Action: events.Message, Prefix: m.Prefix, Content: bytes.Clone(m.Content)})
 			d.txn = nil

@@ -44,6 +44,8 @@ type PublicationWatch struct {
 	access   Access
 	log      *slog.Logger
 	metrics  *metrics.Metrics
+	// gapKey signs the gap markers it writes (events.GapKey).
+	gapKey []byte
 	// slot, when set, is the slot whose undecoded WAL the first check
 	// compares the publication's catalog rows with.
 	slot string
@@ -72,8 +74,8 @@ const tailUnknown = ^uint64(0)
 // table changed. In cluster mode every replica watches and writes its own
 // marker: a gap one of them sees is never left to another that may not be
 // streaming, at the cost of a resync per replica.
-func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, a Access, restartStream func(), log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
-	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, access: a,
+func NewPublicationWatch(pool *pgxpool.Pool, name, slot string, tables []events.Table, interval time.Duration, gapKey []byte, a Access, restartStream func(), log *slog.Logger, m *metrics.Metrics) *PublicationWatch {
+	return &PublicationWatch{pool: pool, name: name, slot: slot, tables: tables, interval: interval, gapKey: gapKey, access: a,
 		restartStream: restartStream, log: log, metrics: m}
 }
 
@@ -226,7 +228,7 @@ func (w *PublicationWatch) gap(ctx context.Context, reason string) {
 // mark writes a gap marker (or, where that fails, tells the hub).
 func (w *PublicationWatch) mark(ctx context.Context, reason string) {
 	w.log.Warn(reason+": every project is told to resync", "publication", w.name)
-	_, err := w.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2::text)`, events.GapPrefix, string(events.GapMarker(w.name, reason)))
+	_, err := w.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2::text)`, events.GapPrefix, string(events.GapMarker(w.gapKey, w.name, reason)))
 	if err != nil {
 		w.log.Error("could not write a gap marker into the WAL: this process's subscribers are told directly, but a restart or another replica will not know of the gap",
 			"publication", w.name, "err", err)
