@@ -19,7 +19,8 @@ import (
 // members on the demo page; A sends a message and B's page shows it without
 // reload within a second; a non-member's page never shows it; B's socket
 // drops while A sends three more, and B ends with all of them in order.
-// Screenshots go to artifacts/.
+// Both list who is online; B typing shows on A; B's page closed leaves
+// A's list. Screenshots go to artifacts/.
 func TestDemoInRealBrowsers(t *testing.T) {
 	t.Parallel()
 	chromium, err := exec.LookPath("chromium")
@@ -46,9 +47,11 @@ func TestDemoInRealBrowsers(t *testing.T) {
 	if err := chromedp.Do(browser); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
+	closeTab := map[string]context.CancelFunc{}
 	page := func(user string) context.Context {
 		ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 		t.Cleanup(cancel)
+		closeTab[user] = cancel
 		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
 		t.Cleanup(cancelT)
 		if err := chromedp.Do(ctx,
@@ -122,6 +125,26 @@ func TestDemoInRealBrowsers(t *testing.T) {
 		t.Fatalf("mallory's banner %q (%v)", banner, err)
 	}
 
+	// Who is online (presence) and who is typing (broadcast).
+	textOf := func(ctx context.Context, sel string) string {
+		out, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("`+sel+`").textContent`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	waitFor(t, 5*time.Second, "alice's page lists alice and bob online, not mallory", func() bool {
+		s := textOf(a, "#online")
+		return strings.Contains(s, "Alice") && strings.Contains(s, "Bob") && !strings.Contains(s, "Mallory")
+	})
+	if err := chromedp.Do(b, chromedp.SendKeys(chromedp.CSS(`#message-input`), "typing a reply")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "alice's page shows bob typing", func() bool { return textOf(a, "#typing") == "Bob is typing…" })
+	if s := textOf(b, "#typing"); s != "" {
+		t.Fatalf("bob's own page shows %q", s)
+	}
+
 	dir := filepath.Join("..", "..", "artifacts")
 	_ = os.MkdirAll(dir, 0o755)
 	for name, ctx := range map[string]context.Context{"alice": a, "bob": b, "mallory": m} {
@@ -135,4 +158,11 @@ func TestDemoInRealBrowsers(t *testing.T) {
 		}
 		t.Logf("screenshot: %s", path)
 	}
+
+	// Bob closes his page (the tab): he leaves alice's list.
+	closeTab[bob]()
+	waitFor(t, 5*time.Second, "bob leaves alice's online list", func() bool {
+		s := textOf(a, "#online")
+		return strings.Contains(s, "Alice") && !strings.Contains(s, "Bob")
+	})
 }

@@ -150,7 +150,37 @@ async function start() {
     if (e.code === "forbidden") banner(`${me.displayName} is not a member of this project: nothing of it is shown.`);
   });
   client.subscribe(projectId);
+  client.trackPresence(projectId, { name: me.displayName });
   client.connect();
+
+  // Who is online (presence) and who is typing (broadcast): ephemeral,
+  // never stored (docs/protocol.md, B.9).
+  client.on("presence", ({ users }) => {
+    $("#online").replaceChildren(
+      ...Object.entries(users)
+        .map(([id, u]) => u.meta?.name || names.get(id) || id.slice(0, 8))
+        .sort()
+        .map((name) => Object.assign(document.createElement("span"), { className: "user", textContent: name })),
+    );
+  });
+  const typing = new Map(); // user id -> timer
+  const renderTyping = () => {
+    const who = [...typing.keys()].map((id) => names.get(id) || id.slice(0, 8)).sort();
+    $("#typing").textContent = who.length ? `${who.join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : "";
+  };
+  client.on("broadcast", ({ event, from, payload }) => {
+    if (event !== "typing") return;
+    clearTimeout(typing.get(from));
+    if (payload?.on) typing.set(from, setTimeout(() => (typing.delete(from), renderTyping()), 3000));
+    else typing.delete(from);
+    renderTyping();
+  });
+  let typingSent = 0;
+  $("#message-input").addEventListener("input", () => {
+    if (Date.now() - typingSent < 1000) return; // within the ephemeral budget
+    typingSent = Date.now();
+    client.broadcast(projectId, "typing", { on: true });
+  });
 
   // Posts go one after another, so a user's messages commit in the order
   // they were sent.
@@ -161,6 +191,8 @@ async function start() {
     const content = input.value.trim();
     if (!content) return;
     input.value = "";
+    typingSent = 0;
+    client.broadcast(projectId, "typing", { on: false });
     sending = sending
       .then(() => api(`/api/v1/projects/${projectId}/messages`, { method: "POST", body: JSON.stringify({ content }) }))
       .catch((err) => banner(`Not sent: ${err.message}`));
