@@ -157,7 +157,8 @@ func sourceTables(cfg config.Config) []string {
 // eventTypes are the frame types a socket can be sent.
 func eventTypes(cfg config.Config) []string {
 	types := []string{events.TypeCacheInvalidate, events.TypeResyncRequired, events.TypeSubscriptionRevoked,
-		"subscribed", "unsubscribed", "error", "pong", "token_refreshed", "stream_down", "stream_up"}
+		events.TypeSubscribed, "unsubscribed", events.TypeError, "pong", "token_refreshed", events.TypeStreamDown, events.TypeStreamUp,
+		events.TypePublished, hub.TypeBroadcast, hub.TypePresenceState, hub.TypePresenceDiff}
 	for _, t := range cfg.Events.Tables {
 		for _, e := range []string{t.OnInsert, t.OnUpdate, t.OnDelete} {
 			if e != "" && !slices.Contains(types, e) {
