@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FUZZTIME="${FUZZTIME:-4s}"
+log="$(mktemp -t walcast-fuzz.XXXXXX)"
+trap 'rm -f "$log"' EXIT
 targets=(
 	"./internal/wal FuzzDecode"
 	"./internal/wal FuzzDecodeStream"
@@ -26,7 +28,7 @@ for t in "${targets[@]}"; do
 	echo "fuzz $name ($pkg) for $FUZZTIME"
 	ok=0
 	for attempt in 1 2; do
-		if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/walcast-fuzz.log 2>&1; then
+		if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >"$log" 2>&1; then
 			ok=1
 			break
 		fi
@@ -34,13 +36,13 @@ for t in "${targets[@]}"; do
 		# "context deadline exceeded" when its time is up while a worker is
 		# busy (no failing input is reported). Only that is retried; a real
 		# finding prints "Failing input" and fails at once.
-		if grep -q "Failing input" /tmp/walcast-fuzz.log || ! grep -q "context deadline exceeded" /tmp/walcast-fuzz.log; then
+		if grep -q "Failing input" "$log" || ! grep -q "context deadline exceeded" "$log"; then
 			break
 		fi
 		echo "fuzz $name: engine deadline flake, running again"
 	done
 	if [[ $ok != 1 ]]; then
-		cat /tmp/walcast-fuzz.log
+		cat "$log"
 		exit 1
 	fi
 done

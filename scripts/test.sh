@@ -3,6 +3,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# The server is stopped at the end unless it was running before (make run's).
+if ! scripts/pg.sh status >/dev/null 2>&1; then
+	trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
+fi
 scripts/pg.sh start
 export WALCAST_TEST_DATABASE_URL="${WALCAST_TEST_DATABASE_URL:-$(scripts/pg.sh url)}"
 go vet ./...
