@@ -98,7 +98,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Demo: demoRoutes,
 		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken,
 			MemberCondition: auth.MemberCondition(auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn}, 1, 2)},
-		Pool: pool, Verifier: p.verifier, Access: relay.RESTAccess{Hub: p.hub, Members: p.members}, WS: sockets, Gatherer: reg,
+		Pool: pool, Verifier: p.verifier, Access: relay.RESTAccess{Hub: p.hub, Members: p.members}, WS: sockets, SocketPaths: cfg.WS.Paths, Gatherer: reg,
 		Ready:  func(ctx context.Context) error { return p.ready(ctx, pool) },
 		Status: func(ctx context.Context) api.Status { return p.status(ctx, sockets.Connections(), log) },
 		Log:    log, Metrics: m,

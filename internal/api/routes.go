@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -41,8 +42,10 @@ type Deps struct {
 	Pool     *pgxpool.Pool
 	Verifier *auth.Verifier
 	Access   AccessChecker
-	// WS serves the socket endpoint.
-	WS http.Handler
+	// WS serves the socket endpoint at SocketPaths ("/" takes upgrades
+	// only).
+	WS          http.Handler
+	SocketPaths []string
 	// Gatherer is the registry /metrics exposes.
 	Gatherer prometheus.Gatherer
 	// Ready returns nil when walcast can serve, or why not.
@@ -69,7 +72,19 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)
 	r.With(h.statusAuth).Method(http.MethodGet, "/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(d.Log.Handler(), slog.LevelError)}))
-	r.Get("/ws", d.WS.ServeHTTP)
+	for _, path := range d.SocketPaths {
+		if path == "/" {
+			r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+				if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+					writeError(w, http.StatusNotFound, "not_found", "no such route (sockets: send a WebSocket upgrade)")
+					return
+				}
+				d.WS.ServeHTTP(w, r)
+			})
+			continue
+		}
+		r.Get(path, d.WS.ServeHTTP)
+	}
 
 	r.Route("/api/v1", func(r chi.Router) {
 		r.With(h.statusAuth).Get("/status", h.status)

@@ -142,11 +142,14 @@ type WS struct {
 	PingInterval   time.Duration `yaml:"ping_interval"`
 	ReadLimit      int64         `yaml:"read_limit"`
 	AllowedOrigins []string      `yaml:"allowed_origins"`
-	FrameRate      float64       `yaml:"frame_rate"`
-	FrameBurst     int           `yaml:"frame_burst"`
-	MaxConnections int64         `yaml:"max_connections"`
-	ConnectRate    float64       `yaml:"connect_rate"`
-	ConnectBurst   int           `yaml:"connect_burst"`
+	// Paths are where sockets are accepted; "/" takes only WebSocket
+	// upgrades (anything else there is 404).
+	Paths          []string `yaml:"paths"`
+	FrameRate      float64  `yaml:"frame_rate"`
+	FrameBurst     int      `yaml:"frame_burst"`
+	MaxConnections int64    `yaml:"max_connections"`
+	ConnectRate    float64  `yaml:"connect_rate"`
+	ConnectBurst   int      `yaml:"connect_burst"`
 	// WriteWorkers is how many goroutines write frames for all sockets;
 	// 0 means one per CPU.
 	WriteWorkers int `yaml:"write_workers"`
@@ -225,7 +228,7 @@ func Default() Config {
 		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: 0,
 			MembershipWait: 2 * time.Second, MembershipLookups: 5,
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
-		WS: WS{WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
+		WS: WS{Paths: []string{"/ws", "/"}, WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
 			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20,
 			EphemeralRate: 10, EphemeralBurst: 20, EphemeralMaxBytes: 1024},
 		Hub:     Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, HistoryBytes: 64 << 20, MaxSubscriptionsPerSocket: 100},
@@ -436,6 +439,8 @@ func (c *Config) Validate() error {
 		return bad("websocket.frame_rate", "must be positive and frame_burst at least 1")
 	case c.WS.ForbiddenRate < 0 || c.WS.ForbiddenBurst < 0 || (c.WS.ForbiddenRate > 0 && c.WS.ForbiddenBurst < 1):
 		return bad("websocket.forbidden_rate", "and forbidden_burst must not be negative, and the burst at least 1 when the rate is set")
+	case !validSocketPaths(c.WS.Paths):
+		return bad("websocket.paths", "must list one to eight paths, each starting with '/', none of them /api/…, /metrics, /healthz, /readyz or /demo/…")
 	case c.WS.EphemeralRate <= 0 || c.WS.EphemeralBurst < 1:
 		return bad("websocket.ephemeral_rate", "must be positive and ephemeral_burst at least 1")
 	case c.WS.EphemeralMaxBytes < 2 || int64(c.WS.EphemeralMaxBytes) >= c.WS.ReadLimit:
@@ -521,4 +526,20 @@ func (c *Config) ProjectTable() events.Table {
 		}
 	}
 	return events.Table{}
+}
+
+// validSocketPaths checks websocket.paths: none may shadow a route.
+func validSocketPaths(paths []string) bool {
+	if len(paths) == 0 || len(paths) > 8 {
+		return false
+	}
+	for _, p := range paths {
+		switch {
+		case !strings.HasPrefix(p, "/"), strings.ContainsAny(p, " ?#*{}"),
+			p == "/metrics", p == "/healthz", p == "/readyz",
+			strings.HasPrefix(p, "/api/"), p == "/api", strings.HasPrefix(p, "/demo"):
+			return false
+		}
+	}
+	return true
 }
