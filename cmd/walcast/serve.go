@@ -20,6 +20,7 @@ import (
 
 	"github.com/walcast/walcast/internal/api"
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/clientaddr"
 	"github.com/walcast/walcast/internal/config"
 	"github.com/walcast/walcast/internal/demo"
 	"github.com/walcast/walcast/internal/metrics"
@@ -79,7 +80,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer p.close()
 
+	clients, err := clientaddr.New(cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return err
+	}
 	sockets := ws.NewServer(ws.Config{
+		ClientIP:     clients.ClientIP,
 		WriteTimeout: cfg.WS.WriteTimeout, PingInterval: cfg.WS.PingInterval, ReadLimit: cfg.WS.ReadLimit,
 		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
 		MaxConnections: cfg.WS.MaxConnections, ConnectRate: cfg.WS.ConnectRate, ConnectBurst: cfg.WS.ConnectBurst,
@@ -101,7 +107,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Pool: pool, Verifier: p.verifier, Access: relay.RESTAccess{Hub: p.hub, Members: p.members}, WS: sockets, SocketPaths: cfg.WS.Paths, Gatherer: reg,
 		Ready:  func(ctx context.Context) error { return p.ready(ctx, pool) },
 		Status: func(ctx context.Context) api.Status { return p.status(ctx, sockets.Connections(), log) },
-		Log:    log, Metrics: m,
+		Log:    log, Metrics: m, ClientIP: clients.ClientIP,
 		Publisher: p.publisher, PublishOff: p.publishOff(),
 	})
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)

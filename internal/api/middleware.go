@@ -86,9 +86,13 @@ func (h *handlers) logRequests(next http.Handler) http.Handler {
 		}
 		h.d.Metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
 		level := slogLevelFor(rec.status, route)
+		client := ""
+		if h.d.ClientIP != nil {
+			client = h.d.ClientIP(r)
+		}
 		h.d.Log.Log(r.Context(), level, "http request",
 			"request_id", r.Context().Value(keyRequestID), "method", r.Method, "path", r.URL.Path,
-			"route", route, "status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+			"route", route, "status", rec.status, "client", client, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 	})
 }
 

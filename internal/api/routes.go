@@ -56,6 +56,9 @@ type Deps struct {
 	Demo    func(r chi.Router)
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
+	// ClientIP is a request's client address for the logs
+	// (clientaddr.Resolver); nil logs none.
+	ClientIP func(*http.Request) string
 	// Publisher serves POST /api/v1/projects/{id}/events; when nil the
 	// route answers 404 with PublishOff, the reason.
 	Publisher  *Publisher

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/walcast/walcast/internal/clientaddr"
 	"github.com/walcast/walcast/internal/events"
 )
 
@@ -89,6 +90,10 @@ type HTTP struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// DebugAddr, when set, serves net/http/pprof there (keep it private).
 	DebugAddr string `yaml:"debug_addr"`
+	// TrustedProxies are the addresses and CIDR prefixes of the proxies
+	// in front of walcast (nginx, a load balancer): from their requests
+	// only, the client address is read from Forwarded or X-Forwarded-For.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // Database is the app's PostgreSQL.
@@ -337,6 +342,10 @@ var envVars = []struct {
 		return nil
 	}},
 	{"WALCAST_BULK_THRESHOLD", func(c *Config, v string) error { return setInt(&c.Events.BulkThreshold, v) }},
+	{"WALCAST_TRUSTED_PROXIES", func(c *Config, v string) error {
+		c.HTTP.TrustedProxies = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+		return nil
+	}},
 	{"WALCAST_ALLOWED_ORIGINS", func(c *Config, v string) error {
 		c.WS.AllowedOrigins = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
 		return nil
@@ -439,6 +448,8 @@ func (c *Config) Validate() error {
 		return bad("websocket.frame_rate", "must be positive and frame_burst at least 1")
 	case c.WS.ForbiddenRate < 0 || c.WS.ForbiddenBurst < 0 || (c.WS.ForbiddenRate > 0 && c.WS.ForbiddenBurst < 1):
 		return bad("websocket.forbidden_rate", "and forbidden_burst must not be negative, and the burst at least 1 when the rate is set")
+	case !validProxies(c.HTTP.TrustedProxies):
+		return bad("http.trusted_proxies (WALCAST_TRUSTED_PROXIES)", "must be IP addresses or CIDR prefixes")
 	case !validSocketPaths(c.WS.Paths):
 		return bad("websocket.paths", "must list one to eight paths, each starting with '/', none of them /api/…, /metrics, /healthz, /readyz or /demo/…")
 	case c.WS.EphemeralRate <= 0 || c.WS.EphemeralBurst < 1:
@@ -542,4 +553,9 @@ func validSocketPaths(paths []string) bool {
 		}
 	}
 	return true
+}
+
+func validProxies(list []string) bool {
+	_, err := clientaddr.New(list)
+	return err == nil
 }

@@ -1,8 +1,6 @@
 package ws
 
 import (
-	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -76,14 +74,4 @@ func (l *keyedLimiter) sweep(now time.Time) {
 	if len(l.byIP) >= l.maxSize {
 		clear(l.byIP)
 	}
-}
-
-// clientIP is the request's peer address without the port. walcast does not
-// trust X-Forwarded-For: a proxy in front should limit by itself.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

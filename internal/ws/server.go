@@ -61,6 +61,9 @@ type Config struct {
 	EphemeralRate     float64
 	EphemeralBurst    int
 	MaxEphemeralBytes int
+	// ClientIP is a request's client address (clientaddr.Resolver):
+	// what the per-address connect limit counts.
+	ClientIP func(*http.Request) string
 }
 
 // memberships answers whether a user may see a project, with the proof
@@ -164,7 +167,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "server is shutting down")
 		return
 	}
-	if !s.ips.allow(clientIP(r), time.Now()) {
+	if !s.ips.allow(s.cfg.ClientIP(r), time.Now()) {
 		s.metrics.WSRejected.WithLabelValues("ip_rate").Inc()
 		w.Header().Set("Retry-After", "1")
 		writeHTTPError(w, http.StatusTooManyRequests, CodeRateLimited, "too many new connections from this address; retry later")
@@ -247,7 +250,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.expires.Store(claims.ExpiresAt.UnixNano())
 	sc.worker = s.workers[sc.id%uint64(len(s.workers))]
 	sc.client.OnQueued(func() { sc.worker.schedule(sc) })
-	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID)
+	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID, "client", s.cfg.ClientIP(r))
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the HTTP server's goroutine has grown a deep stack serving the
 	// request, and at ten thousand sockets those stacks are most of the

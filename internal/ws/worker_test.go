@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"fmt"
+	"github.com/walcast/walcast/internal/clientaddr"
 	"github.com/walcast/walcast/internal/config"
 	"net"
 	"net/http"
@@ -118,6 +119,10 @@ func withDefaults(c Config) Config {
 	}
 	if c.FrameRate == 0 {
 		c.FrameRate, c.FrameBurst = d.FrameRate, d.FrameBurst
+	}
+	if c.ClientIP == nil {
+		none, _ := clientaddr.New(nil)
+		c.ClientIP = none.ClientIP
 	}
 	if c.EphemeralRate == 0 {
 		c.EphemeralRate, c.EphemeralBurst = d.EphemeralRate, d.EphemeralBurst
