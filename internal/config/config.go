@@ -220,7 +220,7 @@ func Default() Config {
 	return Config{
 		Source: "wal",
 		Notify: Notify{Channel: "cache_invalidate"},
-		HTTP: HTTP{Addr: "127.0.0.1:8080", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		HTTP: HTTP{Addr: "127.0.0.1:8080", TrustedProxies: []string{}, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxConnections: 1000, ShutdownTimeout: 10 * time.Second},
 		Database: Database{MaxConns: 10},
 		Replication: Replication{
