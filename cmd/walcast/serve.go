@@ -69,6 +69,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
+	// Everything that can fail without the database fails before the
+	// pipeline creates anything in it: a start refused later (the port in
+	// use) must not leave a new slot making the primary keep WAL.
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	defer ln.Close()
+	var dbgLn net.Listener
+	if cfg.HTTP.DebugAddr != "" {
+		if dbgLn, err = net.Listen("tcp", cfg.HTTP.DebugAddr); err != nil {
+			return fmt.Errorf("pprof: listen on %s: %w", cfg.HTTP.DebugAddr, err)
+		}
+		defer dbgLn.Close()
+	}
+
 	pool, err := newPool(ctx, cfg)
 	if err != nil {
 		return err
@@ -110,10 +126,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Log:    log, Metrics: m, ClientIP: clients.ClientIP,
 		Publisher: p.publisher, PublishOff: p.publishOff(),
 	})
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
-	}
 	srv := api.NewServer(router, api.ServerLimits{
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
 		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxConnections: cfg.HTTP.MaxConnections,
@@ -133,7 +145,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		dbg := &http.Server{Addr: cfg.HTTP.DebugAddr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("pprof listening", "addr", cfg.HTTP.DebugAddr)
 		g.Go(func() error {
-			if err := dbg.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			if err := dbg.Serve(dbgLn); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("pprof on %s: %w", cfg.HTTP.DebugAddr, err)
 			}
 			return nil

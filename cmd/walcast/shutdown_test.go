@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -144,6 +145,24 @@ func TestStartRefusals(t *testing.T) {
 			}
 		})
 	}
+	t.Run("port in use leaves no slot", func(t *testing.T) {
+		db := newDB(t)
+		env := baseEnv(t, db)
+		taken, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer taken.Close()
+		env["WALCAST_HTTP_ADDR"] = taken.Addr().String()
+		err = run(context.Background(), []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "listen on") {
+			t.Fatalf("err = %v", err)
+		}
+		var slots int
+		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, env["WALCAST_SLOT_NAME"]).Scan(&slots); err != nil || slots != 0 {
+			t.Fatalf("a refused start left %d slot(s) (%v)", slots, err)
+		}
+	})
 	t.Run("missing setting", func(t *testing.T) {
 		err := run(context.Background(), []string{"serve", "--config", "../../config/walcast.yaml"}, func(string) string { return "" }, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "database.url (WALCAST_DATABASE_URL) is required") {
