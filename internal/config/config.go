@@ -317,10 +317,7 @@ var envVars = []struct {
 	{"WALCAST_PUBLISH_PREFIX", func(c *Config, v string) error { c.Publish.Prefix = v; return nil }},
 	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
 	{"WALCAST_SOURCE", func(c *Config, v string) error { c.Source = v; return nil }},
-	{"WALCAST_DEMO", func(c *Config, v string) error {
-		c.Demo.Enabled = v == "1" || v == "true"
-		return nil
-	}},
+	{"WALCAST_DEMO", func(c *Config, v string) error { return setBool(&c.Demo.Enabled, v) }},
 	{"WALCAST_NATS_URL", func(c *Config, v string) error { c.Cluster.NATSURL = v; return nil }},
 	{"WALCAST_NATS_STREAM", func(c *Config, v string) error { c.Cluster.Stream = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},
@@ -369,6 +366,20 @@ func setDuration(d *time.Duration, v string) error {
 		return fmt.Errorf("%q is not a duration like 30s or 5m", v)
 	}
 	*d = x
+	return nil
+}
+
+// setBool reads the usual spellings of a boolean; anything else is an
+// error, never a silent false.
+func setBool(b *bool, v string) error {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "true", "yes", "on":
+		*b = true
+	case "0", "false", "no", "off":
+		*b = false
+	default:
+		return fmt.Errorf("%q is not a boolean (1/0, true/false, yes/no, on/off)", v)
+	}
 	return nil
 }
 

@@ -137,3 +137,32 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestBooleanEnvironmentValues: the usual spellings, and an error for
+// anything else (never a silent false).
+func TestBooleanEnvironmentValues(t *testing.T) {
+	for _, c := range []struct {
+		v    string
+		want bool
+		ok   bool
+	}{
+		{"1", true, true}, {"true", true, true}, {"TRUE", true, true}, {"yes", true, true}, {"on", true, true},
+		{"0", false, true}, {"false", false, true}, {"no", false, true}, {"off", false, true},
+		{"enabled", false, false}, {"2", false, false}, {"y", false, false},
+	} {
+		cfg := Default()
+		cfg.Demo.Enabled = !c.want
+		err := applyEnv(&cfg, func(k string) string {
+			if k == "WALCAST_DEMO" {
+				return c.v
+			}
+			return ""
+		})
+		switch {
+		case c.ok && (err != nil || cfg.Demo.Enabled != c.want):
+			t.Errorf("WALCAST_DEMO=%s: enabled %v, err %v", c.v, cfg.Demo.Enabled, err)
+		case !c.ok && (err == nil || !strings.Contains(err.Error(), "WALCAST_DEMO")):
+			t.Errorf("WALCAST_DEMO=%s accepted (err %v)", c.v, err)
+		}
+	}
+}
