@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -21,7 +22,50 @@ import (
 
 const usage = `usage: walcast [serve] [--config PATH] [--http-addr ADDR] [--log-level LEVEL]
        walcast migrate [--with-notify-triggers] [--with-role] [--config PATH]
-       walcast token --user UUID [--ttl 1h] [--config PATH]`
+       walcast token --user UUID [--ttl 1h] [--config PATH]
+       walcast version
+       walcast help
+
+commands:
+  serve     stream the database's changes to WebSocket clients (the default)
+  migrate   apply the schema migrations; --with-role creates the least-privilege
+            walcast role, --with-notify-triggers the legacy NOTIFY triggers
+  token     print a JWT for a user (development and tests)
+  version   print the version and build information
+
+flags (every command):
+  --config PATH       YAML settings (default config/walcast.yaml when present)
+  --http-addr ADDR    overrides http.addr
+  --log-level LEVEL   debug, info, warn or error`
+
+// help is the usage with the environment variables that override settings.
+func help() string {
+	return usage + "\n\nenvironment (overrides the file; see config/walcast.yaml):\n  " + strings.Join(config.EnvNames(), "\n  ")
+}
+
+// version prints the module version and the build's VCS information.
+func version(stdout io.Writer) error {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		fmt.Fprintln(stdout, "walcast (no build information)")
+		return nil
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	fmt.Fprintf(stdout, "walcast %s\n  commit %s%s\n  built %s\n  %s %s/%s\n", bi.Main.Version,
+		orUnknown(settings["vcs.revision"]), map[string]string{"true": " (modified)"}[settings["vcs.modified"]],
+		orUnknown(settings["vcs.time"]), bi.GoVersion, settings["GOOS"], settings["GOARCH"])
+	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
 
 // run is the whole program; main only calls it. args excludes the program
 // name; getenv replaces os.Getenv so tests can run it in-process.
@@ -30,18 +74,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			cmd = "help"
+		}
+	}
+	var err error
 	switch cmd {
 	case "serve":
-		return serve(ctx, args, getenv, stdout, stderr)
+		err = serve(ctx, args, getenv, stdout, stderr)
 	case "migrate":
-		return migrateCmd(ctx, args, getenv, stdout, stderr)
+		err = migrateCmd(ctx, args, getenv, stdout, stderr)
 	case "token":
-		return tokenCmd(args, getenv, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, usage)
+		err = tokenCmd(args, getenv, stdout, stderr)
+	case "version":
+		return version(stdout)
+	case "help":
+		fmt.Fprintln(stdout, help())
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, help())
 		return nil
 	}
-	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	return err
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

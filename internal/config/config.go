@@ -302,6 +302,16 @@ func Parse(data []byte, cfg *Config) error {
 	return nil
 }
 
+// EnvNames lists the environment variables that override settings.
+func EnvNames() []string {
+	out := make([]string, 0, len(envVars)+1)
+	out = append(out, "WALCAST_CONFIG")
+	for _, e := range envVars {
+		out = append(out, e.name)
+	}
+	return out
+}
+
 // envVars maps each environment override to its setting.
 var envVars = []struct {
 	name string
