@@ -167,6 +167,8 @@ export class WalcastClient {
   /** Closes the socket and stays closed until connect() or resume(). */
   pause() {
     this.paused = true;
+    // Closed on purpose: nobody is known to be present any more.
+    for (const id of [...this.present.keys()]) this.setPresent(id, null);
     clearTimeout(this.timers.reconnect);
     this.teardown(1000, "paused");
     this.setState("closed");
@@ -290,6 +292,9 @@ export class WalcastClient {
       case "unsubscribed":
         return;
       case "error":
+        // A refused (re)subscribe: what was known of the project's
+        // presence is not any more.
+        if (frame.code === "forbidden" && frame.project_id) this.setPresent(frame.project_id, null);
         this.emit("error", frame);
         return;
       case "subscribed":

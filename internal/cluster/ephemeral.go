@@ -1,14 +1,17 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
 )
@@ -16,7 +19,7 @@ import (
 // EphemeralHub is what the replicas' ephemeral traffic reaches: this
 // replica's hub.
 type EphemeralHub interface {
-	RemoteBroadcast(projectID string, frame []byte)
+	RemoteBroadcast(projectID, event, from string, payload json.RawMessage)
 	RemotePresence(replica, projectID, userID string, p *hub.Presence)
 	RemoteSnapshot(replica string, all []hub.PresenceOf)
 	LocalPresence() []hub.PresenceOf
@@ -45,19 +48,30 @@ type Ephemeral struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time
+	// Owned by Run's goroutine: the snapshot sequence, the parts of the
+	// others' snapshots, when a failed send was last logged.
+	seq     uint64
+	pending map[string]*snapshotParts
+	warned  time.Time
 }
 
-// ephemeralMsg is one message between replicas: a broadcast frame (B), a
-// presence change (P; Presence nil: gone), or all of a replica's presence (S).
+// ephemeralMsg is one message between replicas: a broadcast (B: its
+// fields, never a frame: the receiving hub builds the frame itself), a
+// presence change (P; Presence nil: gone), or a part of all of a
+// replica's presence (S: part Part of Parts of snapshot Seq).
 type ephemeralMsg struct {
 	Kind      string           `json:"k"`
 	Replica   string           `json:"r"`
 	ProjectID string           `json:"p,omitempty"`
 	UserID    string           `json:"u,omitempty"`
 	Presence  *wirePresence    `json:"pr,omitempty"`
-	Frame     json.RawMessage  `json:"f,omitempty"`
+	Event     string           `json:"e,omitempty"`
+	Payload   json.RawMessage  `json:"d,omitempty"`
 	All       []wirePresenceOf `json:"all,omitempty"`
-	// Bye marks the last snapshot of a replica that shuts down.
+	Seq       uint64           `json:"seq,omitempty"`
+	Part      int              `json:"part,omitempty"`
+	Parts     int              `json:"parts,omitempty"`
+	// Bye marks the last message of a replica that shuts down.
 	Bye bool `json:"bye,omitempty"`
 }
 
@@ -90,7 +104,7 @@ const ephemeralQueue = 4096
 // the hub (hub.Link), then Run it.
 func (b *Bus) NewEphemeral(cfg EphemeralConfig, h EphemeralHub, replica string) *Ephemeral {
 	return &Ephemeral{cfg: cfg, nc: b.nc, hub: h, replica: replica, out: make(chan ephemeralMsg, ephemeralQueue),
-		log: b.log, metrics: b.metrics, now: time.Now}
+		log: b.log, metrics: b.metrics, now: time.Now, pending: map[string]*snapshotParts{}}
 }
 
 // OnPresence queues this replica's presence change for the others; it
@@ -104,9 +118,9 @@ func (e *Ephemeral) OnPresence(projectID, userID string, p *hub.Presence) {
 	e.queue(m)
 }
 
-// OnBroadcast queues a broadcast frame for the others' subscribers.
-func (e *Ephemeral) OnBroadcast(projectID string, frame []byte) {
-	e.queue(ephemeralMsg{Kind: "B", Replica: e.replica, ProjectID: projectID, Frame: frame})
+// OnBroadcast queues a broadcast for the others' subscribers.
+func (e *Ephemeral) OnBroadcast(projectID, event, from string, payload json.RawMessage) {
+	e.queue(ephemeralMsg{Kind: "B", Replica: e.replica, ProjectID: projectID, Event: event, UserID: from, Payload: payload})
 }
 
 func (e *Ephemeral) queue(m ephemeralMsg) {
@@ -154,28 +168,59 @@ func (e *Ephemeral) Run(ctx context.Context) error {
 	}
 }
 
+// snapshot sends all of this replica's presence, in parts that each fit
+// well within NATS's max_payload (a deployment's presence grows with its
+// users; one message too large would never be sent, and the others would
+// take this replica for dead).
 func (e *Ephemeral) snapshot() {
 	all := e.hub.LocalPresence()
-	m := ephemeralMsg{Kind: "S", Replica: e.replica, All: make([]wirePresenceOf, 0, len(all))}
-	for _, p := range all {
-		m.All = append(m.All, wirePresenceOf{ProjectID: p.ProjectID, UserID: p.UserID, Presence: toWire(p.Presence)})
+	limit := int(e.nc.MaxPayload() / 2)
+	if limit <= 0 {
+		limit = 256 << 10
 	}
-	e.publish(m)
+	e.seq++
+	var parts [][]wirePresenceOf
+	var cur []wirePresenceOf
+	size := 0
+	for _, p := range all {
+		w := wirePresenceOf{ProjectID: p.ProjectID, UserID: p.UserID, Presence: toWire(p.Presence)}
+		n := 160 + len(w.Presence.Meta)
+		if len(cur) > 0 && size+n > limit {
+			parts, cur, size = append(parts, cur), nil, 0
+		}
+		cur, size = append(cur, w), size+n
+	}
+	parts = append(parts, cur)
+	for i, part := range parts {
+		e.publish(ephemeralMsg{Kind: "S", Replica: e.replica, Seq: e.seq, Part: i, Parts: len(parts), All: part})
+	}
 }
 
 func (e *Ephemeral) publish(m ephemeralMsg) {
-	b, err := json.Marshal(m)
+	b, err := marshal(m)
 	if err == nil {
 		err = e.nc.Publish(e.cfg.Subject, b)
 	}
 	if err != nil {
 		e.metrics.EphemeralDropped.Inc()
-		e.log.Debug("ephemeral message not sent", "kind", m.Kind, "err", err)
+		if now := e.now(); now.Sub(e.warned) > time.Minute {
+			e.warned = now
+			e.log.Warn("broadcast or presence not sent to the other replicas", "kind", m.Kind, "bytes", len(b), "err", err)
+		}
 	}
 }
 
+// snapshotParts gathers the parts of one replica's snapshot.
+type snapshotParts struct {
+	seq   uint64
+	parts map[int][]wirePresenceOf
+}
+
 // receive applies another replica's message; its own come back too and
-// are ignored.
+// are ignored. Only well-formed messages are applied: the hub builds
+// every frame itself, and ids must be UUIDs (anyone who can publish on the
+// subject can still claim any user: NATS must be as private as the
+// database, see docs/scaling.md).
 func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 	var m ephemeralMsg
 	if err := json.Unmarshal(data, &m); err != nil || m.Replica == "" {
@@ -188,24 +233,93 @@ func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 	seen[m.Replica] = e.now()
 	switch m.Kind {
 	case "B":
-		if json.Valid(m.Frame) {
-			e.hub.RemoteBroadcast(m.ProjectID, m.Frame)
+		if auth.IsUUID(m.ProjectID) && auth.IsUUID(m.UserID) && validEvent(m.Event) && isObject(m.Payload) {
+			e.hub.RemoteBroadcast(strings.ToLower(m.ProjectID), m.Event, strings.ToLower(m.UserID), m.Payload)
 		}
 	case "P":
+		if !auth.IsUUID(m.ProjectID) || !auth.IsUUID(m.UserID) {
+			return
+		}
 		var p *hub.Presence
 		if m.Presence != nil {
+			if m.Presence.Meta != nil && !isObject(m.Presence.Meta) {
+				return
+			}
 			pr := m.Presence.presence()
 			p = &pr
 		}
-		e.hub.RemotePresence(m.Replica, m.ProjectID, m.UserID, p)
+		e.hub.RemotePresence(m.Replica, strings.ToLower(m.ProjectID), strings.ToLower(m.UserID), p)
 	case "S":
-		all := make([]hub.PresenceOf, 0, len(m.All))
-		for _, w := range m.All {
-			all = append(all, hub.PresenceOf{ProjectID: w.ProjectID, UserID: w.UserID, Presence: w.Presence.presence()})
-		}
-		e.hub.RemoteSnapshot(m.Replica, all)
 		if m.Bye {
 			delete(seen, m.Replica)
+			delete(e.pending, m.Replica)
+			e.hub.RemoteSnapshot(m.Replica, nil)
+			return
+		}
+		ps := e.pending[m.Replica]
+		if ps == nil || ps.seq != m.Seq {
+			if ps != nil && m.Seq < ps.seq {
+				return // a part of an older snapshot
+			}
+			ps = &snapshotParts{seq: m.Seq, parts: map[int][]wirePresenceOf{}}
+			e.pending[m.Replica] = ps
+		}
+		if m.Parts < 1 || m.Part < 0 || m.Part >= m.Parts || m.Parts > 1<<16 {
+			return
+		}
+		ps.parts[m.Part] = m.All
+		if len(ps.parts) < m.Parts {
+			return
+		}
+		delete(e.pending, m.Replica)
+		var all []hub.PresenceOf
+		for i := range m.Parts {
+			for _, w := range ps.parts[i] {
+				if auth.IsUUID(w.ProjectID) && auth.IsUUID(w.UserID) && (w.Presence.Meta == nil || isObject(w.Presence.Meta)) {
+					all = append(all, hub.PresenceOf{ProjectID: strings.ToLower(w.ProjectID), UserID: strings.ToLower(w.UserID), Presence: w.Presence.presence()})
+				}
+			}
+		}
+		if all == nil {
+			all = []hub.PresenceOf{}
+		}
+		e.hub.RemoteSnapshot(m.Replica, all)
+	}
+}
+
+func isObject(raw json.RawMessage) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c == '{' && json.Valid(raw)
+	}
+	return false
+}
+
+// validEvent is the socket's rule for a broadcast's event name.
+func validEvent(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.' && c != ':' {
+			return false
 		}
 	}
+	return true
+}
+
+// marshal is json.Marshal without HTML escaping (sizes count bytes).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

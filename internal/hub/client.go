@@ -101,7 +101,7 @@ func (c *Client) UserID() string { return c.userID }
 // Remove detaches every subscription of c; call it when the socket ends.
 func (h *Hub) Remove(c *Client) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	for _, s := range c.subs {
 		h.detach(s)
 	}
@@ -111,6 +111,6 @@ func (h *Hub) Remove(c *Client) {
 // Send queues a control frame (pong, error) in order with the events.
 func (h *Hub) Send(c *Client, typ string, frame []byte) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	h.enqueue(c, Item{Frame: &Frame{Data: frame, Type: typ}})
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -154,9 +155,11 @@ type Hub struct {
 	walEndMu   sync.Mutex
 	walEndSeen uint64
 	walEndAt   time.Time
+	// dropping are clients found slow under mu, detached by unlock.
+	dropping []*Client
 	// onPresence and onBroadcast (Link) tell the other replicas.
 	onPresence  func(projectID, userID string, p *Presence)
-	onBroadcast func(projectID string, frame []byte)
+	onBroadcast func(projectID, event, from string, payload json.RawMessage)
 	// gapAt is the newest position at which every project was told to
 	// resync because changes may have been lost: a resume from at or
 	// before it cannot be served seamlessly.
@@ -175,7 +178,7 @@ func New(cfg Config, m *metrics.Metrics) *Hub {
 // own sequence.
 func (h *Hub) SetFloor(confirmedLSN uint64) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if h.floorSet {
 		return
 	}
@@ -195,7 +198,7 @@ func (h *Hub) SetFloor(confirmedLSN uint64) {
 // the hub catches up starts after that history.
 func (h *Hub) CatchUp(walEnd uint64) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if walEnd > 0 {
 		h.history = events.Position{LSN: walEnd - 1, Index: ^uint32(0)}
 	}
@@ -208,7 +211,7 @@ func (h *Hub) CatchUp(walEnd uint64) {
 // as if nothing had happened.
 func (h *Hub) Gap(walPos uint64, commit time.Time) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	pos := h.last
 	if walPos > 0 {
 		if p := (events.Position{LSN: walPos - 1, Index: ^uint32(0)}); p.Compare(h.last) > 0 {
@@ -224,7 +227,7 @@ func (h *Hub) Gap(walPos uint64, commit time.Time) {
 // replays, or a resync_required. New subscriptions are told too.
 func (h *Hub) StreamDown(since time.Time) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if !h.downSince.IsZero() {
 		return
 	}
@@ -235,7 +238,7 @@ func (h *Hub) StreamDown(since time.Time) {
 // StreamUp ends StreamDown: every subscriber is told changes flow again.
 func (h *Hub) StreamUp() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if h.downSince.IsZero() {
 		return
 	}
@@ -266,7 +269,7 @@ func (h *Hub) streamFrames(down bool) {
 // after that history are told too.
 func (h *Hub) ResyncAll(commit time.Time) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	pos := h.last
 	if h.history.Compare(pos) > 0 {
 		pos = h.history
@@ -300,7 +303,7 @@ func (h *Hub) Gaps() <-chan struct{} { return h.gaps }
 // SubscribedProjects lists the projects that have subscribers.
 func (h *Hub) SubscribedProjects() []string {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	out := make([]string, 0, len(h.topics))
 	for pid, t := range h.topics {
 		if len(t.subs) > 0 {
@@ -315,7 +318,7 @@ func (h *Hub) SubscribedProjects() []string {
 // floor is the stream's oldest retained event).
 func (h *Hub) SetFloorAt(pos events.Position) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if h.floorSet {
 		return
 	}
@@ -334,7 +337,7 @@ func (h *Hub) Foreign(origin string) bool {
 // Last returns the newest published position (or the floor).
 func (h *Hub) Last() events.Position {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	return h.last
 }
 
@@ -346,7 +349,7 @@ func (h *Hub) Publish(evs []events.Event) {
 	}
 	now := h.now()
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	for i := 0; i < len(evs); {
 		ev := &evs[i]
 		if ev.Position.Compare(h.last) <= 0 {
@@ -600,19 +603,33 @@ func (h *Hub) dropSlow(c *Client) {
 	if c.dropped {
 		return
 	}
-	c.dropped = true
-	for _, s := range c.subs {
-		h.detach(s)
-	}
+	c.dropped = true // nothing more is queued for it from now on
+	h.dropping = append(h.dropping, c)
 	h.metrics.SlowConsumerCloses.Inc()
 	close(c.slow)
 	c.Wake()
 }
 
+// unlock ends a critical section of mu. Clients found slow during it
+// leave their subscriptions (and presence) here, once the operation that
+// found them has told everyone what it had to: a detach in the middle of
+// a fan-out would send some watchers a user's leave before the join that
+// caused it, and pull state from under the operation.
+func (h *Hub) unlock() {
+	for len(h.dropping) > 0 {
+		c := h.dropping[len(h.dropping)-1]
+		h.dropping = h.dropping[:len(h.dropping)-1]
+		for _, s := range c.subs {
+			h.detach(s)
+		}
+	}
+	h.mu.Unlock()
+}
+
 // Sweep drops history older than the configured age.
 func (h *Hub) Sweep() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	cutoff := h.now().Add(-h.cfg.HistoryAge)
 	if h.cfg.HistoryAge <= 0 {
 		cutoff = time.Time{}
@@ -666,7 +683,7 @@ func (h *Hub) Run(ctx context.Context) error {
 // SubscriptionCount returns the live subscriptions over all clients.
 func (h *Hub) SubscriptionCount() int {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	n := 0
 	for _, t := range h.topics {
 		for _, s := range t.subs {
@@ -681,13 +698,13 @@ func (h *Hub) SubscriptionCount() int {
 // Retained returns the number of events kept for resume.
 func (h *Hub) Retained() int {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	return h.retained
 }
 
 // LastCommitTime is the commit time of the newest published event.
 func (h *Hub) LastCommitTime() time.Time {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	return h.lastCommit
 }

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 )
@@ -126,7 +127,9 @@ func (h *Hub) joined(t *topic, s *subscription) {
 	now := h.now()
 	m := &member{subs: 1, Presence: Presence{OnlineAt: now, Updated: now}}
 	if v, ok := t.view(uid); ok {
-		m.Meta = v.Meta // present elsewhere: keep what it says there
+		// Present elsewhere: keep what it says there, as of when it said
+		// it (a newer meta from elsewhere must still win).
+		m.Meta, m.Updated = v.Meta, v.Updated
 	}
 	h.change(t, s.projectID, uid, s.client, func() { t.present[uid] = m })
 	h.announce(s.projectID, uid, m)
@@ -163,7 +166,7 @@ func (h *Hub) watch(t *topic, s *subscription) {
 		p, _ := t.view(uid)
 		users[uid] = entryOf(p)
 	}
-	b, _ := json.Marshal(struct {
+	b, _ := marshal(struct {
 		Type      string                   `json:"type"`
 		ProjectID string                   `json:"project_id"`
 		Users     map[string]presenceEntry `json:"users"`
@@ -176,7 +179,7 @@ func (h *Hub) watch(t *topic, s *subscription) {
 // presence_diff.
 func (h *Hub) WatchPresence(c *Client, projectID string) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	t, s, err := h.live(c, projectID)
 	if err != nil {
 		return err
@@ -194,7 +197,7 @@ func (h *Hub) presenceDiff(t *topic, projectID string, except *Client, joins, le
 	if leaves == nil {
 		leaves = map[string]presenceEntry{}
 	}
-	b, _ := json.Marshal(struct {
+	b, _ := marshal(struct {
 		Type      string                   `json:"type"`
 		ProjectID string                   `json:"project_id"`
 		Joins     map[string]presenceEntry `json:"joins"`
@@ -232,7 +235,7 @@ func (h *Hub) live(c *Client, projectID string) (*topic, *subscription, error) {
 // joins the user with the new meta.
 func (h *Hub) SetPresence(c *Client, projectID string, meta json.RawMessage) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	t, s, err := h.live(c, projectID)
 	if err != nil {
 		return err
@@ -249,36 +252,42 @@ func (h *Hub) SetPresence(c *Client, projectID string, meta json.RawMessage) err
 // Link's callback, to the other replicas'.
 func (h *Hub) Broadcast(c *Client, projectID, event string, payload json.RawMessage, self bool) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	t, _, err := h.live(c, projectID)
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(struct {
+	except := c
+	if self {
+		except = nil
+	}
+	h.ephemeral(t, except, broadcastFrame(projectID, event, c.userID, payload))
+	if h.onBroadcast != nil {
+		h.onBroadcast(projectID, event, c.userID, payload)
+	}
+	return nil
+}
+
+// broadcastFrame builds a broadcast frame: here, never taken from another
+// replica as bytes, so its type and fields are always walcast's.
+func broadcastFrame(projectID, event, from string, payload json.RawMessage) *Frame {
+	b, _ := marshal(struct {
 		Type      string          `json:"type"`
 		ProjectID string          `json:"project_id"`
 		Event     string          `json:"event"`
 		From      string          `json:"from"`
 		Payload   json.RawMessage `json:"payload"`
-	}{TypeBroadcast, projectID, event, c.userID, payload})
-	except := c
-	if self {
-		except = nil
-	}
-	h.ephemeral(t, except, &Frame{Data: b, Type: TypeBroadcast})
-	if h.onBroadcast != nil {
-		h.onBroadcast(projectID, b)
-	}
-	return nil
+	}{TypeBroadcast, projectID, event, from, payload})
+	return &Frame{Data: b, Type: TypeBroadcast}
 }
 
-// RemoteBroadcast delivers a broadcast frame another replica's subscriber
-// sent to this replica's live subscribers of projectID.
-func (h *Hub) RemoteBroadcast(projectID string, frame []byte) {
+// RemoteBroadcast delivers a broadcast another replica's subscriber sent
+// to this replica's live subscribers of projectID.
+func (h *Hub) RemoteBroadcast(projectID, event, from string, payload json.RawMessage) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if t, ok := h.topics[projectID]; ok {
-		h.ephemeral(t, nil, &Frame{Data: frame, Type: TypeBroadcast})
+		h.ephemeral(t, nil, broadcastFrame(projectID, event, from, payload))
 	}
 }
 
@@ -286,7 +295,7 @@ func (h *Hub) RemoteBroadcast(projectID string, frame []byte) {
 // the user is gone from there).
 func (h *Hub) RemotePresence(replica, projectID, uid string, p *Presence) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	h.remote(replica, projectID, uid, p)
 }
 
@@ -313,6 +322,12 @@ func (h *Hub) remote(replica, projectID, uid string, p *Presence) {
 			t.remote[uid] = make(map[string]Presence)
 		}
 		t.remote[uid][replica] = *p
+		if m := t.present[uid]; m != nil && p.Updated.After(m.Updated) {
+			// The user said something newer on another replica: this
+			// replica's copy follows, so it does not come back when
+			// that replica's sockets go.
+			m.Meta, m.Updated = p.Meta, p.Updated
+		}
 	})
 }
 
@@ -320,7 +335,7 @@ func (h *Hub) remote(replica, projectID, uid string, p *Presence) {
 // nil when it is gone): what it no longer lists leaves.
 func (h *Hub) RemoteSnapshot(replica string, all []PresenceOf) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	listed := make(map[[2]string]bool, len(all))
 	for _, p := range all {
 		listed[[2]string{p.ProjectID, p.UserID}] = true
@@ -338,7 +353,7 @@ func (h *Hub) RemoteSnapshot(replica string, all []PresenceOf) {
 // LocalPresence is this replica's presence, for the other replicas.
 func (h *Hub) LocalPresence() []PresenceOf {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	var out []PresenceOf
 	for pid, t := range h.topics {
 		for uid, m := range t.present {
@@ -351,7 +366,7 @@ func (h *Hub) LocalPresence() []PresenceOf {
 // Present lists the users present in projectID with their meta.
 func (h *Hub) Present(projectID string) map[string]json.RawMessage {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	out := map[string]json.RawMessage{}
 	if t, ok := h.topics[projectID]; ok {
 		for _, ids := range []map[string]bool{keys(t.present), keys(t.remote)} {
@@ -375,8 +390,20 @@ func keys[V any](m map[string]V) map[string]bool {
 // Link makes the hub tell the other replicas of this replica's presence
 // changes (p nil: the user is gone from here) and broadcasts. The
 // callbacks run under the hub's lock: they must only hand the change on.
-func (h *Hub) Link(onPresence func(projectID, userID string, p *Presence), onBroadcast func(projectID string, frame []byte)) {
+func (h *Hub) Link(onPresence func(projectID, userID string, p *Presence), onBroadcast func(projectID, event, from string, payload json.RawMessage)) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	h.onPresence, h.onBroadcast = onPresence, onBroadcast
+}
+
+// marshal is json.Marshal without HTML escaping: a client's payload of
+// "<" stays one byte, not six (its size bound counts bytes).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

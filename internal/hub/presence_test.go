@@ -204,7 +204,7 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 		t.Fatalf("local presence %+v", got)
 	}
 
-	h.RemoteBroadcast(pA, []byte(`{"type":"broadcast","project_id":"`+pA+`","event":"typing","from":"`+uCarol+`","payload":{}}`))
+	h.RemoteBroadcast(pA, "typing", uCarol, json.RawMessage(`{}`))
 	if got := strings.Join(ephemeralFrames(t, alice), " "); got != "broadcast:typing:3" {
 		t.Fatalf("alice got %s", got)
 	}

@@ -76,7 +76,7 @@ const walEndEvery = 100 * time.Millisecond
 func (h *Hub) judgeSince(ctx context.Context, since *events.Position) *events.Position {
 	h.mu.Lock()
 	ahead := !h.history.IsZero() && since.Compare(h.last) > 0 && since.Compare(h.history) > 0
-	h.mu.Unlock()
+	h.unlock()
 	if !ahead {
 		return since
 	}
@@ -130,17 +130,17 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	h.mu.Lock()
 	switch {
 	case c.dropped:
-		h.mu.Unlock()
+		h.unlock()
 		return Subscription{}, access.Deny, ErrClientClosed
 	case c.subs[projectID] != nil:
-		h.mu.Unlock()
+		h.unlock()
 		return Subscription{}, access.Deny, ErrAlreadySubscribed
 	case h.cfg.MaxSubscriptions > 0 && len(c.subs) >= h.cfg.MaxSubscriptions:
-		h.mu.Unlock()
+		h.unlock()
 		return Subscription{}, access.Deny, ErrTooManySubs
 	case h.suspended != "":
 		reason := h.suspended
-		h.mu.Unlock()
+		h.unlock()
 		return Subscription{}, access.Deny, fmt.Errorf("%w: %s", ErrAccessSuspended, reason)
 	}
 	s := &subscription{client: c, projectID: projectID, state: subPending, from: h.last}
@@ -156,7 +156,7 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	// ends it while pending) or shows in the ledger below.
 	before := h.ledger.Newest(projectID, c.userID).Seq
 	after := h.ledger.Seq()
-	h.mu.Unlock()
+	h.unlock()
 
 	proof, err := lookup(ctx, fresh)
 	if proof.Fresh {
@@ -164,7 +164,7 @@ func (h *Hub) trySubscribe(ctx context.Context, c *Client, projectID string, sin
 	}
 
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if err != nil || c.dropped || h.suspended != "" {
 		h.detach(s)
 		switch {
@@ -234,7 +234,7 @@ func (h *Hub) Authorize(ctx context.Context, projectID, userID string, lookup Lo
 	for attempt := 0; ; attempt++ {
 		h.mu.Lock()
 		after := h.ledger.Seq()
-		h.mu.Unlock()
+		h.unlock()
 		proof, err := lookup(ctx, true)
 		if err != nil {
 			return false, err
@@ -244,7 +244,7 @@ func (h *Hub) Authorize(ctx context.Context, projectID, userID string, lookup Lo
 		h.ledger.Observe(proof.Snapshot)
 		h.scratch = h.ledger.Concerning(projectID, userID, h.scratch[:0])
 		v := access.Decide(h.scratch, proof, access.ForRead)
-		h.mu.Unlock()
+		h.unlock()
 		if v != access.Retry {
 			return v == access.Allow, nil
 		}
@@ -259,7 +259,7 @@ func (h *Hub) Authorize(ctx context.Context, projectID, userID string, lookup Lo
 // publication). It revokes every subscription now, fail-closed.
 func (h *Hub) Suspend(reason string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	if h.suspended != "" {
 		h.suspended = reason
 		return
@@ -280,7 +280,7 @@ func (h *Hub) Suspend(reason string) {
 // Resume ends Suspend.
 func (h *Hub) Resume() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	h.suspended = ""
 }
 
@@ -336,7 +336,7 @@ func (h *Hub) replay(c *Client, projectID string, since, through events.Position
 // unsubscribed frame after every event already queued.
 func (h *Hub) Unsubscribe(c *Client, projectID string, frame []byte) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	s := c.subs[projectID]
 	if s == nil || s.state != subActive {
 		return ErrNotSubscribed
@@ -349,7 +349,7 @@ func (h *Hub) Unsubscribe(c *Client, projectID string, frame []byte) error {
 // SubscriberIDs lists the distinct users subscribed to projectID.
 func (h *Hub) SubscriberIDs(projectID string) []string {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	t, ok := h.topics[projectID]
 	if !ok {
 		return nil
@@ -370,7 +370,7 @@ func (h *Hub) SubscriberIDs(projectID string) []string {
 // NOTIFY source uses it; the WAL source revokes through events instead.
 func (h *Hub) Revoke(projectID, userID, reason string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	defer h.unlock()
 	// NOTIFY tells of a change only once it is visible: no transaction id.
 	h.ledger.Record(projectID, userID, access.Removed, 0, h.now())
 	t, ok := h.topics[projectID]

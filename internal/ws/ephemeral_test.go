@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/hub"
 )
 
@@ -99,5 +100,59 @@ func TestBroadcastAndPresenceOverSockets(t *testing.T) {
 			t.Fatalf("after b left: %v", f)
 		}
 		break
+	}
+}
+
+// TestEphemeralBudgetIsPerUserToo: more sockets of one user buy no more
+// broadcasts: the user's budget is shared by its sockets.
+func TestEphemeralBudgetIsPerUserToo(t *testing.T) {
+	members := memberSet{projectA + "/" + userA: true}
+	_, url, _ := protocolServer(t, Config{EphemeralRate: 0.001, EphemeralBurst: 4}, hub.Config{}, members)
+	var socks []*jsonClient
+	for range 4 {
+		c := dialJSON(t, url, issue(t, userA, time.Hour))
+		c.send(`{"action":"subscribe","project_id":"` + projectA + `"}`)
+		if f := c.must(5 * time.Second); f["type"] != "subscribed" {
+			t.Fatalf("%v", f)
+		}
+		socks = append(socks, c)
+	}
+	// Two each: 8 in all for a user budget of 4 (each socket's own is 4).
+	for _, c := range socks {
+		for range 2 {
+			c.send(`{"action":"broadcast","project_id":"` + projectA + `","event":"typing"}`)
+		}
+	}
+	// Every frame sent: 4 broadcasts, each to the 3 other sockets, and 4
+	// refusals.
+	limited, relayed := 0, 0
+	for relayed+limited < 4*3+4 {
+		got := false
+		for _, c := range socks {
+			select {
+			case f := <-c.frames:
+				got = true
+				switch {
+				case f["type"] == "broadcast":
+					relayed++
+				case f["code"] == "rate_limited":
+					limited++
+				}
+			default:
+			}
+		}
+		if !got && !eventually.Poll(5*time.Second, func() bool {
+			for _, c := range socks {
+				if len(c.frames) > 0 {
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("%d relayed, %d refused, then nothing", relayed, limited)
+		}
+	}
+	if limited != 4 || relayed != 12 {
+		t.Fatalf("8 broadcasts of one user over 4 sockets, a user budget of 4: %d relayed, %d refused", relayed, limited)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
@@ -80,6 +81,12 @@ var ErrBadFrame = errors.New("bad frame")
 
 // ParseFrame validates one client text frame.
 func ParseFrame(data []byte) (Command, error) {
+	if !utf8.Valid(data) {
+		// coder/websocket does not check text frames; relayed (a
+		// broadcast's payload, a presence meta), such bytes would make
+		// every browser that receives them fail its socket (1007).
+		return Command{}, fmt.Errorf("%w: not valid UTF-8", ErrBadFrame)
+	}
 	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
 		return Command{}, fmt.Errorf("%w: not a JSON object with string fields", ErrBadFrame)

@@ -87,7 +87,10 @@ type Server struct {
 	ips *keyedLimiter
 	// denials is the per-user budget of refused subscribes.
 	denials *keyedLimiter
-	nextID  atomic.Uint64
+	// ephemeralUsers is the per-user budget of broadcast and presence
+	// frames (besides each socket's): more sockets buy no more of it.
+	ephemeralUsers *keyedLimiter
+	nextID         atomic.Uint64
 	// shuttingDown is cancelled when Shutdown begins.
 	shuttingDown context.Context
 	stopAll      context.CancelFunc
@@ -114,7 +117,8 @@ func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members memberships, lo
 	shuttingDown, stopAll := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, clock: realClock{}, hub: h, verifier: v, members: members, log: log, metrics: m,
 		shuttingDown: shuttingDown, stopAll: stopAll, stopWorkers: make(chan struct{}),
-		ips: newKeyedLimiter(cfg.ConnectRate, cfg.ConnectBurst), denials: newKeyedLimiter(cfg.ForbiddenRate, cfg.ForbiddenBurst)}
+		ips: newKeyedLimiter(cfg.ConnectRate, cfg.ConnectBurst), denials: newKeyedLimiter(cfg.ForbiddenRate, cfg.ForbiddenBurst),
+		ephemeralUsers: newKeyedLimiter(cfg.EphemeralRate, cfg.EphemeralBurst)}
 	for range cfg.WriteWorkers {
 		s.workers = append(s.workers, newWriteWorker())
 	}

@@ -219,7 +219,7 @@ func (sc *socket) handleEphemeral(cmd Command) {
 		sc.sendError(CodeBadRequest, fmt.Sprintf("%s is larger than %d bytes", map[string]string{ActionBroadcast: "payload", ActionPresence: "meta"}[cmd.Action], sc.srv.cfg.MaxEphemeralBytes), cmd.ProjectID)
 		return
 	}
-	if !sc.ephemeral.Allow() {
+	if !sc.ephemeral.Allow() || !sc.srv.ephemeralUsers.allow(sc.client.UserID(), time.Now()) {
 		sc.sendError(CodeRateLimited, "too many broadcast and presence frames; slow down", cmd.ProjectID)
 		return
 	}
@@ -277,6 +277,7 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 			// frame goes if the socket takes it at once.
 			sc.srv.metrics.FloodCloses.Inc()
 			sc.log.Warn("client floods frames past its rate: closing socket")
+			sc.srv.hub.Remove(sc.client)
 			sc.cork.cutToFrameInFlight()
 			sc.cork.writeClose(uint16(websocket.StatusPolicyViolation), "too many frames")
 			sc.cork.tryFlush()
@@ -377,6 +378,9 @@ func (sc *socket) closeSlow() {
 // for the peer's. The library queues the frame without waiting for the
 // network; this goroutine writes it, on this socket only.
 func (sc *socket) close(code websocket.StatusCode, reason string) {
+	// The socket's subscriptions (and its user's presence) end now, not
+	// when the peer answers the close.
+	sc.srv.hub.Remove(sc.client)
 	done := make(chan struct{})
 	go func() {
 		_ = sc.conn.Close(code, reason)
