@@ -83,7 +83,16 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	if err != nil {
 		return nil, err
 	}
-	if p.verifier, err = auth.NewVerifier([]byte(cfg.Auth.JWTSecret), cfg.Auth.JWTAlgorithm, cfg.Auth.Leeway); err != nil {
+	vc := auth.VerifierConfig{Algorithm: cfg.Auth.JWTAlgorithm, Secret: []byte(cfg.Auth.JWTSecret), Leeway: cfg.Auth.Leeway,
+		UserClaim: cfg.Auth.UserClaim, Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience}
+	if cfg.Auth.JWKSURL != "" {
+		// Fetched in the background until ctx (the process) ends.
+		if vc.JWKS, err = auth.NewJWKS(ctx, auth.JWKSConfig{URL: cfg.Auth.JWKSURL, RefreshInterval: cfg.Auth.JWKSRefresh,
+			UnknownKIDInterval: cfg.Auth.JWKSUnknownKID, HTTPTimeout: cfg.Auth.JWKSTimeout}); err != nil {
+			return nil, err
+		}
+	}
+	if p.verifier, err = auth.NewVerifierFor(vc); err != nil {
 		return nil, err
 	}
 	mt := cfg.MembershipTable()
@@ -278,6 +287,9 @@ func (p *pipeline) close() {
 // ready is /readyz's check: the stream (or, for a cluster standby, NATS)
 // and the database are reachable, and the publication streams everything.
 func (p *pipeline) ready(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := p.verifier.Ready(ctx); err != nil {
+		return err
+	}
 	if p.pubWatch != nil {
 		if problems := p.pubWatch.Problems(); len(problems) > 0 {
 			return errors.New(strings.Join(problems, "; "))

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,8 +128,20 @@ type Replication struct {
 
 // Auth configures tokens and membership.
 type Auth struct {
-	JWTSecret          string        `yaml:"jwt_secret"`
-	JWTAlgorithm       string        `yaml:"jwt_algorithm"`
+	JWTSecret    string `yaml:"jwt_secret"`
+	JWTAlgorithm string `yaml:"jwt_algorithm"`
+	// JWKSURL is the identity provider's key set, for RS*, PS*, ES* and
+	// EdDSA tokens; refreshed every JWKSRefresh, and at most every
+	// JWKSUnknownKID when a token names a key it lacks.
+	JWKSURL        string        `yaml:"jwks_url"`
+	JWKSRefresh    time.Duration `yaml:"jwks_refresh_interval"`
+	JWKSUnknownKID time.Duration `yaml:"jwks_unknown_kid_interval"`
+	JWKSTimeout    time.Duration `yaml:"jwks_timeout"`
+	// UserClaim names the claim holding the user id; Issuer and Audience,
+	// when set, must match the token's iss and aud.
+	UserClaim          string        `yaml:"user_claim"`
+	Issuer             string        `yaml:"issuer"`
+	Audience           string        `yaml:"audience"`
 	Leeway             time.Duration `yaml:"leeway"`
 	MembershipCacheTTL time.Duration `yaml:"membership_cache_ttl"`
 	// MembershipWait bounds how long a check asks again while the database
@@ -230,7 +243,7 @@ func Default() Config {
 			ReconnectMin: 100 * time.Millisecond, ReconnectMax: 30 * time.Second, MonitorEvery: 5 * time.Second, PublicationCheck: time.Second, DownNotice: 30 * time.Second,
 			RetainedWALWarnBytes: 1 << 30,
 		},
-		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, MembershipCacheTTL: 0,
+		Auth: Auth{JWTAlgorithm: "HS256", Leeway: 5 * time.Second, UserClaim: "sub", JWKSRefresh: time.Hour, JWKSUnknownKID: 30 * time.Second, JWKSTimeout: 10 * time.Second, MembershipCacheTTL: 0,
 			MembershipWait: 2 * time.Second, MembershipLookups: 5,
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{Paths: []string{"/ws", "/"}, WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
@@ -320,6 +333,11 @@ var envVars = []struct {
 	{"WALCAST_DATABASE_URL", func(c *Config, v string) error { c.Database.URL = v; return nil }},
 	{"WALCAST_HTTP_ADDR", func(c *Config, v string) error { c.HTTP.Addr = v; return nil }},
 	{"WALCAST_JWT_SECRET", func(c *Config, v string) error { c.Auth.JWTSecret = v; return nil }},
+	{"WALCAST_JWT_ALGORITHM", func(c *Config, v string) error { c.Auth.JWTAlgorithm = v; return nil }},
+	{"WALCAST_JWKS_URL", func(c *Config, v string) error { c.Auth.JWKSURL = v; return nil }},
+	{"WALCAST_JWT_USER_CLAIM", func(c *Config, v string) error { c.Auth.UserClaim = v; return nil }},
+	{"WALCAST_JWT_ISSUER", func(c *Config, v string) error { c.Auth.Issuer = v; return nil }},
+	{"WALCAST_JWT_AUDIENCE", func(c *Config, v string) error { c.Auth.Audience = v; return nil }},
 	{"WALCAST_SLOT_NAME", func(c *Config, v string) error { c.Replication.Slot = v; return nil }},
 	{"WALCAST_PUBLICATION_NAME", func(c *Config, v string) error { c.Replication.Publication = v; return nil }},
 	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
@@ -425,8 +443,20 @@ func (c *Config) Validate() error {
 		return bad("auth.jwt_secret (WALCAST_JWT_SECRET)", "is required")
 	case len(c.Auth.JWTSecret) < 16:
 		return bad("auth.jwt_secret (WALCAST_JWT_SECRET)", "must be at least 16 bytes")
-	case c.Auth.JWTAlgorithm != "HS256" && c.Auth.JWTAlgorithm != "HS384" && c.Auth.JWTAlgorithm != "HS512":
-		return bad("auth.jwt_algorithm", "must be HS256, HS384 or HS512")
+	case !slices.Contains([]string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}, c.Auth.JWTAlgorithm):
+		return bad("auth.jwt_algorithm (WALCAST_JWT_ALGORITHM)", "must be HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA")
+	case !strings.HasPrefix(c.Auth.JWTAlgorithm, "HS") && c.Auth.JWKSURL == "":
+		return bad("auth.jwks_url (WALCAST_JWKS_URL)", "is required for "+c.Auth.JWTAlgorithm+" tokens (the identity provider's key set)")
+	case c.Auth.JWKSURL != "" && strings.HasPrefix(c.Auth.JWTAlgorithm, "HS"):
+		return bad("auth.jwt_algorithm (WALCAST_JWT_ALGORITHM)", "must be the identity provider's (e.g. RS256) when auth.jwks_url is set")
+	case c.Auth.JWKSURL != "" && !strings.HasPrefix(c.Auth.JWKSURL, "https://") && !strings.HasPrefix(c.Auth.JWKSURL, "http://"):
+		return bad("auth.jwks_url (WALCAST_JWKS_URL)", "must be an http(s) URL")
+	case c.Auth.JWKSURL != "" && (c.Auth.JWKSRefresh < time.Minute/6 || c.Auth.JWKSUnknownKID <= 0):
+		return bad("auth.jwks_refresh_interval", "must be at least 10s, and jwks_unknown_kid_interval positive")
+	case c.Auth.JWKSURL != "" && c.Auth.JWKSTimeout <= 0:
+		return bad("auth.jwks_timeout", "must be positive")
+	case c.Auth.UserClaim == "":
+		return bad("auth.user_claim (WALCAST_JWT_USER_CLAIM)", "must name the claim holding the user id")
 	case c.Auth.MembershipCacheTTL < 0 || c.Auth.MembershipCacheTTL > c.Auth.AccessMemory:
 		// A cached answer must expire before the access changes it may
 		// predate are forgotten (docs/access.md).
