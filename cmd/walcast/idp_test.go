@@ -63,7 +63,9 @@ func TestIdentityProviderTokens(t *testing.T) {
 	// Unreachable: not ready, and why.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{}) }()
+	go func() {
+		done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{})
+	}()
 	base := "http://" + env["WALCAST_HTTP_ADDR"]
 	waitFor(t, 20*time.Second, "/readyz names the unreachable JWKS", func() bool {
 		code, body := getJSON(base + "/readyz")
