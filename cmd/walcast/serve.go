@@ -118,13 +118,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	mt := cfg.MembershipTable()
 	router := api.NewRouter(api.Deps{
 		Demo: demoRoutes,
-		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken,
+		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken, AdminToken: cfg.API.AdminToken,
 			MemberCondition: auth.MemberCondition(auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn}, 1, 2)},
 		Pool: pool, Verifier: p.verifier, Access: relay.RESTAccess{Hub: p.hub, Members: p.members}, WS: sockets, SocketPaths: cfg.WS.Paths, Gatherer: reg,
 		Ready:  func(ctx context.Context) error { return p.ready(ctx, pool) },
 		Status: func(ctx context.Context) api.Status { return p.status(ctx, sockets.Connections(), log) },
 		Log:    log, Metrics: m, ClientIP: clients.ClientIP,
 		Publisher: p.publisher, PublishOff: p.publishOff(),
+		Disconnect: func(userID string, banFor time.Duration) int {
+			if p.ephemeral != nil {
+				p.ephemeral.OnDisconnect(userID, banFor)
+			}
+			return sockets.Disconnect(userID, banFor)
+		},
 	})
 	srv := api.NewServer(router, api.ServerLimits{
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
@@ -137,6 +143,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	sourceCtx, stopSource := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSource()
 	g, gctx := errgroup.WithContext(ctx)
+	if p.ephemeral != nil {
+		p.ephemeral.Kick = sockets.Disconnect
+	}
 	p.run(gctx, sourceCtx, g)
 	// The write workers serve the sockets until Shutdown has closed them.
 	g.Go(func() error { return sockets.Run(sourceCtx) })

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,6 +25,8 @@ type Config struct {
 	// StatusToken, when set, is required as a Bearer token on /metrics and
 	// /api/v1/status.
 	StatusToken string
+	// AdminToken, when set, turns the admin routes on behind it.
+	AdminToken string
 	// MemberCondition is SQL true while user $2 is a member of project $1
 	// (auth.MemberCondition): a message is stored only if it still holds
 	// when the row is written, whatever happened since the check.
@@ -59,6 +62,9 @@ type Deps struct {
 	// ClientIP is a request's client address for the logs
 	// (clientaddr.Resolver); nil logs none.
 	ClientIP func(*http.Request) string
+	// Disconnect closes a user's sockets on every replica and bans it
+	// for banFor; it returns how many sockets this replica closed.
+	Disconnect func(userID string, banFor time.Duration) int
 	// Publisher serves POST /api/v1/projects/{id}/events; when nil the
 	// route answers 404 with PublishOff, the reason.
 	Publisher  *Publisher
@@ -97,6 +103,7 @@ func NewRouter(d Deps) http.Handler {
 			r.Post("/", h.createMessage)
 		})
 		r.Post("/projects/{projectID}/events", h.publishEvent)
+		r.Post("/admin/users/{userID}/disconnect", h.disconnectUser)
 	})
 	if d.Demo != nil {
 		d.Demo(r)

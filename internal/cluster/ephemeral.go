@@ -48,6 +48,9 @@ type Ephemeral struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time
+	// Kick, when set before Run, closes this replica's sockets of a user
+	// another replica's operator disconnected (ws.Server.Disconnect).
+	Kick func(userID string, banFor time.Duration) int
 	// Owned by Run's goroutine: the snapshot sequence, the parts of the
 	// others' snapshots, when a failed send was last logged.
 	seq     uint64
@@ -69,6 +72,7 @@ type ephemeralMsg struct {
 	Payload   json.RawMessage  `json:"d,omitempty"`
 	All       []wirePresenceOf `json:"all,omitempty"`
 	Seq       uint64           `json:"seq,omitempty"`
+	BanFor    time.Duration    `json:"ban,omitempty"`
 	Part      int              `json:"part,omitempty"`
 	Parts     int              `json:"parts,omitempty"`
 	// Bye marks the last message of a replica that shuts down.
@@ -116,6 +120,12 @@ func (e *Ephemeral) OnPresence(projectID, userID string, p *hub.Presence) {
 		m.Presence = &w
 	}
 	e.queue(m)
+}
+
+// OnDisconnect tells the other replicas to close userID's sockets (and
+// ban it for banFor).
+func (e *Ephemeral) OnDisconnect(userID string, banFor time.Duration) {
+	e.queue(ephemeralMsg{Kind: "K", Replica: e.replica, UserID: userID, BanFor: banFor})
 }
 
 // OnBroadcast queues a broadcast for the others' subscribers.
@@ -232,6 +242,11 @@ func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 	}
 	seen[m.Replica] = e.now()
 	switch m.Kind {
+	case "K":
+		if auth.IsUUID(m.UserID) && m.BanFor >= 0 && e.Kick != nil {
+			n := e.Kick(strings.ToLower(m.UserID), m.BanFor)
+			e.log.Info("user disconnected by the operator on another replica", "user_id", m.UserID, "from_replica", m.Replica, "sockets", n)
+		}
 	case "B":
 		if auth.IsUUID(m.ProjectID) && auth.IsUUID(m.UserID) && validEvent(m.Event) && isObject(m.Payload) {
 			e.hub.RemoteBroadcast(strings.ToLower(m.ProjectID), m.Event, strings.ToLower(m.UserID), m.Payload)

@@ -206,6 +206,9 @@ type API struct {
 	MaxBodyBytes    int64  `yaml:"max_body_bytes"`
 	MaxMessageChars int    `yaml:"max_message_chars"`
 	StatusToken     string `yaml:"status_token"`
+	// AdminToken is the operator's credential of the admin routes (at
+	// least 32 bytes); empty turns them off.
+	AdminToken string `yaml:"admin_token"`
 }
 
 // Publish configures the events the application publishes (package
@@ -341,6 +344,7 @@ var envVars = []struct {
 	{"WALCAST_SLOT_NAME", func(c *Config, v string) error { c.Replication.Slot = v; return nil }},
 	{"WALCAST_PUBLICATION_NAME", func(c *Config, v string) error { c.Replication.Publication = v; return nil }},
 	{"WALCAST_STATUS_TOKEN", func(c *Config, v string) error { c.API.StatusToken = v; return nil }},
+	{"WALCAST_ADMIN_TOKEN", func(c *Config, v string) error { c.API.AdminToken = v; return nil }},
 	{"WALCAST_PUBLISH_TOKEN", func(c *Config, v string) error { c.Publish.Token = v; return nil }},
 	{"WALCAST_PUBLISH_PREFIX", func(c *Config, v string) error { c.Publish.Prefix = v; return nil }},
 	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
@@ -519,6 +523,10 @@ func (c *Config) Validate() error {
 		return bad("publish.max_bytes", "must be between 256 and 1048576")
 	case c.Publish.Token != "" && len(c.Publish.Token) < 32:
 		return bad("publish.token (WALCAST_PUBLISH_TOKEN)", "must be at least 32 bytes")
+	case c.API.AdminToken != "" && len(c.API.AdminToken) < 32:
+		return bad("api.admin_token (WALCAST_ADMIN_TOKEN)", "must be at least 32 bytes")
+	case c.API.AdminToken != "" && (c.API.AdminToken == c.API.StatusToken || c.API.AdminToken == c.Publish.Token || c.API.AdminToken == c.Auth.JWTSecret):
+		return bad("api.admin_token (WALCAST_ADMIN_TOKEN)", "must differ from the status and publish tokens and the jwt secret")
 	case c.Publish.Token != "" && (c.Publish.Token == c.API.StatusToken || c.Publish.Token == c.Auth.JWTSecret):
 		return bad("publish.token (WALCAST_PUBLISH_TOKEN)", "must differ from api.status_token and auth.jwt_secret")
 	case c.Publish.ConfirmTimeout <= 0:

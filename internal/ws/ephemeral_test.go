@@ -1,9 +1,12 @@
 package ws
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/hub"
@@ -154,5 +157,43 @@ func TestEphemeralBudgetIsPerUserToo(t *testing.T) {
 	}
 	if limited != 4 || relayed != 12 {
 		t.Fatalf("8 broadcasts of one user over 4 sockets, a user budget of 4: %d relayed, %d refused", relayed, limited)
+	}
+}
+
+// TestDisconnectAUser: the operator cuts a user off: every socket of the
+// user closes with 4003, other users' stay open, and with a ban the
+// user's new sockets are refused (403) until it ends.
+func TestDisconnectAUser(t *testing.T) {
+	members := memberSet{projectA + "/" + userA: true, projectA + "/" + userB: true}
+	s, url, _ := protocolServer(t, Config{}, hub.Config{}, members)
+	clk := &fakeClock{now: time.Now()}
+	s.clock = clk
+	a1, a2 := dialJSON(t, url, issue(t, userA, 3*time.Hour)), dialJSON(t, url, issue(t, userA, 3*time.Hour))
+	b := dialJSON(t, url, issue(t, userB, 3*time.Hour))
+	for _, c := range []*jsonClient{a1, a2, b} {
+		c.send(`{"action":"ping"}`)
+		c.must(5 * time.Second)
+	}
+	if n := s.Disconnect(userA, time.Hour); n != 2 {
+		t.Fatalf("Disconnect closed %d sockets, want 2", n)
+	}
+	for _, c := range []*jsonClient{a1, a2} {
+		if _, err := c.read(5 * time.Second); websocket.CloseStatus(err) != CloseDisconnected {
+			t.Fatalf("closed with %v", err)
+		}
+	}
+	b.send(`{"action":"ping"}`)
+	if f := b.must(5 * time.Second); f["type"] != "pong" {
+		t.Fatalf("another user's socket: %v", f)
+	}
+	_, resp, err := websocket.Dial(context.Background(), strings.Replace(url, "http", "ws", 1)+"/?token="+issue(t, userA, 3*time.Hour), nil)
+	if err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("a banned user's new socket: %v %v", resp, err)
+	}
+	clk.advance(2 * time.Hour)
+	c := dialJSON(t, url, issue(t, userA, 3*time.Hour))
+	c.send(`{"action":"ping"}`)
+	if f := c.must(5 * time.Second); f["type"] != "pong" {
+		t.Fatalf("after the ban: %v", f)
 	}
 }

@@ -99,8 +99,15 @@ type Server struct {
 	// while it is being waited on).
 	admit    sync.Mutex
 	stopping bool
-	wg       sync.WaitGroup
-	conns    atomic.Int64
+	// byUser are the open sockets of each user, and bans the users whose
+	// new sockets are refused until then (Disconnect); guarded by admit.
+	byUser map[string]map[*socket]struct{}
+	bans   map[string]time.Time
+	// kicks counts each user's Disconnects: a socket admitted before one
+	// and tracked after it is closed too.
+	kicks map[string]uint64
+	wg    sync.WaitGroup
+	conns atomic.Int64
 
 	workers     []*writeWorker
 	stopWorkers chan struct{}
@@ -183,6 +190,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusUnauthorized, CodeUnauthorized, err.Error())
 		return
 	}
+	s.admit.Lock()
+	banned := s.banned(claims.UserID)
+	s.admit.Unlock()
+	if banned {
+		s.metrics.WSRejected.WithLabelValues("unauthorized").Inc()
+		writeHTTPError(w, http.StatusForbidden, CodeForbidden, "this user was disconnected by the operator")
+		return
+	}
 	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > s.cfg.MaxConnections {
 		s.conns.Add(-1)
 		s.metrics.WSRejected.WithLabelValues("connection_cap").Inc()
@@ -234,7 +249,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
+	if s.banned(claims.UserID) {
+		// Disconnected while this socket was being upgraded.
+		s.admit.Unlock()
+		s.conns.Add(-1)
+		_ = conn.Close(CloseDisconnected, "disconnected by the operator")
+		return
+	}
 	s.wg.Add(1)
+	kicksAtAdmission := s.kicks[claims.UserID]
 	s.admit.Unlock()
 	s.metrics.WSConnections.Inc()
 	sc = &socket{
@@ -259,10 +282,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the HTTP server's goroutine has grown a deep stack serving the
 	// request, and at ten thousand sockets those stacks are most of the
 	// memory. Shutdown waits for sockets through s.wg.
+	s.admit.Lock()
+	s.track(sc)
+	kicked := s.kicks[claims.UserID] != kicksAtAdmission
+	s.admit.Unlock()
+	if kicked {
+		sc.signal(sigKick)
+	}
 	go func() {
 		defer s.wg.Done()
 		defer s.conns.Add(-1)
 		defer s.metrics.WSConnections.Dec()
+		defer s.untrack(sc)
 		sc.run(context.WithoutCancel(r.Context()))
 	}()
 }

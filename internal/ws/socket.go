@@ -79,6 +79,7 @@ const (
 	sigShutdown
 	sigDone
 	sigFlood
+	sigKick
 )
 
 func (sc *socket) signal(sig uint32) {
@@ -285,6 +286,10 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 			return false
 		case sig&sigShutdown != 0:
 			sc.close(websocket.StatusGoingAway, "server shutting down")
+			return false
+		case sig&sigKick != 0:
+			sc.log.Info("disconnected by the operator")
+			sc.close(CloseDisconnected, "disconnected by the operator")
 			return false
 		case sig&sigExpiry != 0 && !sc.srv.clock.Now().Before(time.Unix(0, sc.expires.Load())):
 			// A refresh_token may have moved the expiry after the timer
