@@ -181,11 +181,19 @@ func eventTypes(cfg config.Config) []string {
 // prepareWAL checks what logical replication needs and creates the
 // publication and the slot when they are missing.
 func prepareWAL(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) error {
-	if err := wal.CheckWALLevel(ctx, pool); err != nil {
+	// Every problem at once (walcast check lists them the same way), not
+	// one per restart.
+	findings, err := wal.Doctor(ctx, pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables)
+	if err != nil {
 		return err
 	}
-	if err := wal.CheckReplicaIdentity(ctx, pool, cfg.Events.Tables); err != nil {
+	if err := wal.Errors(findings); err != nil {
 		return err
+	}
+	for _, f := range findings {
+		if f.Fix != "" {
+			log.Warn(f.What, "fix", f.Fix)
+		}
 	}
 	if err := wal.EnsurePublication(ctx, pool, cfg.Replication.Publication, cfg.Events.Tables); err != nil {
 		return err

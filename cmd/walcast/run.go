@@ -23,6 +23,7 @@ import (
 const usage = `usage: walcast [serve] [--config PATH] [--http-addr ADDR] [--log-level LEVEL]
        walcast migrate [--with-notify-triggers] [--with-role] [--config PATH]
        walcast token --user UUID [--ttl 1h] [--config PATH]
+       walcast check [--config PATH]
        walcast version
        walcast help
 
@@ -31,6 +32,9 @@ commands:
   migrate   apply the schema migrations; --with-role creates the least-privilege
             walcast role, --with-notify-triggers the legacy NOTIFY triggers
   token     print a JWT for a user (development and tests)
+  check     report everything that would stop or weaken a start on the
+            configured database (settings, role, tables, replica identities,
+            publication, slot), each with its fix; creates nothing
   version   print the version and build information
 
 flags (every command):
@@ -87,6 +91,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = migrateCmd(ctx, args, getenv, stdout, stderr)
 	case "token":
 		err = tokenCmd(args, getenv, stdout, stderr)
+	case "check":
+		err = checkCmd(ctx, args, getenv, stdout, stderr)
 	case "version":
 		return version(stdout)
 	case "help":
@@ -203,5 +209,46 @@ func tokenCmd(args []string, getenv func(string) string, stdout, stderr io.Write
 		return err
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// checkCmd is walcast check: with the configured settings, it reports
+// everything that would stop or weaken a start, each with its fix, and
+// creates nothing. It fails when anything would stop walcast.
+func checkCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, rest, err := config.Load(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("check: unexpected argument %q", rest[0])
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Source != "wal" {
+		fmt.Fprintln(stdout, "source: notify: nothing of logical replication to check")
+		return nil
+	}
+	pool, err := newPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	findings, err := wal.Doctor(ctx, pool, cfg.Replication.Publication, cfg.Replication.Slot, cfg.Events.Tables)
+	if err != nil {
+		return err
+	}
+	errs := 0
+	for _, f := range findings {
+		fmt.Fprintln(stdout, f.String())
+		if f.Error {
+			errs++
+		}
+	}
+	if errs > 0 {
+		return fmt.Errorf("check: %d problem(s) stop walcast on this database", errs)
+	}
+	fmt.Fprintln(stdout, "ok: walcast can start on this database")
 	return nil
 }

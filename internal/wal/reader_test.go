@@ -187,7 +187,15 @@ func TestSetupChecks(t *testing.T) {
 	if err := EnsurePublication(ctx, db.Pool, "partial", tables); err == nil || !strings.Contains(err.Error(), "lacks table(s) public.projects") {
 		t.Fatalf("partial publication: %v", err)
 	}
-	if err := CheckReplicaIdentity(ctx, db.Pool, tables); err != nil {
+	doctorErr := func(tables []events.Table) error {
+		t.Helper()
+		findings, err := Doctor(ctx, db.Pool, "pub", "walcast_doctor", tables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Errors(findings)
+	}
+	if err := doctorErr(tables); err != nil {
 		t.Fatalf("reference schema: %v", err)
 	}
 	// A row filter or a column list hides changes: a filtered membership
@@ -206,16 +214,13 @@ func TestSetupChecks(t *testing.T) {
 		t.Fatalf("column list on tasks only: %+v %v", pub, err)
 	}
 	db.Exec(t, `ALTER TABLE tasks REPLICA IDENTITY DEFAULT`)
-	if err := CheckReplicaIdentity(ctx, db.Pool, tables); err == nil || !strings.Contains(err.Error(), "public.tasks") || !strings.Contains(err.Error(), "project_id") {
+	if err := doctorErr(tables); err == nil || !strings.Contains(err.Error(), "public.tasks") || !strings.Contains(err.Error(), "project_id") {
 		t.Fatalf("default identity: %v", err)
 	}
 	missing := append(tables, events.Table{Name: "nope", Resource: "x", ProjectIDColumn: "p"})
 	db.Exec(t, `ALTER TABLE tasks REPLICA IDENTITY FULL`)
-	if err := CheckReplicaIdentity(ctx, db.Pool, missing); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if err := doctorErr(missing); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("missing table: %v", err)
-	}
-	if err := CheckWALLevel(ctx, db.Pool); err != nil {
-		t.Fatalf("test server has wal_level=logical: %v", err)
 	}
 	slot := "walcast_t_" + pgtest.RandomSuffix()
 	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot)

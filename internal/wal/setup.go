@@ -15,22 +15,6 @@ import (
 	"github.com/walcast/walcast/internal/events"
 )
 
-// ErrWALLevel reports a server whose wal_level is not logical.
-var ErrWALLevel = errors.New("wal_level is not logical")
-
-// CheckWALLevel returns ErrWALLevel, with the server's value and the fix,
-// unless the server runs with wal_level=logical.
-func CheckWALLevel(ctx context.Context, pool *pgxpool.Pool) error {
-	var level string
-	if err := pool.QueryRow(ctx, "SELECT current_setting('wal_level')").Scan(&level); err != nil {
-		return fmt.Errorf("read wal_level: %w", err)
-	}
-	if level != "logical" {
-		return fmt.Errorf("%w: the server has wal_level=%s; set wal_level = logical in postgresql.conf and restart PostgreSQL", ErrWALLevel, level)
-	}
-	return nil
-}
-
 // EnsurePublication creates the publication for tables when it is missing,
 // and checks that an existing one publishes every table and every action.
 func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tables []events.Table) error {
@@ -210,42 +194,6 @@ func schemaOf(t events.Table) string {
 		return "public"
 	}
 	return t.Schema
-}
-
-// CheckReplicaIdentity verifies that each table's replica identity makes a
-// DELETE carry the columns the mapping needs (events.Table.IdentityColumns).
-func CheckReplicaIdentity(ctx context.Context, pool *pgxpool.Pool, tables []events.Table) error {
-	const q = `
-SELECT c.relreplident::text,
-       coalesce(array_agg(a.attname::text) FILTER (WHERE a.attname IS NOT NULL), '{}')
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_index i ON i.indrelid = c.oid
-      AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
-WHERE n.nspname = $1 AND c.relname = $2
-GROUP BY c.relreplident`
-	for _, t := range tables {
-		var ident string
-		var cols []string
-		err := pool.QueryRow(ctx, q, schemaOf(t), t.Name).Scan(&ident, &cols)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("table %s does not exist (is this the app's database? walcast migrate creates the reference schema)", t.QualifiedName())
-		}
-		if err != nil {
-			return fmt.Errorf("read replica identity of %s: %w", t.QualifiedName(), err)
-		}
-		if ident == "f" {
-			continue
-		}
-		for _, need := range t.IdentityColumns() {
-			if !slices.Contains(cols, need) {
-				return fmt.Errorf("table %s: its replica identity does not carry column %s, so a DELETE cannot be mapped; run ALTER TABLE %s REPLICA IDENTITY FULL",
-					t.QualifiedName(), need, t.QualifiedName())
-			}
-		}
-	}
-	return nil
 }
 
 // EnsureSlot creates the permanent logical slot with pgoutput when missing,
