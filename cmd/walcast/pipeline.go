@@ -79,7 +79,8 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 	}
 	mapper, err := events.NewMapper(events.Options{Tables: cfg.Events.Tables, BulkThreshold: cfg.Events.BulkThreshold,
 		MaxTxnRows: cfg.Events.MaxTxnRows, MaxTxnBytes: cfg.Events.MaxTxnBytes, Publication: cfg.Replication.Publication,
-		PublishPrefix: cfg.Publish.Prefix, MaxPublishBytes: cfg.Publish.MaxBytes, GapKey: events.GapKey([]byte(cfg.Auth.JWTSecret))})
+		PublishPrefix: cfg.Publish.Prefix, MaxPublishBytes: cfg.Publish.MaxBytes, GapKey: events.GapKey([]byte(cfg.Auth.JWTSecret)),
+		NumbersAsStrings: cfg.Events.NumbersAsStrings})
 	if err != nil {
 		return nil, err
 	}

@@ -199,6 +199,9 @@ type Events struct {
 	MaxTxnRows  int            `yaml:"max_transaction_rows"`
 	MaxTxnBytes int            `yaml:"max_transaction_bytes"`
 	Tables      []events.Table `yaml:"tables"`
+	// NumbersAsStrings sends integers past ±(2^53 − 1) and every numeric
+	// as JSON strings (JavaScript rounds them as numbers).
+	NumbersAsStrings bool `yaml:"numbers_as_strings"`
 }
 
 // API configures the REST routes.
@@ -350,6 +353,7 @@ var envVars = []struct {
 	{"WALCAST_DEBUG_ADDR", func(c *Config, v string) error { c.HTTP.DebugAddr = v; return nil }},
 	{"WALCAST_SOURCE", func(c *Config, v string) error { c.Source = v; return nil }},
 	{"WALCAST_DEMO", func(c *Config, v string) error { return setBool(&c.Demo.Enabled, v) }},
+	{"WALCAST_NUMBERS_AS_STRINGS", func(c *Config, v string) error { return setBool(&c.Events.NumbersAsStrings, v) }},
 	{"WALCAST_NATS_URL", func(c *Config, v string) error { c.Cluster.NATSURL = v; return nil }},
 	{"WALCAST_NATS_STREAM", func(c *Config, v string) error { c.Cluster.Stream = v; return nil }},
 	{"WALCAST_LOG_LEVEL", func(c *Config, v string) error { c.Log.Level = v; return nil }},

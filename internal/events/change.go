@@ -36,7 +36,7 @@ func (a Action) String() string {
 // Column is one column of a row as the WAL carried it.
 //
 // Value holds one of: nil (SQL NULL), bool, int64, float64, string,
-// json.RawMessage (json, jsonb and finite numeric values, inline) or
+// json.RawMessage (json and jsonb, inline), Numeric (a finite numeric) or
 // time.Time (timestamptz, in UTC). Other column types arrive as their text.
 type Column struct {
 	Name  string
@@ -101,3 +101,7 @@ func Lookup(cols []Column, name string) (any, bool) {
 	}
 	return nil, false
 }
+
+// Numeric is a finite numeric's exact digits, sent as a JSON number (or,
+// with Options.NumbersAsStrings, a string): a float64 would round it.
+type Numeric string

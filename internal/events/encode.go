@@ -165,9 +165,32 @@ func (m *Mapper) appendRow(b []byte, ch *Change) []byte {
 		n++
 		b = appendString(b, m.jsonKey(c.Name))
 		b = append(b, ':')
-		b = AppendValue(b, v)
+		b = m.appendValue(b, v)
 	}
 	return append(b, '}')
+}
+
+// maxSafeInteger is the largest integer a JavaScript number holds exactly
+// (Number.MAX_SAFE_INTEGER).
+const maxSafeInteger = 1<<53 - 1
+
+// appendValue is AppendValue, with numbers JavaScript cannot hold exactly
+// sent as strings when the mapper is set to (Options.NumbersAsStrings):
+// integers past ±(2^53 − 1) and every numeric.
+func (m *Mapper) appendValue(b []byte, v any) []byte {
+	if m.numStrings {
+		switch x := v.(type) {
+		case int64:
+			if x > maxSafeInteger || x < -maxSafeInteger {
+				b = append(b, '"')
+				b = strconv.AppendInt(b, x, 10)
+				return append(b, '"')
+			}
+		case Numeric:
+			return appendString(b, string(x))
+		}
+	}
+	return AppendValue(b, v)
 }
 
 // AppendValue appends the JSON form of a column value (see Column.Value).
@@ -189,6 +212,8 @@ func AppendValue(b []byte, v any) []byte {
 		if len(x) == 0 {
 			return append(b, "null"...)
 		}
+		return append(b, x...)
+	case Numeric:
 		return append(b, x...)
 	case time.Time:
 		b = append(b, '"')

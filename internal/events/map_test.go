@@ -503,3 +503,26 @@ func FuzzMap(f *testing.F) {
 		}
 	})
 }
+
+// TestNumbersAsStrings: past ±(2^53 − 1) integers, and every numeric, are
+// strings with the option, numbers without it; safe integers stay numbers.
+func TestNumbersAsStrings(t *testing.T) {
+	row := Change{Schema: "public", Table: "tasks", Action: Insert, New: cols("id", rid, "project_id", pid,
+		"story_points", int64(9007199254740993), "small", int64(9007199254740991), "negative", int64(-9007199254740993), "estimate", Numeric("12345678901234567890.5"))}
+	for _, c := range []struct {
+		on   bool
+		want string
+	}{
+		{false, `"storyPoints":9007199254740993,"small":9007199254740991,"negative":-9007199254740993,"estimate":12345678901234567890.5`},
+		{true, `"storyPoints":"9007199254740993","small":9007199254740991,"negative":"-9007199254740993","estimate":"12345678901234567890.5"`},
+	} {
+		m, err := NewMapper(Options{Tables: DefaultTables(), NumbersAsStrings: c.on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, _ := m.Map(&Txn{CommitLSN: 1, CommitTime: commit, Changes: []Change{row}}, nil)
+		if len(evs) != 2 || !strings.Contains(string(evs[1].Payload), c.want) {
+			t.Fatalf("option %v: %s", c.on, evs[len(evs)-1].Payload)
+		}
+	}
+}

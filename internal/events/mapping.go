@@ -80,6 +80,9 @@ type Options struct {
 	// (GapPrefix) naming it tell every project to resync; others are
 	// another deployment's.
 	Publication string
+	// NumbersAsStrings sends integers past ±(2^53 − 1) and every numeric
+	// as JSON strings: JavaScript's JSON.parse rounds them as numbers.
+	NumbersAsStrings bool
 	// GapKey verifies gap markers (GapKey); markers it does not verify
 	// are ignored.
 	GapKey []byte
@@ -101,6 +104,7 @@ type Mapper struct {
 	publish    string
 	maxPublish int
 	gapKey     []byte
+	numStrings bool
 	camel      sync.Map // column name -> JSON key
 }
 
@@ -127,7 +131,7 @@ func NewMapper(opts Options) (*Mapper, error) {
 		return nil, fmt.Errorf("events: publish prefix %q is walcast's gap marker prefix", GapPrefix)
 	}
 	m := &Mapper{tables: make(map[string]*Table, len(opts.Tables)), bulk: opts.BulkThreshold, maxRows: opts.MaxTxnRows, maxBytes: opts.MaxTxnBytes, pub: opts.Publication,
-		publish: opts.PublishPrefix, maxPublish: opts.MaxPublishBytes, gapKey: opts.GapKey}
+		publish: opts.PublishPrefix, maxPublish: opts.MaxPublishBytes, gapKey: opts.GapKey, numStrings: opts.NumbersAsStrings}
 	if m.maxPublish <= 0 {
 		m.maxPublish = math.MaxInt
 	}

@@ -179,6 +179,8 @@ func changeBytes(ch *Change) int {
 				n += len(v)
 			case []byte:
 				n += len(v)
+			case Numeric:
+				n += len(v)
 			case json.RawMessage:
 				n += len(v)
 			}

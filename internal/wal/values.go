@@ -1,7 +1,9 @@
 package wal
 
 import (
+	"database/sql/driver"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -51,7 +53,7 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 	case pgtype.NumericOID:
 		// Kept as its exact digits: a float64 would round large numerics.
 		if isJSONNumber(src) {
-			return json.RawMessage(append([]byte(nil), src...))
+			return events.Numeric(src)
 		}
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UUIDOID:
 		return string(src)
@@ -82,16 +84,103 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 		if err := m.Scan(oid, pgtype.TextFormatCode, src, &d); err == nil && d.Valid {
 			return events.FormatDate(finite(d.Time, d.InfinityModifier))
 		}
+	case pgtype.IntervalOID:
+		var iv pgtype.Interval
+		if err := m.Scan(oid, pgtype.TextFormatCode, src, &iv); err == nil && iv.Valid {
+			return isoDuration(iv)
+		}
+	case pgtype.TimeOID:
+		// PostgreSQL's own text: HH:MM:SS[.ffffff].
+		return string(src)
 	default:
 		if dt, ok := m.TypeForOID(oid); ok {
 			if v, err := dt.Codec.DecodeValue(m, oid, pgtype.TextFormatCode, src); err == nil {
-				if _, err := json.Marshal(v); err == nil {
+				if v, ok := plainJSON(v); ok {
 					return v
 				}
 			}
 		}
 	}
 	return string(src)
+}
+
+// plainJSON turns what a pgtype codec decoded into a value with a plain
+// JSON form (arrays of them included): uuids as their text, intervals as
+// ISO 8601 durations, and bytes as base64 (encoding/json's). A value of
+// pgtype's own struct types (points, ranges, times) has no such form:
+// not ok, and its PostgreSQL text is sent instead.
+func plainJSON(v any) (any, bool) {
+	switch x := v.(type) {
+	case nil, bool, string, float64, float32, int64, int32, int16, int8, int, uint32, []byte:
+		return x, true
+	case [16]byte:
+		return pgtype.UUID{Bytes: x, Valid: true}.String(), true
+	case pgtype.Interval:
+		if !x.Valid {
+			return nil, true
+		}
+		return isoDuration(x), true
+	case []any:
+		out := make([]any, len(x))
+		for i := range x {
+			e, ok := plainJSON(x[i])
+			if !ok {
+				return nil, false
+			}
+			out[i] = e
+		}
+		return out, true
+	case map[string]any, json.RawMessage, time.Time:
+		return x, true
+	case fmt.Stringer:
+		// netip.Prefix, netip.Addr and the like: their text.
+		if _, isPG := x.(interface{ Value() (driver.Value, error) }); !isPG {
+			return x.String(), true
+		}
+	}
+	return nil, false
+}
+
+// isoDuration writes an interval as an ISO 8601 duration: P1Y2M3DT4H5M6.5S
+// (months as years and months, days, then the time part; a negative part
+// keeps its sign, as PostgreSQL's iso_8601 style does).
+func isoDuration(iv pgtype.Interval) string {
+	b := []byte{'P'}
+	years, months := iv.Months/12, iv.Months%12
+	if years != 0 {
+		b = strconv.AppendInt(b, int64(years), 10)
+		b = append(b, 'Y')
+	}
+	if months != 0 {
+		b = strconv.AppendInt(b, int64(months), 10)
+		b = append(b, 'M')
+	}
+	if iv.Days != 0 {
+		b = strconv.AppendInt(b, int64(iv.Days), 10)
+		b = append(b, 'D')
+	}
+	us := iv.Microseconds
+	if us != 0 {
+		b = append(b, 'T')
+		h, us := us/3_600_000_000, us%3_600_000_000
+		mi, us := us/60_000_000, us%60_000_000
+		if h != 0 {
+			b = strconv.AppendInt(b, h, 10)
+			b = append(b, 'H')
+		}
+		if mi != 0 {
+			b = strconv.AppendInt(b, mi, 10)
+			b = append(b, 'M')
+		}
+		if us != 0 {
+			b = strconv.AppendFloat(b, float64(us)/1e6, 'f', -1, 64)
+			b = append(b, 'S')
+		}
+	}
+	if len(b) == 1 {
+		return "PT0S"
+	}
+	return string(b)
 }
 
 // isJSONNumber reports whether b is a JSON number; numeric's NaN and
