@@ -73,6 +73,18 @@ shared_buffers = 256MB
 log_min_messages = warning
 CONF
 	fi
+	# A data folder made for another port (WALCAST_PG_PORT changed since):
+	# say so, and serve on the port asked for, rather than wait for a
+	# server that listens elsewhere.
+	made_for="$(grep -E '^port = [0-9]+' "$DB/postgresql.conf" | tail -1 | awk '{print $3}')"
+	if [[ -n "$made_for" && "$made_for" != "$PGPORT" ]]; then
+		if as_pg "$BINDIR/pg_ctl" --pgdata="$DB" status >/dev/null 2>&1; then
+			echo "pg.sh: the server in $DB is running on port $made_for, not $PGPORT: stop it (scripts/pg.sh stop) or set WALCAST_PG_PORT=$made_for" >&2
+			exit 1
+		fi
+		echo "pg.sh: $DB was made for port $made_for; starting it on port $PGPORT" >&2
+		echo "port = $PGPORT" | as_pg tee -a "$DB/postgresql.conf" >/dev/null
+	fi
 	if as_pg "$BINDIR/pg_ctl" --pgdata="$DB" status >/dev/null 2>&1; then
 		exit 0
 	fi
