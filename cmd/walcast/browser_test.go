@@ -7,9 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/walcast/walcast/internal/eventually"
@@ -48,10 +50,23 @@ func TestDemoInRealBrowsers(t *testing.T) {
 		t.Fatalf("start chromium: %v", err)
 	}
 	closeTab := map[string]context.CancelFunc{}
+	var failedMu sync.Mutex
+	var failed []string // responses the pages got with an error status
+	responses := 0
 	page := func(user string) context.Context {
-		ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+		ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext(), chromedp.WithListener(func(ev any) {
+			if e, ok := ev.(*network.EventResponseReceived); ok {
+				failedMu.Lock()
+				responses++
+				if e.Response.Status >= 400 && !strings.Contains(e.Response.URL, "/api/") {
+					failed = append(failed, fmt.Sprintf("%s %d", e.Response.URL, int(e.Response.Status)))
+				}
+				failedMu.Unlock()
+			}
+		}))
 		t.Cleanup(cancel)
 		closeTab[user] = cancel
+
 		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
 		t.Cleanup(cancelT)
 		if err := chromedp.Do(ctx,
@@ -95,9 +110,13 @@ func TestDemoInRealBrowsers(t *testing.T) {
 	t.Logf("bob's page showed alice's message %s after she clicked send", took.Round(time.Millisecond))
 	waitText(a, []string{"hello from alice's browser"}, time.Second)
 
-	// Bob's connection drops; alice sends three more; bob comes back.
+	// Bob's connection drops (his Send button is disabled meanwhile);
+	// alice sends three more; bob comes back.
 	if _, err := chromedp.Run(b, chromedp.Evaluate[any](`walcastDemo.client.pause(), true`)); err != nil {
 		t.Fatal(err)
+	}
+	if disabled, err := chromedp.Run(b, chromedp.Evaluate[bool](`document.querySelector("#send").disabled`)); err != nil || !disabled {
+		t.Fatalf("bob's Send button while his socket is down: disabled=%v (%v)", disabled, err)
 	}
 	for _, s := range []string{"one", "two", "three"} {
 		send(s)
@@ -158,6 +177,15 @@ func TestDemoInRealBrowsers(t *testing.T) {
 		}
 		t.Logf("screenshot: %s", path)
 	}
+
+	failedMu.Lock()
+	if responses == 0 {
+		t.Error("no response seen: the check of failed requests sees nothing")
+	}
+	if len(failed) > 0 {
+		t.Errorf("the pages' requests that failed (404s and the like, shown in the browser's console): %v", failed)
+	}
+	failedMu.Unlock()
 
 	// Bob closes his page (the tab): he leaves alice's list.
 	closeTab[bob]()

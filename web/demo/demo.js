@@ -30,6 +30,11 @@ function setStatus(state) {
   const s = $("#status");
   s.className = state;
   s.querySelector("b").textContent = state === "open" ? "live" : state;
+  // Sending while the socket is down would work (REST), but the page
+  // could not show the result: say so instead.
+  const send = $("#send");
+  send.disabled = state !== "open";
+  send.title = state === "open" ? "" : "reconnecting…";
 }
 
 function renderMessages(messages) {
