@@ -145,6 +145,27 @@ func TestStartRefusals(t *testing.T) {
 			}
 		})
 	}
+	t.Run("publication the role may not create", func(t *testing.T) {
+		db := newDB(t)
+		env := baseEnv(t, db) // as the walcast role, which owns no table
+		env["WALCAST_PUBLICATION_NAME"] = "not_yet"
+		err := run(context.Background(), []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), `CREATE PUBLICATION "not_yet" FOR TABLE`) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("slot of another database names the setting", func(t *testing.T) {
+		db, other := newDB(t), newDB(t)
+		env := baseEnv(t, db)
+		other.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, env["WALCAST_SLOT_NAME"])
+		t.Cleanup(func() {
+			_, _ = other.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, env["WALCAST_SLOT_NAME"])
+		})
+		err := run(context.Background(), []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "another database") || !strings.Contains(err.Error(), "WALCAST_SLOT_NAME") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 	t.Run("port in use leaves no slot", func(t *testing.T) {
 		db := newDB(t)
 		env := baseEnv(t, db)

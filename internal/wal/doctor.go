@@ -53,9 +53,11 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 		(SELECT count(*) FROM pg_replication_slots)::int,
 		(SELECT count(*) FROM pg_stat_replication)::int,
 		r.rolreplication, r.rolsuper,
-		r.rolsuper OR has_database_privilege(current_database(), 'CREATE'),
+		r.rolsuper OR (has_database_privilege(current_database(), 'CREATE') AND
+			coalesce((SELECT bool_and(pg_has_role(c.relowner, 'USAGE')) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			          WHERE (n.nspname || '.' || c.relname) = ANY($1)), false)),
 		current_setting('max_slot_wal_keep_size')
-		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&level, &role, &version, &slots, &senders, &usedSlots, &usedSenders,
+		FROM pg_roles r WHERE r.rolname = current_user`, qualifiedNames(tables)).Scan(&level, &role, &version, &slots, &senders, &usedSlots, &usedSenders,
 		&replication, &super, &canPub, &keepSize)
 	if err != nil {
 		return nil, fmt.Errorf("read the server's settings: %w", err)
@@ -140,7 +142,7 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 	}
 	if !pub.Exists {
 		if !canPub {
-			add(true, "publication "+publication+" does not exist, and role "+role+" may not create it",
+			add(true, "publication "+publication+" does not exist, and role "+role+" may not create it (that takes owning the tables)",
 				"as an admin: CREATE PUBLICATION "+pgx.Identifier{publication}.Sanitize()+" FOR TABLE "+tableList(tables)+"; (or walcast migrate)")
 		} else {
 			add(false, "publication "+publication+" does not exist: walcast creates it at start", "")
@@ -170,4 +172,12 @@ func Errors(findings []Finding) error {
 		return nil
 	}
 	return fmt.Errorf("the database is not ready for walcast (%d problem(s); walcast check lists them): %s", len(lines), strings.Join(lines, "; "))
+}
+
+func qualifiedNames(tables []events.Table) []string {
+	out := make([]string, len(tables))
+	for i, t := range tables {
+		out[i] = t.QualifiedName()
+	}
+	return out
 }

@@ -28,6 +28,10 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, name string, tab
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" {
 			return EnsurePublication(ctx, pool, name, tables) // created concurrently
 		}
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			return fmt.Errorf("create publication %s: %s; as an owner of the tables run: CREATE PUBLICATION %s FOR TABLE %s; (or walcast migrate, as an admin)",
+				name, pgErr.Message, pgx.Identifier{name}.Sanitize(), tableList(tables))
+		}
 		if err != nil {
 			return fmt.Errorf("create publication %s: %w", name, err)
 		}
@@ -217,9 +221,9 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (created b
 	case err != nil:
 		return false, fmt.Errorf("read replication slot %s: %w", slot, err)
 	case slotType != "logical" || plugin != "pgoutput":
-		return false, fmt.Errorf("replication slot %s exists but is %s/%s, not logical/pgoutput; choose another slot name", slot, slotType, plugin)
+		return false, fmt.Errorf("replication slot %s exists but is %s/%s, not logical/pgoutput; choose another slot name (replication.slot, WALCAST_SLOT_NAME)", slot, slotType, plugin)
 	case !sameDB:
-		return false, fmt.Errorf("replication slot %s belongs to another database; choose another slot name", slot)
+		return false, fmt.Errorf("replication slot %s belongs to another database; choose another slot name (replication.slot, WALCAST_SLOT_NAME)", slot)
 	}
 	return false, nil
 }
