@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/jsonx"
 	"github.com/walcast/walcast/internal/metrics"
 )
 
@@ -207,7 +207,7 @@ func (e *Ephemeral) snapshot() {
 }
 
 func (e *Ephemeral) publish(m ephemeralMsg) {
-	b, err := marshal(m)
+	b, err := jsonx.Marshal(m)
 	if err == nil {
 		err = e.nc.Publish(e.cfg.Subject, b)
 	}
@@ -248,7 +248,7 @@ func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 			e.log.Info("user disconnected by the operator on another replica", "user_id", m.UserID, "from_replica", m.Replica, "sockets", n)
 		}
 	case "B":
-		if auth.IsUUID(m.ProjectID) && auth.IsUUID(m.UserID) && validEvent(m.Event) && isObject(m.Payload) {
+		if auth.IsUUID(m.ProjectID) && auth.IsUUID(m.UserID) && hub.ValidEvent(m.Event) && jsonx.IsObject(m.Payload) {
 			e.hub.RemoteBroadcast(strings.ToLower(m.ProjectID), m.Event, strings.ToLower(m.UserID), m.Payload)
 		}
 	case "P":
@@ -257,7 +257,7 @@ func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 		}
 		var p *hub.Presence
 		if m.Presence != nil {
-			if m.Presence.Meta != nil && !isObject(m.Presence.Meta) {
+			if m.Presence.Meta != nil && !jsonx.IsObject(m.Presence.Meta) {
 				return
 			}
 			pr := m.Presence.presence()
@@ -290,7 +290,7 @@ func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 		var all []hub.PresenceOf
 		for i := range m.Parts {
 			for _, w := range ps.parts[i] {
-				if auth.IsUUID(w.ProjectID) && auth.IsUUID(w.UserID) && (w.Presence.Meta == nil || isObject(w.Presence.Meta)) {
+				if auth.IsUUID(w.ProjectID) && auth.IsUUID(w.UserID) && (w.Presence.Meta == nil || jsonx.IsObject(w.Presence.Meta)) {
 					all = append(all, hub.PresenceOf{ProjectID: strings.ToLower(w.ProjectID), UserID: strings.ToLower(w.UserID), Presence: w.Presence.presence()})
 				}
 			}
@@ -300,41 +300,4 @@ func (e *Ephemeral) receive(data []byte, seen map[string]time.Time) {
 		}
 		e.hub.RemoteSnapshot(m.Replica, all)
 	}
-}
-
-func isObject(raw json.RawMessage) bool {
-	for _, c := range raw {
-		switch c {
-		case ' ', '\t', '\r', '\n':
-			continue
-		}
-		return c == '{' && json.Valid(raw)
-	}
-	return false
-}
-
-// validEvent is the socket's rule for a broadcast's event name.
-func validEvent(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.' && c != ':' {
-			return false
-		}
-	}
-	return true
-}
-
-// marshal is json.Marshal without HTML escaping (sizes count bytes).
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -1,9 +1,10 @@
 package hub
 
 import (
-	"bytes"
 	"encoding/json"
 	"time"
+
+	"github.com/walcast/walcast/internal/jsonx"
 )
 
 // Ephemeral frames: broadcast between a project's subscribers, and who is
@@ -166,7 +167,7 @@ func (h *Hub) watch(t *topic, s *subscription) {
 		p, _ := t.view(uid)
 		users[uid] = entryOf(p)
 	}
-	b, _ := marshal(struct {
+	b, _ := jsonx.Marshal(struct {
 		Type      string                   `json:"type"`
 		ProjectID string                   `json:"project_id"`
 		Users     map[string]presenceEntry `json:"users"`
@@ -197,7 +198,7 @@ func (h *Hub) presenceDiff(t *topic, projectID string, except *Client, joins, le
 	if leaves == nil {
 		leaves = map[string]presenceEntry{}
 	}
-	b, _ := marshal(struct {
+	b, _ := jsonx.Marshal(struct {
 		Type      string                   `json:"type"`
 		ProjectID string                   `json:"project_id"`
 		Joins     map[string]presenceEntry `json:"joins"`
@@ -271,7 +272,7 @@ func (h *Hub) Broadcast(c *Client, projectID, event string, payload json.RawMess
 // broadcastFrame builds a broadcast frame: here, never taken from another
 // replica as bytes, so its type and fields are always walcast's.
 func broadcastFrame(projectID, event, from string, payload json.RawMessage) *Frame {
-	b, _ := marshal(struct {
+	b, _ := jsonx.Marshal(struct {
 		Type      string          `json:"type"`
 		ProjectID string          `json:"project_id"`
 		Event     string          `json:"event"`
@@ -396,14 +397,18 @@ func (h *Hub) Link(onPresence func(projectID, userID string, p *Presence), onBro
 	h.onPresence, h.onBroadcast = onPresence, onBroadcast
 }
 
-// marshal is json.Marshal without HTML escaping: a client's payload of
-// "<" stays one byte, not six (its size bound counts bytes).
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
+// ValidEvent reports whether s may name a broadcast's event: 1 to 64
+// letters, digits, '_', '-', '.' or ':', starting with a letter.
+func ValidEvent(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.' && c != ':' {
+			return false
+		}
+	}
+	return true
 }

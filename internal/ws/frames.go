@@ -10,6 +10,8 @@ import (
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
+	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/jsonx"
 )
 
 // Error codes of the error frame.
@@ -116,19 +118,19 @@ func ParseFrame(data []byte) (Command, error) {
 	}
 	switch f.Action {
 	case ActionBroadcast:
-		if !validEventName(f.Event) {
+		if !hub.ValidEvent(f.Event) {
 			return Command{}, fmt.Errorf("%w: event must be 1 to 64 letters, digits, '_', '-', '.' or ':', starting with a letter", ErrBadFrame)
 		}
 		if f.Payload == nil || string(f.Payload) == "null" {
 			f.Payload = json.RawMessage("{}")
 		}
-		if !isObject(f.Payload) {
+		if !jsonx.IsObject(f.Payload) {
 			return Command{}, fmt.Errorf("%w: payload must be a JSON object", ErrBadFrame)
 		}
 		cmd.Event, cmd.Payload, cmd.Self = f.Event, f.Payload, f.Self
 	case ActionPresence:
 		if f.Meta != nil && string(f.Meta) != "null" {
-			if !isObject(f.Meta) {
+			if !jsonx.IsObject(f.Meta) {
 				return Command{}, fmt.Errorf("%w: meta must be a JSON object", ErrBadFrame)
 			}
 			cmd.Meta = f.Meta
@@ -189,32 +191,4 @@ func tokenRefreshedFrame(expires time.Time) []byte {
 		ExpiresAt string `json:"expires_at"`
 	}{"token_refreshed", expires.UTC().Format(time.RFC3339)})
 	return b
-}
-
-// validEventName accepts 1 to 64 letters, digits, '_', '-', '.' or ':',
-// starting with a letter.
-func validEventName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-		if i == 0 && !letter || !letter && !(c >= '0' && c <= '9') && c != '_' && c != '-' && c != '.' && c != ':' {
-			return false
-		}
-	}
-	return true
-}
-
-// isObject reports whether raw (valid JSON) is an object.
-func isObject(raw json.RawMessage) bool {
-	for _, c := range raw {
-		switch c {
-		case ' ', '\t', '\r', '\n':
-			continue
-		}
-		return c == '{'
-	}
-	return false
 }
