@@ -9,6 +9,9 @@ if ! scripts/pg.sh status >/dev/null 2>&1; then
 fi
 scripts/pg.sh start
 export WALCAST_TEST_DATABASE_URL="${WALCAST_TEST_DATABASE_URL:-$(scripts/pg.sh url)}"
+# The JavaScript client's dev dependencies (TypeScript, @tanstack/query-core),
+# exactly as the lockfile says.
+npm ci --prefix web --no-audit --no-fund --loglevel=error
 go vet ./...
 unformatted="$(gofmt -l .)"
 if [[ -n "$unformatted" ]]; then

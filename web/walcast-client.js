@@ -120,6 +120,36 @@ export class WalcastClient {
     if (this.state === "open") this.sendSubscribe(projectId, p);
   }
 
+  /**
+   * Subscribes, waits until walcast confirms the subscription
+   * (`subscribed`: every change committed after it reaches this client),
+   * then runs the initial fetch and resolves with its result. A write that
+   * commits while the fetch runs arrives as an event too, so nothing falls
+   * between the fetch and the subscription (fetching first and subscribing
+   * after loses what commits in between). Rejects if the subscription is
+   * refused.
+   */
+  subscribeThenLoad(projectId, load) {
+    return new Promise((resolve, reject) => {
+      const offs = [];
+      const done = () => offs.forEach((off) => off());
+      offs.push(
+        this.on("subscribed", ({ projectId: id }) => {
+          if (id !== projectId) return;
+          done();
+          Promise.resolve().then(load).then(resolve, reject);
+        }),
+        this.on("error", (e) => {
+          if (e.project_id !== projectId || (e.code !== "forbidden" && e.code !== "bad_request")) return;
+          done();
+          reject(Object.assign(new Error(e.message), { code: e.code }));
+        }),
+      );
+      this.subscribe(projectId);
+      if (this.state !== "open" && !this.paused) this.connect();
+    });
+  }
+
   unsubscribe(projectId) {
     this.projects.delete(projectId);
     this.setPresent(projectId, null);
