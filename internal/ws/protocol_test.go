@@ -284,7 +284,12 @@ func TestHostileFrames(t *testing.T) {
 		c.send(`{"action":"ping","pad":"` + strings.Repeat("x", 2000) + `"}`)
 		for {
 			if _, err := c.read(5 * time.Second); err != nil {
-				if status := websocket.CloseStatus(err); status != websocket.StatusMessageTooBig {
+				// 1009, or, on a loaded machine, the connection reset before
+				// the client read the close frame: the library closes the
+				// TCP connection right after writing it, with the rest of the
+				// oversized frame unread, which makes the kernel send a RST
+				// that can overtake it. Never another close code.
+				if status := websocket.CloseStatus(err); status != websocket.StatusMessageTooBig && status != -1 {
 					t.Fatalf("closed with %v (%v), want 1009", status, err)
 				}
 				return
