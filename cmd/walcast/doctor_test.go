@@ -28,11 +28,11 @@ func TestCheckReportsEveryProblemAtOnce(t *testing.T) {
 	}
 	for _, want := range []string{
 		"table public.messages: its replica identity does not carry column project_id",
-		"ALTER TABLE public.messages REPLICA IDENTITY FULL;",
+		`ALTER TABLE "public"."messages" REPLICA IDENTITY FULL;`,
 		"table public.tasks: its replica identity",
 		"table public.sprints: its replica identity",
-		"may not read public.tasks", `GRANT SELECT ON public.tasks TO "walcast";`,
-		"lacks table(s) public.sprints", "ALTER PUBLICATION walcast_pub ADD TABLE public.sprints",
+		"may not read public.tasks", `GRANT SELECT ON "public"."tasks" TO "walcast";`,
+		"lacks table(s) public.sprints", `ALTER PUBLICATION "walcast_pub" ADD TABLE "public"."sprints"`,
 		"max_slot_wal_keep_size is unlimited",
 	} {
 		if !strings.Contains(out.String(), want) {

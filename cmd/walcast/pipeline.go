@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -88,8 +89,16 @@ func newPipeline(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log
 		UserClaim: cfg.Auth.UserClaim, Issuer: cfg.Auth.Issuer, Audience: cfg.Auth.Audience}
 	if cfg.Auth.JWKSURL != "" {
 		// Fetched in the background until ctx (the process) ends.
+		var warned atomic.Int64
+		onErr := func(err error) {
+			m.JWKSRefreshErrors.Inc()
+			if now := time.Now().UnixNano(); now-warned.Load() > int64(time.Minute) {
+				warned.Store(now)
+				log.Warn("the identity provider's key set could not be fetched; the keys held go on verifying", "url", cfg.Auth.JWKSURL, "err", err)
+			}
+		}
 		if vc.JWKS, err = auth.NewJWKS(ctx, auth.JWKSConfig{URL: cfg.Auth.JWKSURL, RefreshInterval: cfg.Auth.JWKSRefresh,
-			UnknownKIDInterval: cfg.Auth.JWKSUnknownKID, HTTPTimeout: cfg.Auth.JWKSTimeout}); err != nil {
+			UnknownKIDInterval: cfg.Auth.JWKSUnknownKID, HTTPTimeout: cfg.Auth.JWKSTimeout, OnRefreshError: onErr}); err != nil {
 			return nil, err
 		}
 	}

@@ -96,7 +96,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer p.close()
 
-	clients, err := clientaddr.New(cfg.HTTP.TrustedProxies)
+	clients, err := clientaddr.New(cfg.HTTP.TrustedProxies, cfg.HTTP.ClientAddressHeader)
 	if err != nil {
 		return err
 	}

@@ -150,7 +150,7 @@ func TestStartRefusals(t *testing.T) {
 		env := baseEnv(t, db) // as the walcast role, which owns no table
 		env["WALCAST_PUBLICATION_NAME"] = "not_yet"
 		err := run(context.Background(), []string{"serve"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), `CREATE PUBLICATION "not_yet" FOR TABLE`) {
+		if err == nil || !strings.Contains(err.Error(), `CREATE PUBLICATION "not_yet" FOR TABLE "public"."projects"`) {
 			t.Fatalf("err = %v", err)
 		}
 	})

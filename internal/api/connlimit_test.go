@@ -187,3 +187,21 @@ func TestTrickledRequestsCannotLockOutHealthChecks(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+func TestUpgradesToWebSocket(t *testing.T) {
+	for _, c := range []struct {
+		values []string
+		want   bool
+	}{
+		{[]string{"websocket"}, true},
+		{[]string{"WebSocket"}, true},
+		{[]string{"websocket, h2c"}, true},
+		{[]string{"h2c", "websocket"}, true},
+		{[]string{"h2c"}, false},
+		{nil, false},
+	} {
+		if got := upgradesToWebSocket(c.values); got != c.want {
+			t.Errorf("upgradesToWebSocket(%q) = %v", c.values, got)
+		}
+	}
+}

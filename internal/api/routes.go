@@ -84,7 +84,7 @@ func NewRouter(d Deps) http.Handler {
 	for _, path := range d.SocketPaths {
 		if path == "/" {
 			r.Get("/", func(w http.ResponseWriter, r *http.Request) {
-				if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+				if !upgradesToWebSocket(r.Header.Values("Upgrade")) {
 					writeError(w, http.StatusNotFound, "not_found", "no such route (sockets: send a WebSocket upgrade)")
 					return
 				}
@@ -115,4 +115,17 @@ func NewRouter(d Deps) http.Handler {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
 	})
 	return r
+}
+
+// upgradesToWebSocket reports whether an Upgrade header lists websocket
+// among its protocols ("websocket", "websocket, h2c", on several lines).
+func upgradesToWebSocket(values []string) bool {
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), "websocket") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -24,6 +25,10 @@ var ErrNoKey = errors.New("no matching key")
 type JWKS struct {
 	url string
 	kf  keyfunc.Keyfunc
+	// unknownKID gates the refreshes a token of an unknown kid triggers,
+	// without waiting: one per interval fetches, the others are refused.
+	unknownKID *rate.Limiter
+	interval   time.Duration
 
 	mu      sync.Mutex
 	lastErr error
@@ -36,23 +41,62 @@ type JWKSConfig struct {
 	RefreshInterval    time.Duration
 	UnknownKIDInterval time.Duration
 	HTTPTimeout        time.Duration
+	// OnRefreshError, when set, is told of every failed fetch (after the
+	// first success too: the keys held go on verifying, but the operator
+	// must hear of it).
+	OnRefreshError func(err error)
+}
+
+// maxJWKSBytes bounds a key set's body: a real one is a few kilobytes.
+const maxJWKSBytes = 1 << 20
+
+// limitedTransport cuts a response body at maxJWKSBytes.
+type limitedTransport struct{ http.RoundTripper }
+
+func (l limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.RoundTripper.RoundTrip(req)
+	if err == nil {
+		resp.Body = limitedBody{io.LimitReader(resp.Body, maxJWKSBytes+1), resp.Body}
+	}
+	return resp, err
+}
+
+type limitedBody struct {
+	r io.Reader
+	io.Closer
+}
+
+func (b limitedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if lr, ok := b.r.(*io.LimitedReader); ok && lr.N <= 0 {
+		return n, fmt.Errorf("the key set is larger than %d bytes", maxJWKSBytes)
+	}
+	return n, err
 }
 
 // NewJWKS starts fetching c.URL; the refreshes end with ctx (keyfunc owns
 // that goroutine). It does not wait for the first fetch: Ready says
 // whether it worked.
 func NewJWKS(ctx context.Context, c JWKSConfig) (*JWKS, error) {
-	j := &JWKS{url: c.URL}
+	j := &JWKS{url: c.URL, unknownKID: rate.NewLimiter(rate.Every(c.UnknownKIDInterval), 1), interval: c.UnknownKIDInterval}
 	noErr := true
 	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{c.URL}, keyfunc.Override{
-		Client:                    &http.Client{Timeout: c.HTTPTimeout},
+		Client:                    &http.Client{Timeout: c.HTTPTimeout, Transport: limitedTransport{http.DefaultTransport}},
 		HTTPTimeout:               c.HTTPTimeout,
 		NoErrorReturnFirstHTTPReq: &noErr,
 		RefreshInterval:           c.RefreshInterval,
-		RefreshUnknownKID:         rate.NewLimiter(rate.Every(c.UnknownKIDInterval), 1),
-		RateLimitWaitMax:          time.Millisecond, // a token is never held waiting for a refresh
+		// The rate is walcast's own (j.unknownKID, never waited on); keyfunc
+		// bounds the refresh itself by RateLimitWaitMax, not only its wait
+		// for the limiter, so that must leave room for a fetch.
+		RefreshUnknownKID: rate.NewLimiter(rate.Inf, 1),
+		RateLimitWaitMax:  c.HTTPTimeout,
 		RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
-			return func(_ context.Context, err error) { j.noteErr(err) }
+			return func(_ context.Context, err error) {
+				j.noteErr(err)
+				if c.OnRefreshError != nil {
+					c.OnRefreshError(err)
+				}
+			}
 		},
 	})
 	if err != nil {
@@ -69,6 +113,10 @@ func (j *JWKS) noteErr(err error) {
 }
 
 func (j *JWKS) keyfunc(t *jwt.Token) (any, error) {
+	kid, _ := t.Header["kid"].(string)
+	if !j.has(kid) && !j.unknownKID.Allow() {
+		return nil, fmt.Errorf("%w: kid %q is not in the key set, fetched again at most every %s", ErrNoKey, kid, j.interval)
+	}
 	k, err := j.kf.Keyfunc(t)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoKey, err)
@@ -93,4 +141,18 @@ func (j *JWKS) Ready(ctx context.Context) error {
 		last = errors.New("it holds no key")
 	}
 	return fmt.Errorf("the identity provider's JWKS %s could not be fetched: %v", j.url, last)
+}
+
+// has reports whether the key set holds kid, without fetching.
+func (j *JWKS) has(kid string) bool {
+	keys, err := j.kf.Storage().KeyReadAll(context.Background())
+	if err != nil {
+		return false
+	}
+	for _, k := range keys {
+		if k.Marshal().KID == kid {
+			return true
+		}
+	}
+	return false
 }

@@ -33,6 +33,8 @@ type idp struct {
 	keys    []map[string]string
 	fetches atomic.Int64
 	down    atomic.Bool
+	delay   atomic.Int64 // how long each answer takes (a distant provider)
+	huge    atomic.Bool  // answer a body far larger than a key set
 	srv     *httptest.Server
 }
 
@@ -40,6 +42,14 @@ func newIdP(t *testing.T) *idp {
 	p := &idp{}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		p.fetches.Add(1)
+		time.Sleep(time.Duration(p.delay.Load())) // the provider's own latency
+		if p.huge.Load() {
+			_, _ = w.Write([]byte(`{"keys":[],"pad":"`))
+			for range 64 {
+				_, _ = w.Write(make([]byte, 64<<10))
+			}
+			return
+		}
 		if p.down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
@@ -277,5 +287,50 @@ func TestJWKSUnreachable(t *testing.T) {
 	}
 	if _, err := NewVerifierFor(VerifierConfig{Algorithm: "RS256"}); err == nil {
 		t.Fatal("RS256 without a key set was accepted")
+	}
+}
+
+// TestJWKSRotationWithADistantProvider (found by an attack): a provider
+// 20 ms away; the unknown-kid refresh was given 1 ms and never finished,
+// so a rotation waited for the hourly refresh.
+func TestJWKSRotationWithADistantProvider(t *testing.T) {
+	old, next := rsaKey(t, "old"), rsaKey(t, "new")
+	p := newIdP(t)
+	p.delay.Store(int64(20 * time.Millisecond))
+	p.publish(old.jwk)
+	v := jwksVerifier(t, p, VerifierConfig{Algorithm: "RS256"}, time.Hour, 200*time.Millisecond)
+	p.publish(next.jwk)
+	tok := next.sign(t, claims(nil))
+	eventually.True(t, 3*time.Second, "the new key picked up", func() bool { _, err := v.Verify(tok); return err == nil })
+}
+
+// TestJWKSBoundsAndErrors: a key set far larger than any real one is
+// refused (not read whole), failed refreshes are reported, and a token
+// naming critical extensions is refused.
+func TestJWKSBoundsAndErrors(t *testing.T) {
+	key := rsaKey(t, "k1")
+	p := newIdP(t)
+	p.publish(key.jwk)
+	var failures atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	j, err := NewJWKS(ctx, JWKSConfig{URL: p.srv.URL, RefreshInterval: 100 * time.Millisecond, UnknownKIDInterval: time.Hour, HTTPTimeout: time.Second,
+		OnRefreshError: func(error) { failures.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := NewVerifierFor(VerifierConfig{Algorithm: "RS256", JWKS: j})
+	eventually.True(t, 5*time.Second, "keys", func() bool { return v.Ready(context.Background()) == nil })
+	p.huge.Store(true)
+	eventually.True(t, 5*time.Second, "the oversized key set refused and reported", func() bool { return failures.Load() > 0 })
+	if _, err := v.Verify(key.sign(t, claims(nil))); err != nil {
+		t.Fatalf("the keys held went on verifying: %v", err)
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims(nil))
+	tok.Header["kid"] = "k1"
+	tok.Header["crit"] = []string{"exp-ext"}
+	raw, _ := tok.SignedString(key.private)
+	if _, err := v.Verify(raw); !errors.Is(err, ErrTokenInvalid) || !strings.Contains(err.Error(), "crit") {
+		t.Fatalf("a token with crit: %v", err)
 	}
 }

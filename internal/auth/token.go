@@ -114,9 +114,16 @@ func (v *Verifier) Verify(raw string) (Claims, error) {
 	if len(raw) > 8192 {
 		return Claims{}, fmt.Errorf("%w: too long", ErrTokenInvalid)
 	}
-	keyfunc := func(*jwt.Token) (any, error) { return v.secret, nil }
-	if v.jwks != nil {
-		keyfunc = v.jwks.keyfunc
+	keyfunc := func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515 §4.1.11: extensions walcast does not understand
+			// must not be ignored.
+			return nil, errCritical
+		}
+		if v.jwks != nil {
+			return v.jwks.keyfunc(t)
+		}
+		return v.secret, nil
 	}
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{v.algorithm}),
@@ -150,9 +157,13 @@ func (v *Verifier) Verify(raw string) (Claims, error) {
 	return Claims{UserID: strings.ToLower(user), ExpiresAt: exp.Time}, nil
 }
 
+var errCritical = errors.New("crit header")
+
 // describe names the cause without echoing any part of the token.
 func describe(err error) string {
 	switch {
+	case errors.Is(err, errCritical):
+		return "it names critical extensions (crit), which walcast does not support"
 	case errors.Is(err, ErrNoKey):
 		return "no key of the identity provider matches (kid)"
 	case errors.Is(err, jwt.ErrTokenMalformed):

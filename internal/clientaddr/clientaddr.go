@@ -19,12 +19,32 @@ import (
 // Resolver finds client addresses.
 type Resolver struct {
 	trusted []netip.Prefix
+	header  string
 }
 
+// Headers a trusted proxy may write the client's address in.
+const (
+	XForwardedFor = "X-Forwarded-For"
+	Forwarded     = "Forwarded"
+)
+
 // New returns a Resolver that trusts the proxies in cidrs (addresses or
-// CIDR prefixes); none trusts no forwarding header.
-func New(cidrs []string) (*Resolver, error) {
-	r := &Resolver{}
+// CIDR prefixes) and reads header (XForwardedFor when empty): only the
+// header the proxies write. Proxies pass on what a client sent in the
+// other one (nginx, ALB and Envoy append to X-Forwarded-For and leave a
+// client's Forwarded alone), so reading both would let a client choose its
+// own address. No proxies trusts no header.
+func New(cidrs []string, header ...string) (*Resolver, error) {
+	r := &Resolver{header: XForwardedFor}
+	if len(header) > 0 && header[0] != "" {
+		switch {
+		case strings.EqualFold(header[0], XForwardedFor):
+		case strings.EqualFold(header[0], Forwarded):
+			r.header = Forwarded
+		default:
+			return nil, fmt.Errorf("client address header %q is neither %s nor %s", header[0], XForwardedFor, Forwarded)
+		}
+	}
 	for _, c := range cidrs {
 		c = strings.TrimSpace(c)
 		p, err := netip.ParsePrefix(c)
@@ -59,7 +79,7 @@ func (r *Resolver) ClientIP(req *http.Request) string {
 	if len(r.trusted) == 0 || !r.isTrusted(peer) {
 		return peer.String()
 	}
-	chain := forwardedFor(req.Header)
+	chain := forwardedFor(req.Header, r.header)
 	client := peer
 	for i := len(chain) - 1; i >= 0; i-- {
 		a, ok := parseHop(chain[i])
@@ -86,11 +106,12 @@ func peerAddr(remote string) netip.Addr {
 	return a.Unmap()
 }
 
-// forwardedFor lists the "for" addresses of the Forwarded header (RFC
-// 7239), or when there is none, of X-Forwarded-For, nearest last.
-func forwardedFor(h http.Header) []string {
+// forwardedFor lists the addresses of header (Forwarded's "for" values,
+// RFC 7239, or X-Forwarded-For's), nearest last.
+func forwardedFor(h http.Header, header string) []string {
 	var out []string
-	if fwd := h.Values("Forwarded"); len(fwd) > 0 {
+	if header == Forwarded {
+		fwd := h.Values(Forwarded)
 		for _, line := range fwd {
 			for _, elem := range strings.Split(line, ",") {
 				found := ""
@@ -128,4 +149,16 @@ func parseHop(s string) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// LimitKey is what a per-address limit counts an address under: an IPv4
+// address, or an IPv6 address's /64 (one subscriber's network holds a /64;
+// counting its addresses one by one would give it unlimited budgets).
+func LimitKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		return ip
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }

@@ -95,6 +95,9 @@ type HTTP struct {
 	// in front of walcast (nginx, a load balancer): from their requests
 	// only, the client address is read from Forwarded or X-Forwarded-For.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClientAddressHeader is the one header those proxies write the
+	// client's address in: X-Forwarded-For or Forwarded.
+	ClientAddressHeader string `yaml:"client_address_header"`
 }
 
 // Database is the app's PostgreSQL.
@@ -239,7 +242,7 @@ func Default() Config {
 	return Config{
 		Source: "wal",
 		Notify: Notify{Channel: "cache_invalidate"},
-		HTTP: HTTP{Addr: "127.0.0.1:8080", TrustedProxies: []string{}, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+		HTTP: HTTP{Addr: "127.0.0.1:8080", TrustedProxies: []string{}, ClientAddressHeader: "X-Forwarded-For", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxConnections: 1000, ShutdownTimeout: 10 * time.Second},
 		Database: Database{MaxConns: 10},
 		Replication: Replication{
@@ -375,6 +378,7 @@ var envVars = []struct {
 		return nil
 	}},
 	{"WALCAST_BULK_THRESHOLD", func(c *Config, v string) error { return setInt(&c.Events.BulkThreshold, v) }},
+	{"WALCAST_CLIENT_ADDRESS_HEADER", func(c *Config, v string) error { c.HTTP.ClientAddressHeader = v; return nil }},
 	{"WALCAST_TRUSTED_PROXIES", func(c *Config, v string) error {
 		c.HTTP.TrustedProxies = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
 		return nil
@@ -507,10 +511,12 @@ func (c *Config) Validate() error {
 		return bad("websocket.frame_rate", "must be positive and frame_burst at least 1")
 	case c.WS.ForbiddenRate < 0 || c.WS.ForbiddenBurst < 0 || (c.WS.ForbiddenRate > 0 && c.WS.ForbiddenBurst < 1):
 		return bad("websocket.forbidden_rate", "and forbidden_burst must not be negative, and the burst at least 1 when the rate is set")
-	case !validProxies(c.HTTP.TrustedProxies):
+	case !validProxies(c.HTTP.TrustedProxies, ""):
 		return bad("http.trusted_proxies (WALCAST_TRUSTED_PROXIES)", "must be IP addresses or CIDR prefixes")
+	case !validProxies(nil, c.HTTP.ClientAddressHeader):
+		return bad("http.client_address_header (WALCAST_CLIENT_ADDRESS_HEADER)", "must be X-Forwarded-For or Forwarded")
 	case !validSocketPaths(c.WS.Paths):
-		return bad("websocket.paths", "must list one to eight paths, each starting with '/', none of them /api/…, /metrics, /healthz, /readyz or /demo/…")
+		return bad("websocket.paths", "must list one to eight paths, each starting with '/', none of them /api/…, /metrics, /healthz, /readyz, /walcast-client.js or /demo/…")
 	case c.WS.EphemeralRate <= 0 || c.WS.EphemeralBurst < 1:
 		return bad("websocket.ephemeral_rate", "must be positive and ephemeral_burst at least 1")
 	case c.WS.EphemeralMaxBytes < 2 || int64(c.WS.EphemeralMaxBytes) >= c.WS.ReadLimit:
@@ -610,7 +616,7 @@ func validSocketPaths(paths []string) bool {
 	for _, p := range paths {
 		switch {
 		case !strings.HasPrefix(p, "/"), strings.ContainsAny(p, " ?#*{}"),
-			p == "/metrics", p == "/healthz", p == "/readyz",
+			p == "/metrics", p == "/healthz", p == "/readyz", p == "/walcast-client.js",
 			strings.HasPrefix(p, "/api/"), p == "/api", strings.HasPrefix(p, "/demo"):
 			return false
 		}
@@ -618,7 +624,7 @@ func validSocketPaths(paths []string) bool {
 	return true
 }
 
-func validProxies(list []string) bool {
-	_, err := clientaddr.New(list)
+func validProxies(list []string, header string) bool {
+	_, err := clientaddr.New(list, header)
 	return err == nil
 }

@@ -34,6 +34,7 @@ type Metrics struct {
 	PublishedEvents     prometheus.Counter
 	HTTPPublished       prometheus.Counter
 	EphemeralDropped    prometheus.Counter
+	JWKSRefreshErrors   prometheus.Counter
 	PublishedRefused    *prometheus.CounterVec // reason
 	ReplicationLagBytes prometheus.Gauge
 	RetainedWALBytes    prometheus.Gauge
@@ -111,6 +112,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_mapping_problems_total", Help: "Changes that could not be mapped; each failed closed (a conservative revocation or resync_required)."}),
 		PublishedEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_published_events_total", Help: "Events the application published (from SQL or POST /api/v1/projects/{id}/events) that walcast delivers."}),
+		JWKSRefreshErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "walcast_jwks_refresh_errors_total", Help: "Failed fetches of the identity provider's key set (the keys held go on verifying)."}),
 		EphemeralDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "walcast_cluster_ephemeral_dropped_total", Help: "Broadcasts and presence changes not sent to the other replicas (queue full or NATS error); presence is put right by the next snapshot."}),
 		HTTPPublished: prometheus.NewCounter(prometheus.CounterOpts{
@@ -167,7 +170,7 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 		m.WSConnections, m.Subscriptions, m.SlowConsumerCloses, m.WSRejected, m.PingsDropped, m.FloodCloses, m.ClientErrors,
 		m.EventsSent, m.DeliveryLatency, m.ResyncsSent, m.StreamGaps, m.Revocations, m.HistoryEvents, m.HubTopics,
 		m.WALChanges, m.WALTransactions, m.WALConnected, m.WALReconnects, m.WALDecodeErrors,
-		m.MappingProblems, m.PublishedEvents, m.HTTPPublished, m.EphemeralDropped, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
+		m.MappingProblems, m.PublishedEvents, m.HTTPPublished, m.EphemeralDropped, m.JWKSRefreshErrors, m.PublishedRefused, m.ReplicationLagBytes, m.RetainedWALBytes, m.RetainedWALWarning, m.LastEventTimestamp,
 		m.MembershipLookups, m.StaleLookups, m.AccessFailClosed, m.AccessLedger, m.SchemaProblems, m.HTTPRequests, m.HTTPConnsEvicted,
 		m.WALReceiveLatency,
 		m.ClusterLeader, m.ClusterPublishSeconds, m.ClusterPublishErrors, m.ClusterConsumerLag,

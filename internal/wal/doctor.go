@@ -56,7 +56,7 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 		r.rolsuper OR (has_database_privilege(current_database(), 'CREATE') AND
 			coalesce((SELECT bool_and(pg_has_role(c.relowner, 'USAGE')) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			          WHERE (n.nspname || '.' || c.relname) = ANY($1)), false)),
-		current_setting('max_slot_wal_keep_size')
+		coalesce(current_setting('max_slot_wal_keep_size', true), '')
 		FROM pg_roles r WHERE r.rolname = current_user`, qualifiedNames(tables)).Scan(&level, &role, &version, &slots, &senders, &usedSlots, &usedSenders,
 		&replication, &super, &canPub, &keepSize)
 	if err != nil {
@@ -69,7 +69,7 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 		add(false, fmt.Sprintf("PostgreSQL %d.%d: published events and walcast's gap markers need 14 or later", version/10000, version%10000), "upgrade PostgreSQL to 14 or later")
 	}
 	if !replication && !super {
-		add(true, "role "+role+" may not stream the WAL (no REPLICATION attribute)", "ALTER ROLE "+pgx.Identifier{role}.Sanitize()+" REPLICATION;")
+		add(true, "role "+role+" may not stream the WAL (no REPLICATION attribute)", "ALTER ROLE "+quoteIdent(role)+" REPLICATION;")
 	}
 	if keepSize == "-1" {
 		add(false, "max_slot_wal_keep_size is unlimited: a slot left behind (walcast down for long) makes the primary keep WAL until its disk is full",
@@ -119,7 +119,7 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 		}
 		if !canSelect {
 			add(true, "role "+role+" may not read "+t.QualifiedName()+" (membership checks and REST reads need it)",
-				"GRANT SELECT ON "+t.QualifiedName()+" TO "+pgx.Identifier{role}.Sanitize()+";")
+				"GRANT SELECT ON "+sqlName(t)+" TO "+quoteIdent(role)+";")
 		}
 		if ident == "f" {
 			continue
@@ -132,7 +132,7 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 		}
 		if len(missing) > 0 {
 			add(true, fmt.Sprintf("table %s: its replica identity does not carry column %s, so a DELETE cannot be mapped", t.QualifiedName(), strings.Join(missing, ", ")),
-				"ALTER TABLE "+t.QualifiedName()+" REPLICA IDENTITY FULL;")
+				"ALTER TABLE "+sqlName(t)+" REPLICA IDENTITY FULL;")
 		}
 	}
 
@@ -143,7 +143,7 @@ func Doctor(ctx context.Context, pool *pgxpool.Pool, publication, slot string, t
 	if !pub.Exists {
 		if !canPub {
 			add(true, "publication "+publication+" does not exist, and role "+role+" may not create it (that takes owning the tables)",
-				"as an admin: CREATE PUBLICATION "+pgx.Identifier{publication}.Sanitize()+" FOR TABLE "+tableList(tables)+"; (or walcast migrate)")
+				"as an admin: CREATE PUBLICATION "+quoteIdent(publication)+" FOR TABLE "+tableList(tables)+"; (or walcast migrate)")
 		} else {
 			add(false, "publication "+publication+" does not exist: walcast creates it at start", "")
 		}
@@ -181,3 +181,11 @@ func qualifiedNames(tables []events.Table) []string {
 	}
 	return out
 }
+
+// quoteIdent writes an identifier for SQL to be run as printed: quoted,
+// so that mixed case, spaces and keywords ("user", "order") are read as
+// written.
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// sqlName is a table's schema-qualified name for SQL to be run as printed.
+func sqlName(t events.Table) string { return quoteIdent(schemaOf(t)) + "." + quoteIdent(t.Name) }

@@ -67,23 +67,23 @@ type Publication struct {
 // streamed; none means every change of every watched table is.
 func (p Publication) Problems(tables []events.Table) []string {
 	if !p.Exists {
-		return []string{fmt.Sprintf("publication %s does not exist; create it: CREATE PUBLICATION %s FOR TABLE %s", p.Name, p.Name, tableList(tables))}
+		return []string{fmt.Sprintf("publication %s does not exist; create it: CREATE PUBLICATION %s FOR TABLE %s", p.Name, quoteIdent(p.Name), tableList(tables))}
 	}
 	var problems []string
 	if !p.AllActions {
-		problems = append(problems, fmt.Sprintf("publication %s does not publish every action; run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", p.Name, p.Name))
+		problems = append(problems, fmt.Sprintf("publication %s does not publish every action; run ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", p.Name, quoteIdent(p.Name)))
 	}
 	if len(p.Missing) > 0 {
-		qualified := make([]string, len(p.Missing))
+		qualified, sql := make([]string, len(p.Missing)), make([]string, len(p.Missing))
 		for i, t := range p.Missing {
-			qualified[i] = t.QualifiedName()
+			qualified[i], sql[i] = t.QualifiedName(), sqlName(t)
 		}
-		names := strings.Join(qualified, ", ")
-		problems = append(problems, fmt.Sprintf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s", p.Name, names, p.Name, names))
+		problems = append(problems, fmt.Sprintf("publication %s lacks table(s) %s; run ALTER PUBLICATION %s ADD TABLE %s",
+			p.Name, strings.Join(qualified, ", "), quoteIdent(p.Name), strings.Join(sql, ", ")))
 	}
 	for _, t := range p.Filtered {
 		problems = append(problems, fmt.Sprintf("publication %s filters the rows or columns of %s, so walcast never sees some of its changes; publish it whole: ALTER PUBLICATION %s SET TABLE … with %s and no WHERE or column list",
-			p.Name, t.QualifiedName(), p.Name, t.QualifiedName()))
+			p.Name, t.QualifiedName(), quoteIdent(p.Name), sqlName(t)))
 	}
 	return problems
 }
@@ -188,7 +188,7 @@ func publicationIdentity(ctx context.Context, pool *pgxpool.Pool, name string, t
 func tableList(tables []events.Table) string {
 	idents := make([]string, len(tables))
 	for i, t := range tables {
-		idents[i] = pgx.Identifier{schemaOf(t), t.Name}.Sanitize()
+		idents[i] = sqlName(t)
 	}
 	return strings.Join(idents, ", ")
 }

@@ -13,22 +13,37 @@ const CloseDisconnected = websocket.StatusCode(4003)
 // Disconnect closes every socket of userID with CloseDisconnected and
 // returns how many there were; for banFor, the user's new sockets are
 // refused too (403) until then (tokens already issued stay valid until
-// they expire: a ban outlasts them).
+// they expire: a ban outlasts them). A banFor of zero lifts a ban. Bans
+// are kept in memory: a restarted replica has none.
 func (s *Server) Disconnect(userID string, banFor time.Duration) int {
 	s.admit.Lock()
+	now := s.clock.Now()
+	if s.bans == nil {
+		s.bans, s.kicks = map[string]time.Time{}, map[string]time.Time{}
+	}
+	switch {
+	case banFor > maxBan:
+		banFor = maxBan
+	case banFor == 0:
+		delete(s.bans, userID) // a ban of zero lifts the ban
+	}
 	if banFor > 0 {
-		until := s.clock.Now().Add(banFor)
-		if s.bans == nil {
-			s.bans = map[string]time.Time{}
-		}
-		if until.After(s.bans[userID]) {
-			s.bans[userID] = until
+		s.bans[userID] = now.Add(banFor)
+	}
+	s.kicks[userID] = now
+	// Forget what is over: bans past their end, and disconnects older
+	// than any socket still being admitted (an upgrade is bounded by the
+	// write timeout).
+	for uid, until := range s.bans {
+		if !now.Before(until) {
+			delete(s.bans, uid)
 		}
 	}
-	if s.kicks == nil {
-		s.kicks = map[string]uint64{}
+	for uid, at := range s.kicks {
+		if now.Sub(at) > kickMemory {
+			delete(s.kicks, uid)
+		}
 	}
-	s.kicks[userID]++
 	socks := make([]*socket, 0, len(s.byUser[userID]))
 	for sc := range s.byUser[userID] {
 		socks = append(socks, sc)
@@ -39,6 +54,14 @@ func (s *Server) Disconnect(userID string, banFor time.Duration) int {
 	}
 	return len(socks)
 }
+
+// maxBan bounds a ban, however it arrives (the admin route, another
+// replica).
+const maxBan = 30 * 24 * time.Hour
+
+// kickMemory is how long a disconnect is remembered for the sockets that
+// were being admitted when it came.
+const kickMemory = time.Minute
 
 // banned reports whether userID's new sockets are refused now; it forgets
 // bans that are over. Called with admit held.

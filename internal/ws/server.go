@@ -16,6 +16,7 @@ import (
 
 	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/clientaddr"
 	"github.com/walcast/walcast/internal/httpjson"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
@@ -103,9 +104,9 @@ type Server struct {
 	// new sockets are refused until then (Disconnect); guarded by admit.
 	byUser map[string]map[*socket]struct{}
 	bans   map[string]time.Time
-	// kicks counts each user's Disconnects: a socket admitted before one
-	// and tracked after it is closed too.
-	kicks map[string]uint64
+	// kicks is when each user was last disconnected: a socket whose token
+	// was checked before that and that is tracked after it is closed too.
+	kicks map[string]time.Time
 	wg    sync.WaitGroup
 	conns atomic.Int64
 
@@ -178,7 +179,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusServiceUnavailable, CodeInternal, "server is shutting down")
 		return
 	}
-	if !s.ips.allow(s.cfg.ClientIP(r), time.Now()) {
+	if !s.ips.allow(clientaddr.LimitKey(s.cfg.ClientIP(r)), time.Now()) {
 		s.metrics.WSRejected.WithLabelValues("ip_rate").Inc()
 		w.Header().Set("Retry-After", "1")
 		writeHTTPError(w, http.StatusTooManyRequests, CodeRateLimited, "too many new connections from this address; retry later")
@@ -192,6 +193,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.admit.Lock()
 	banned := s.banned(claims.UserID)
+	checkedAt := s.clock.Now()
 	s.admit.Unlock()
 	if banned {
 		s.metrics.WSRejected.WithLabelValues("unauthorized").Inc()
@@ -257,7 +259,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.wg.Add(1)
-	kicksAtAdmission := s.kicks[claims.UserID]
 	s.admit.Unlock()
 	s.metrics.WSConnections.Inc()
 	sc = &socket{
@@ -284,7 +285,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// memory. Shutdown waits for sockets through s.wg.
 	s.admit.Lock()
 	s.track(sc)
-	kicked := s.kicks[claims.UserID] != kicksAtAdmission
+	at, ok := s.kicks[claims.UserID]
+	kicked := ok && !at.Before(checkedAt)
 	s.admit.Unlock()
 	if kicked {
 		sc.signal(sigKick)
