@@ -259,11 +259,12 @@ func checkCovered(t *testing.T, clients []*chaosClient, rows []committed, origin
 			last[row.project] = row
 		}
 	}
-	settled := func(c *chaosClient, p string) bool {
-		row, ok := last[p]
-		if !ok {
-			return true
-		}
+	// A client has settled on a project when it has the writer's last
+	// change of it and every change the fault made itself (those are out
+	// of the writer's order, and the resync that covers them can come
+	// after the writer's last change: a publication check runs every
+	// second), each delivered or covered by a resync.
+	seen := func(c *chaosClient, p string, row committed) bool {
 		for _, r := range c.log[p] {
 			if r.key == row.key || covers(r, row) {
 				return true
@@ -271,7 +272,18 @@ func checkCovered(t *testing.T, clients []*chaosClient, rows []committed, origin
 		}
 		return false
 	}
-	waitFor(t, 30*time.Second, "every client has the last change of each project or a resync after it", func() bool {
+	settled := func(c *chaosClient, p string) bool {
+		if row, ok := last[p]; ok && !seen(c, p, row) {
+			return false
+		}
+		for _, row := range rows {
+			if row.unordered && row.project == p && !seen(c, p, row) {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 30*time.Second, "every client has the last change of each project, and the fault's own, or a resync after them", func() bool {
 		for _, c := range clients {
 			c.mu.Lock()
 			for _, p := range c.projects {
