@@ -41,3 +41,18 @@ void describe;
 client.subscribe(42);
 // @ts-expect-error: an unknown callback
 client.on("nope", () => {});
+
+// The React bindings.
+import { createElement } from "react";
+import { WalcastProvider, useBroadcast, useConnectionState, usePresence, useProjectEvents } from "./react.js";
+
+function Chat(): null {
+  const state: "idle" | "connecting" | "open" | "closed" = useConnectionState();
+  useProjectEvents("p", (ev) => void ev.type);
+  const users = usePresence("p", { name: "Bob" });
+  const [send, last] = useBroadcast<{ on: boolean }>("p", "typing");
+  send({ on: true });
+  void [state, users, last?.payload.on];
+  return null;
+}
+void createElement(WalcastProvider, { options: { url: "wss://x" } }, createElement(Chat));
