@@ -132,6 +132,9 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   pingIntervalMs?: number;
   deadAfterMs?: number;
+  /** Reconnect at once when the tab is shown again or the network comes
+   * back (default true; browsers only). */
+  wakeOnVisible?: boolean;
 }
 
 export interface Handlers {

@@ -56,6 +56,29 @@ export class WalcastClient {
     this.paused = false;
     this.timers = { reconnect: null, ping: null };
     this.lastHeard = 0;
+    // Browsers throttle timers in background tabs and sleeping laptops drop
+    // sockets: when the tab is shown again or the network comes back, a
+    // socket that is down reconnects now (with a fresh token from getToken
+    // when the old one has expired) rather than at its backoff, and one
+    // that is up is pinged to find out whether it still is.
+    this.wake = () => {
+      if (this.paused) return;
+      if (this.state === "open") {
+        if (Date.now() - this.lastHeard > this.opts.pingIntervalMs) this.send({ action: "ping" });
+        return;
+      }
+      if (this.state === "connecting") return;
+      clearTimeout(this.timers.reconnect);
+      this.attempt = 0;
+      this.open();
+    };
+    this.onVisible = () => {
+      if (globalThis.document && globalThis.document.visibilityState === "visible") this.wake();
+    };
+    if (opts.wakeOnVisible !== false && globalThis.addEventListener && globalThis.document) {
+      globalThis.document.addEventListener("visibilitychange", this.onVisible);
+      globalThis.addEventListener("online", this.wake);
+    }
   }
 
   /**
@@ -208,8 +231,13 @@ export class WalcastClient {
     this.connect();
   }
 
+  /** Closes for good: the socket, and the page listeners. */
   close() {
     this.pause();
+    if (globalThis.removeEventListener && globalThis.document) {
+      globalThis.document.removeEventListener("visibilitychange", this.onVisible);
+      globalThis.removeEventListener("online", this.wake);
+    }
   }
 
   // --- internals ---

@@ -127,6 +127,26 @@ func TestDemoInRealBrowsers(t *testing.T) {
 	}
 	waitText(b, []string{"hello from alice's browser", "one", "two", "three"}, 5*time.Second)
 
+	// Bob's tab goes to the background and his socket drops; with a
+	// backoff of a minute, only the tab being shown again brings him back
+	// at once, with what alice sent meanwhile.
+	if _, err := chromedp.Run(b, chromedp.Evaluate[any](`walcastDemo.client.opts.minBackoffMs = 60000, walcastDemo.client.ws.close(), true`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "bob's socket down", func() bool {
+		s, err := chromedp.Run(b, chromedp.Evaluate[string](`walcastDemo.client.state`))
+		return err == nil && s == "closed"
+	})
+	send("while hidden")
+	if _, err := chromedp.Run(b, chromedp.Evaluate[any](`document.dispatchEvent(new Event("visibilitychange")), true`)); err != nil {
+		t.Fatal(err)
+	}
+	waitText(b, []string{"hello from alice's browser", "one", "two", "three", "while hidden"}, 5*time.Second)
+	if _, err := chromedp.Run(b, chromedp.Evaluate[any](`walcastDemo.client.opts.minBackoffMs = 250, true`)); err != nil {
+		t.Fatal(err)
+	}
+	waitText(a, []string{"hello from alice's browser", "one", "two", "three", "while hidden"}, 3*time.Second)
+
 	// Moving a task on alice's board moves it on bob's.
 	if err := chromedp.Do(a, chromedp.Click(chromedp.CSS(`.column[data-status="todo"] .task button[data-move="right"]`))); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +19,6 @@ func TestJSClient(t *testing.T) {
 	}
 	db := newDB(t)
 	in := start(t, db, baseEnv(t, db))
-	// Long enough to outlive node's start and the tests before the one
-	// that refreshes it, short enough to expire during that test.
-	const short = 4 * time.Second
 	if _, err := os.Stat("../../web/node_modules/@tanstack/query-core"); err != nil {
 		t.Fatal("web/node_modules is missing: make test runs npm ci in web/ (the TanStack tests use the real @tanstack/query-core)")
 	}
@@ -38,8 +34,7 @@ func TestJSClient(t *testing.T) {
 		"DATABASE_URL="+db.URL,
 		"ALICE_TOKEN="+token(t, alice, time.Hour),
 		"BOB_TOKEN="+token(t, bob, time.Hour),
-		"BOB_SHORT_TOKEN="+token(t, bob, short),
-		"SHORT_TOKEN_MS="+strconv.Itoa(int(short.Milliseconds())),
+		"JWT_SECRET="+testSecret,
 	)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test:\n%s", out)
