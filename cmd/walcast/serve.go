@@ -25,6 +25,7 @@ import (
 	"github.com/walcast/walcast/internal/demo"
 	"github.com/walcast/walcast/internal/metrics"
 	"github.com/walcast/walcast/internal/relay"
+	"github.com/walcast/walcast/internal/sse"
 	"github.com/walcast/walcast/internal/ws"
 )
 
@@ -108,6 +109,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		WriteWorkers: cfg.WS.WriteWorkers, ForbiddenRate: cfg.WS.ForbiddenRate, ForbiddenBurst: cfg.WS.ForbiddenBurst,
 		EphemeralRate: cfg.WS.EphemeralRate, EphemeralBurst: cfg.WS.EphemeralBurst, MaxEphemeralBytes: cfg.WS.EphemeralMaxBytes,
 	}, p.hub, p.verifier, p.members, log, m)
+	streams := sse.NewServer(sse.Config{MaxProjects: cfg.Hub.MaxSubscriptionsPerSocket, MaxStreamsPerUser: cfg.WS.SSEStreamsPerUser,
+		KeepAlive: cfg.WS.PingInterval, WriteTimeout: cfg.WS.WriteTimeout}, p.hub, p.verifier, p.members, log, m)
 	var demoRoutes func(chi.Router)
 	if cfg.Demo.Enabled {
 		log.Warn("demo mode is on: /demo/ issues tokens to anyone; never use it in production")
@@ -120,7 +123,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Demo: demoRoutes,
 		Config: api.Config{MaxBodyBytes: cfg.API.MaxBodyBytes, MaxMessageChars: cfg.API.MaxMessageChars, StatusToken: cfg.API.StatusToken, AdminToken: cfg.API.AdminToken,
 			MemberCondition: auth.MemberCondition(auth.MembershipQuery{Table: mt.QualifiedName(), ProjectIDColumn: mt.ProjectIDColumn, UserIDColumn: mt.UserIDColumn}, 1, 2)},
-		Pool: pool, Verifier: p.verifier, Access: relay.RESTAccess{Hub: p.hub, Members: p.members}, WS: sockets, SocketPaths: cfg.WS.Paths, Gatherer: reg,
+		Pool: pool, Verifier: p.verifier, Access: relay.RESTAccess{Hub: p.hub, Members: p.members}, WS: sockets, SocketPaths: cfg.WS.Paths, SSE: streams, Gatherer: reg,
 		Ready:  func(ctx context.Context) error { return p.ready(ctx, pool) },
 		Status: func(ctx context.Context) api.Status { return p.status(ctx, sockets.Connections(), log) },
 		Log:    log, Metrics: m, ClientIP: clients.ClientIP,
@@ -173,6 +176,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		if err := sockets.Shutdown(sctx); err != nil {
 			log.Warn("socket shutdown", "err", err)
+		}
+		if err := streams.Shutdown(sctx); err != nil {
+			log.Warn("event stream shutdown", "err", err)
 		}
 		stopSource()
 		return nil

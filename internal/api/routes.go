@@ -49,6 +49,8 @@ type Deps struct {
 	// only).
 	WS          http.Handler
 	SocketPaths []string
+	// SSE serves GET /sse (nil: not mounted).
+	SSE http.Handler
 	// Gatherer is the registry /metrics exposes.
 	Gatherer prometheus.Gatherer
 	// Ready returns nil when walcast can serve, or why not.
@@ -95,6 +97,9 @@ func NewRouter(d Deps) http.Handler {
 		r.Get(path, d.WS.ServeHTTP)
 	}
 
+	if d.SSE != nil {
+		r.Get("/sse", d.SSE.ServeHTTP)
+	}
 	r.Route("/api/v1", func(r chi.Router) {
 		r.With(h.statusAuth).Get("/status", h.status)
 		r.Route("/projects/{projectID}/messages", func(r chi.Router) {

@@ -182,6 +182,9 @@ type WS struct {
 	EphemeralRate     float64 `yaml:"ephemeral_rate"`
 	EphemeralBurst    int     `yaml:"ephemeral_burst"`
 	EphemeralMaxBytes int     `yaml:"ephemeral_max_bytes"`
+	// SSEStreamsPerUser caps one user's open Server-Sent Events streams
+	// (GET /sse, the fallback for networks that block WebSockets).
+	SSEStreamsPerUser int `yaml:"sse_streams_per_user"`
 }
 
 // Hub configures queues and history.
@@ -257,7 +260,7 @@ func Default() Config {
 			AccessMemory: 10 * time.Minute, AccessMemoryMax: 100_000},
 		WS: WS{Paths: []string{"/ws", "/"}, WriteTimeout: 10 * time.Second, PingInterval: 25 * time.Second, ReadLimit: 4096, FrameRate: 20, FrameBurst: 50,
 			MaxConnections: 20000, ConnectRate: 20, ConnectBurst: 50, ForbiddenRate: 1, ForbiddenBurst: 20,
-			EphemeralRate: 10, EphemeralBurst: 20, EphemeralMaxBytes: 1024},
+			EphemeralRate: 10, EphemeralBurst: 20, EphemeralMaxBytes: 1024, SSEStreamsPerUser: 10},
 		Hub:     Hub{QueueSize: 1024, HistorySize: 1000, HistoryAge: 10 * time.Minute, HistoryBytes: 64 << 20, MaxSubscriptionsPerSocket: 100},
 		Events:  Events{BulkThreshold: 500, MaxTxnRows: 10_000, MaxTxnBytes: 16 << 20, Tables: events.DefaultTables()},
 		API:     API{MaxBodyBytes: 64 << 10, MaxMessageChars: 4000},
@@ -517,6 +520,8 @@ func (c *Config) Validate() error {
 		return bad("http.client_address_header (WALCAST_CLIENT_ADDRESS_HEADER)", "must be X-Forwarded-For or Forwarded")
 	case !validSocketPaths(c.WS.Paths):
 		return bad("websocket.paths", "must list one to eight paths, each starting with '/', none of them /api/…, /metrics, /healthz, /readyz, /walcast-client.js or /demo/…")
+	case c.WS.SSEStreamsPerUser < 1:
+		return bad("websocket.sse_streams_per_user", "must be at least 1")
 	case c.WS.EphemeralRate <= 0 || c.WS.EphemeralBurst < 1:
 		return bad("websocket.ephemeral_rate", "must be positive and ephemeral_burst at least 1")
 	case c.WS.EphemeralMaxBytes < 2 || int64(c.WS.EphemeralMaxBytes) >= c.WS.ReadLimit:
@@ -616,7 +621,7 @@ func validSocketPaths(paths []string) bool {
 	for _, p := range paths {
 		switch {
 		case !strings.HasPrefix(p, "/"), strings.ContainsAny(p, " ?#*{}"),
-			p == "/metrics", p == "/healthz", p == "/readyz", p == "/walcast-client.js",
+			p == "/metrics", p == "/healthz", p == "/readyz", p == "/walcast-client.js", p == "/sse",
 			strings.HasPrefix(p, "/api/"), p == "/api", strings.HasPrefix(p, "/demo"):
 			return false
 		}
