@@ -135,6 +135,11 @@ export interface ClientOptions {
   /** Reconnect at once when the tab is shown again or the network comes
    * back (default true; browsers only). */
   wakeOnVisible?: boolean;
+  /** "websocket" only, "sse" only, or (default) WebSocket with a fall back
+   * to Server-Sent Events when sockets never open. */
+  transport?: "websocket" | "sse";
+  /** The event stream's URL (default: derived from url, at /sse). */
+  sseUrl?: string;
 }
 
 export interface Handlers {
@@ -145,6 +150,7 @@ export interface Handlers {
   status: (s: ConnectionState) => void;
   subscribed: (s: { projectId: string; position: Position }) => void;
   broadcast: (b: { projectId: string; event: string; from: string; payload: Record<string, unknown> }) => void;
+  transport: (t: "sse") => void;
   presence: (p: {
     projectId: string;
     users: Record<string, PresenceEntry>;
@@ -158,6 +164,8 @@ export declare function comparePositions(a: Position | null | undefined, b: Posi
 export declare class WalcastClient {
   constructor(opts: ClientOptions);
   readonly state: ConnectionState;
+  /** The transport in use: Server-Sent Events once WebSockets proved blocked. */
+  readonly transport: "websocket" | "sse";
   on<K extends keyof Handlers>(type: K, fn: Handlers[K]): () => void;
   connect(): void;
   subscribe(projectId: string, since?: Position | ResumePoint | null): void;

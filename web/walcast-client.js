@@ -52,6 +52,11 @@ export class WalcastClient {
     this.present = new Map();
     this.handlers = new Map();
     this.state = "idle"; // idle | connecting | open | closed
+    // "websocket", or "sse" once WebSockets proved blocked (or absent):
+    // see open().
+    this.transport = opts.transport === "sse" || !this.WS ? "sse" : "websocket";
+    this.failedOpens = 0; // WebSocket attempts in a row that never opened
+    this.es = null;
     this.attempt = 0;
     this.paused = false;
     this.timers = { reconnect: null, ping: null };
@@ -140,6 +145,10 @@ export class WalcastClient {
       p.origin = point.origin || null;
     }
     this.projects.set(projectId, p);
+    if (this.transport === "sse") {
+      if (this.state !== "idle" && !this.paused) this.open(); // the projects are in the stream's URL
+      return;
+    }
     if (this.state === "open") this.sendSubscribe(projectId, p);
   }
 
@@ -176,6 +185,10 @@ export class WalcastClient {
   unsubscribe(projectId) {
     this.projects.delete(projectId);
     this.setPresent(projectId, null);
+    if (this.transport === "sse") {
+      if (this.state !== "idle" && !this.paused) this.open();
+      return;
+    }
     this.send({ action: "unsubscribe", project_id: projectId });
   }
 
@@ -292,6 +305,7 @@ export class WalcastClient {
     if (this.paused) return;
     this.teardown(1000, "reconnecting");
     this.setState("connecting");
+    if (this.transport === "sse") return this.openSSE();
     const url = this.opts.url + (this.opts.url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(this.token);
     let ws;
     try {
@@ -302,8 +316,11 @@ export class WalcastClient {
       return;
     }
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
       if (this.ws !== ws) return;
+      opened = true;
+      this.failedOpens = 0;
       this.attempt = 0;
       this.lastHeard = Date.now();
       this.setState("open");
@@ -327,6 +344,13 @@ export class WalcastClient {
       this.stopPing();
       this.setState("closed");
       if (this.paused) return;
+      if (!opened && ++this.failedOpens >= 2 && this.opts.transport !== "websocket" && globalThis.EventSource) {
+        // The socket never opens (a proxy or firewall blocks WebSockets):
+        // the same events as Server-Sent Events (docs/protocol.md B.11).
+        this.transport = "sse";
+        this.emit("transport", "sse");
+        this.attempt = 0;
+      }
       if (ev.code === 4001 && this.opts.getToken) {
         Promise.resolve(this.opts.getToken()).then(
           (tok) => {
@@ -340,6 +364,71 @@ export class WalcastClient {
       this.scheduleReconnect();
     };
     ws.onerror = () => {};
+  }
+
+  // openSSE opens the event stream of every project followed, resuming
+  // from the earliest last position among them (later events a project
+  // has seen already are dropped in handle).
+  openSSE() {
+    const ids = [...this.projects.keys()];
+    if (ids.length === 0 || !globalThis.EventSource) {
+      this.setState(ids.length === 0 ? "open" : "closed");
+      return;
+    }
+    const base = this.opts.sseUrl || this.opts.url.replace(/^ws/, "http").replace(/\/ws\/?(\?.*)?$/, "").replace(/\/?(\?.*)?$/, "") + "/sse";
+    let since = null;
+    for (const p of this.projects.values()) {
+      if (!p.last) {
+        since = null;
+        break;
+      }
+      if (since === null || comparePositions(p.last, since) < 0) since = p.last;
+    }
+    let url = base + "?token=" + encodeURIComponent(this.token) + "&project_id=" + ids.map(encodeURIComponent).join(",");
+    if (since) url += "&last_event_id=" + encodeURIComponent(since);
+    const es = new globalThis.EventSource(url);
+    this.es = es;
+    es.onopen = () => {
+      if (this.es !== es) return;
+      this.attempt = 0;
+      this.lastHeard = Date.now();
+      this.setState("open");
+    };
+    es.onmessage = (msg) => {
+      if (this.es !== es) return;
+      this.lastHeard = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(msg.data);
+      } catch {
+        return;
+      }
+      if (frame.type === "error" && !frame.project_id && (frame.code === "unauthorized" || frame.code === "slow_consumer")) {
+        // The stream ends (token expired, fell behind): a new one, with a
+        // fresh token when there is one to get.
+        es.close();
+        this.es = null;
+        this.setState("closed");
+        const again = () => this.scheduleReconnect();
+        if (frame.code === "unauthorized" && this.opts.getToken) {
+          Promise.resolve(this.opts.getToken()).then((tok) => ((this.token = tok), again()), again);
+        } else again();
+        return;
+      }
+      this.handle(frame);
+    };
+    es.onerror = () => {
+      if (this.es !== es) return;
+      this.setState(es.readyState === 2 ? "closed" : "connecting");
+      if (es.readyState === 2) {
+        // Refused (a token gone stale, say): EventSource gives up; walcast's
+        // client does not.
+        this.es = null;
+        if (this.opts.getToken) {
+          Promise.resolve(this.opts.getToken()).then((tok) => ((this.token = tok), this.scheduleReconnect()), () => this.scheduleReconnect());
+        } else this.scheduleReconnect();
+      }
+    };
   }
 
   handle(frame) {
@@ -428,6 +517,10 @@ export class WalcastClient {
 
   teardown(code, reason) {
     this.stopPing();
+    if (this.es) {
+      this.es.close();
+      this.es = null;
+    }
     const ws = this.ws;
     this.ws = null;
     if (ws) {

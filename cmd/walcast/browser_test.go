@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/walcast/walcast/internal/eventually"
@@ -53,7 +55,7 @@ func TestDemoInRealBrowsers(t *testing.T) {
 	var failedMu sync.Mutex
 	var failed []string // responses the pages got with an error status
 	responses := 0
-	page := func(user string) context.Context {
+	page := func(user string, init ...string) context.Context {
 		ctx, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext(), chromedp.WithListener(func(ev any) {
 			if e, ok := ev.(*network.EventResponseReceived); ok {
 				failedMu.Lock()
@@ -65,11 +67,23 @@ func TestDemoInRealBrowsers(t *testing.T) {
 			}
 		}))
 		t.Cleanup(cancel)
-		closeTab[user] = cancel
+		if len(init) == 0 {
+			closeTab[user] = cancel
+		} else {
+			closeTab[user+" (scripted)"] = cancel
+		}
 
 		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
 		t.Cleanup(cancelT)
 		if err := chromedp.Do(ctx,
+			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				for _, src := range init {
+					if _, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: src}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}),
 			chromedp.Navigate(in.base+"/demo/?user="+user),
 			chromedp.WaitVisible(chromedp.CSS(`#status.open`)),
 		); err != nil {
@@ -146,6 +160,18 @@ func TestDemoInRealBrowsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitText(a, []string{"hello from alice's browser", "one", "two", "three", "while hidden"}, 3*time.Second)
+
+	// A network that blocks WebSockets: bob's second page, with none,
+	// falls back to Server-Sent Events and still shows alice's messages.
+	noWS := page(bob, `Object.defineProperty(window, "WebSocket", {value: undefined})`)
+	if transport, err := chromedp.Run(noWS, chromedp.Evaluate[string](`walcastDemo.client.transport`)); err != nil || transport != "sse" {
+		t.Fatalf("transport without WebSockets: %q (%v)", transport, err)
+	}
+	send("over sse")
+	waitText(noWS, []string{"hello from alice's browser", "one", "two", "three", "while hidden", "over sse"}, 5*time.Second)
+	waitText(b, []string{"hello from alice's browser", "one", "two", "three", "while hidden", "over sse"}, 3*time.Second)
+	waitText(a, []string{"hello from alice's browser", "one", "two", "three", "while hidden", "over sse"}, 3*time.Second)
+	closeTab[bob+" (scripted)"]() // bob stays online through his other tab
 
 	// Moving a task on alice's board moves it on bob's.
 	if err := chromedp.Do(a, chromedp.Click(chromedp.CSS(`.column[data-status="todo"] .task button[data-move="right"]`))); err != nil {

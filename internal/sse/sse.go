@@ -99,7 +99,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var since *events.Position
-	if v := r.Header.Get("Last-Event-ID"); v != "" {
+	v := r.Header.Get("Last-Event-ID")
+	if v == "" {
+		// An EventSource sends the header only when it reconnects; a
+		// client resuming a new one passes the position in the URL.
+		v = r.URL.Query().Get("last_event_id")
+	}
+	if v != "" {
 		p, err := events.ParsePosition(v)
 		if err != nil {
 			httpjson.Error(w, http.StatusBadRequest, "bad_request", "Last-Event-ID is not a position")
