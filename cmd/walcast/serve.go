@@ -110,6 +110,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		EphemeralRate: cfg.WS.EphemeralRate, EphemeralBurst: cfg.WS.EphemeralBurst, MaxEphemeralBytes: cfg.WS.EphemeralMaxBytes,
 	}, p.hub, p.verifier, p.members, log, m)
 	streams := sse.NewServer(sse.Config{MaxProjects: cfg.Hub.MaxSubscriptionsPerSocket, MaxStreamsPerUser: cfg.WS.SSEStreamsPerUser,
+		MaxStreams: cfg.WS.MaxConnections, OnStream: api.Streaming,
 		KeepAlive: cfg.WS.PingInterval, WriteTimeout: cfg.WS.WriteTimeout}, p.hub, p.verifier, p.members, log, m)
 	var demoRoutes func(chi.Router)
 	if cfg.Demo.Enabled {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"log"
 	"net"
 	"net/http"
@@ -113,13 +114,38 @@ type ServerLimits struct {
 // connections that evicts waiting ones first. A WebSocket upgrade clears
 // the deadlines when it takes the connection over.
 func NewServer(handler http.Handler, lim ServerLimits, errorLog *log.Logger, m *metrics.Metrics) *http.Server {
+	limiter := NewConnLimiter(lim.MaxConnections, m)
 	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
 		IdleTimeout:       lim.IdleTimeout,
-		ConnState:         NewConnLimiter(lim.MaxConnections, m).ConnState,
-		ErrorLog:          errorLog,
+		ConnState:         limiter.ConnState,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, streamingKey{}, func() { limiter.release(c) })
+		},
+		ErrorLog: errorLog,
 	}
+}
+
+type streamingKey struct{}
+
+// Streaming takes the request's connection out of the plain-HTTP
+// connection cap, as a WebSocket upgrade does: an event stream (GET /sse)
+// is a request that runs for hours, which the cap would otherwise evict as
+// a trickled request once the server is full. The stream's own cap bounds
+// such connections.
+func Streaming(r *http.Request) {
+	if release, ok := r.Context().Value(streamingKey{}).(func()); ok {
+		release()
+	}
+}
+
+// release forgets c: it no longer counts against the cap, nor can be
+// evicted.
+func (l *ConnLimiter) release(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
 }

@@ -2,6 +2,8 @@ package api
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,6 +44,12 @@ func serveLimitedBy(t *testing.T, lim ServerLimits, limiter *ConnLimiter) string
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		Streaming(r)
+		_, _ = io.WriteString(w, "streaming\n")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done() // until the client goes
+	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
 			http.Error(w, "body", http.StatusBadRequest)
@@ -52,6 +60,9 @@ func serveLimitedBy(t *testing.T, lim ServerLimits, limiter *ConnLimiter) string
 	srv := NewServer(mux, lim, nil, metrics.New(prometheus.NewRegistry()))
 	if limiter != nil {
 		srv.ConnState = limiter.ConnState
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, streamingKey{}, func() { limiter.release(c) })
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -202,6 +213,66 @@ func TestUpgradesToWebSocket(t *testing.T) {
 	} {
 		if got := upgradesToWebSocket(c.values); got != c.want {
 			t.Errorf("upgradesToWebSocket(%q) = %v", c.values, got)
+		}
+	}
+}
+
+// TestStreamsLeaveTheConnectionCap: an event stream (a request that runs
+// for hours) leaves the plain-HTTP connection cap as a WebSocket does: a
+// full server evicts idle and trickled connections for new ones, never a
+// stream.
+func TestStreamsLeaveTheConnectionCap(t *testing.T) {
+	limiter := NewConnLimiter(3, metrics.New(prometheus.NewRegistry()))
+	var mu sync.Mutex
+	now := time.Now()
+	limiter.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	addr := serveLimitedBy(t, ServerLimits{ReadHeaderTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: time.Minute, MaxConnections: 3}, limiter)
+	type stream struct {
+		conn net.Conn
+		body *bufio.Reader
+	}
+	var streams []stream
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", resp, err)
+		}
+		body := bufio.NewReader(resp.Body)
+		if line, err := body.ReadString('\n'); err != nil || line != "streaming\n" {
+			t.Fatalf("stream body: %q %v", line, err)
+		}
+		streams = append(streams, stream{c, body})
+	}
+	mu.Lock()
+	now = now.Add(time.Hour) // the streams are old: busy requests past any grace
+	mu.Unlock()
+	for i := range 6 {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("healthz %d: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+	}
+	limiter.mu.Lock()
+	n := len(limiter.conns)
+	limiter.mu.Unlock()
+	if n > 3 {
+		t.Fatalf("%d connections counted against a cap of 3", n)
+	}
+	// Every stream is still open: a read waits (times out) rather than
+	// ending.
+	for i, st := range streams {
+		_ = st.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, err := st.body.ReadByte()
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("stream %d was closed: %v", i, err)
 		}
 	}
 }

@@ -31,8 +31,13 @@ import (
 type Config struct {
 	// MaxProjects is how many projects one stream may follow.
 	MaxProjects int
-	// MaxStreamsPerUser caps one user's open streams (429 past it).
+	// MaxStreamsPerUser caps one user's open streams (429 past it), and
+	// MaxStreams all of them (503).
 	MaxStreamsPerUser int
+	MaxStreams        int64
+	// OnStream, when set, is told of each request that becomes a stream
+	// (api.Streaming takes it out of the plain-HTTP connection cap).
+	OnStream func(*http.Request)
 	// KeepAlive is how often an idle stream gets a comment line (proxies
 	// close silent connections); WriteTimeout bounds each write.
 	KeepAlive, WriteTimeout time.Duration
@@ -57,6 +62,7 @@ type Server struct {
 	mu       sync.Mutex
 	stopping bool
 	perUser  map[string]int
+	open     int64
 	wg       sync.WaitGroup
 }
 
@@ -120,6 +126,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusServiceUnavailable, "internal", "server is shutting down")
 		return
 	}
+	if s.cfg.MaxStreams > 0 && s.open >= s.cfg.MaxStreams {
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", "5")
+		httpjson.Error(w, http.StatusServiceUnavailable, "internal", "too many event streams open; retry later")
+		return
+	}
 	if s.cfg.MaxStreamsPerUser > 0 && s.perUser[uid] >= s.cfg.MaxStreamsPerUser {
 		s.mu.Unlock()
 		w.Header().Set("Retry-After", "5")
@@ -127,6 +139,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.perUser[uid]++
+	s.open++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer func() {
@@ -134,9 +147,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.perUser[uid]--; s.perUser[uid] == 0 {
 			delete(s.perUser, uid)
 		}
+		s.open--
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
+	if s.cfg.OnStream != nil {
+		s.cfg.OnStream(r)
+	}
 	s.stream(w, r, uid, claims.ExpiresAt, projects, since)
 }
 
