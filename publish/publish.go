@@ -156,6 +156,12 @@ func Parse(body []byte) (Message, error) {
 		return Message{}, err
 	}
 	m.ProjectID = strings.ToLower(m.ProjectID)
+	// Compact: the frame is one line (Server-Sent Events split messages at
+	// line ends, a bare CR included), and smaller.
+	var c bytes.Buffer
+	if err := json.Compact(&c, m.Data); err == nil {
+		m.Data = c.Bytes()
+	}
 	return m, nil
 }
 

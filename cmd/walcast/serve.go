@@ -101,16 +101,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	var streams *sse.Server // set below, before the listener serves
 	sockets := ws.NewServer(ws.Config{
-		ClientIP:     clients.ClientIP,
+		ClientIP: clients.ClientIP, Others: func() int64 { return streams.Open() },
 		WriteTimeout: cfg.WS.WriteTimeout, PingInterval: cfg.WS.PingInterval, ReadLimit: cfg.WS.ReadLimit,
 		AllowedOrigins: cfg.WS.AllowedOrigins, FrameRate: cfg.WS.FrameRate, FrameBurst: cfg.WS.FrameBurst,
 		MaxConnections: cfg.WS.MaxConnections, ConnectRate: cfg.WS.ConnectRate, ConnectBurst: cfg.WS.ConnectBurst,
 		WriteWorkers: cfg.WS.WriteWorkers, ForbiddenRate: cfg.WS.ForbiddenRate, ForbiddenBurst: cfg.WS.ForbiddenBurst,
 		EphemeralRate: cfg.WS.EphemeralRate, EphemeralBurst: cfg.WS.EphemeralBurst, MaxEphemeralBytes: cfg.WS.EphemeralMaxBytes,
 	}, p.hub, p.verifier, p.members, log, m)
-	streams := sse.NewServer(sse.Config{MaxProjects: cfg.Hub.MaxSubscriptionsPerSocket, MaxStreamsPerUser: cfg.WS.SSEStreamsPerUser,
-		MaxStreams: cfg.WS.MaxConnections, OnStream: api.Streaming,
+	streams = sse.NewServer(sse.Config{MaxProjects: cfg.Hub.MaxSubscriptionsPerSocket, MaxStreamsPerUser: cfg.WS.SSEStreamsPerUser,
+		MaxStreams: cfg.WS.MaxConnections, Others: sockets.Connections, OnStream: api.Streaming,
+		ForbiddenRate: cfg.WS.ForbiddenRate, ForbiddenBurst: cfg.WS.ForbiddenBurst, ConnectRate: cfg.WS.ConnectRate, ConnectBurst: cfg.WS.ConnectBurst,
+		ClientIP:  clients.ClientIP,
 		KeepAlive: cfg.WS.PingInterval, WriteTimeout: cfg.WS.WriteTimeout}, p.hub, p.verifier, p.members, log, m)
 	var demoRoutes func(chi.Router)
 	if cfg.Demo.Enabled {
@@ -140,6 +143,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout, ReadTimeout: cfg.HTTP.ReadTimeout,
 		WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout, MaxConnections: cfg.HTTP.MaxConnections,
 	}, slog.NewLogLogger(log.Handler(), slog.LevelWarn), m)
+	// The server's shutdown waits for its handlers, event streams among
+	// them: they end as it begins.
+	srv.RegisterOnShutdown(streams.Stop)
 	log.Info("walcast listening", "addr", ln.Addr().String(), "slot", cfg.Replication.Slot, "publication", cfg.Replication.Publication, "origin", p.origin)
 
 	// The source stops last: after the sockets are closed it sends a last

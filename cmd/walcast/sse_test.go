@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/walcast/walcast/internal/events"
 )
 
 // sseEvent is one Server-Sent Events message.
@@ -19,6 +21,13 @@ type sseEvent struct {
 
 // openSSE opens GET /sse; events arrive on the returned channel.
 func openSSE(t *testing.T, base, tok, query, lastEventID string) (*http.Response, <-chan sseEvent) {
+	t.Helper()
+	return openSSEWith(t, base, tok, query, lastEventID, false)
+}
+
+// openSSEWith is openSSE; with idOnly, id-only messages arrive too (with
+// no frame).
+func openSSEWith(t *testing.T, base, tok, query, lastEventID string, idOnly bool) (*http.Response, <-chan sseEvent) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -53,6 +62,8 @@ func openSSE(t *testing.T, base, tok, query, lastEventID string) (*http.Response
 				if len(data) > 0 {
 					_ = json.Unmarshal([]byte(strings.Join(data, "\n")), &ev.f)
 					out <- ev
+				} else if ev.id != "" && idOnly {
+					out <- ev // an id-only message: the browser's Last-Event-ID moves
 				}
 				ev, data = sseEvent{}, nil
 			case strings.HasPrefix(line, "id: "):
@@ -95,8 +106,8 @@ func TestServerSentEvents(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	if ev := nextSSE(t, events, 5*time.Second); ev.f.str("type") != "subscribed" || ev.id != ev.f.str("position") {
-		t.Fatalf("first event %+v", ev)
+	if ev := nextSSE(t, events, 5*time.Second); ev.f.str("type") != "subscribed" || ev.id != "" {
+		t.Fatalf("first event %+v (the stream's first frames carry no id: see TestSSEIDsNeverGoBack)", ev)
 	}
 	for _, c := range []string{"one", "two", "three"} {
 		db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, $3)`, project, alice, c)
@@ -172,5 +183,118 @@ func TestServerSentEvents(t *testing.T) {
 	}
 	if !refused {
 		t.Fatal("one user opened 12 streams")
+	}
+}
+
+// TestSSEIDsNeverGoBack (found by an attack): a stream of two projects
+// resumed from before both projects' events replays each project in turn,
+// so their positions interleave; as SSE ids they went backwards, and a
+// browser that reconnected after a higher one lost the other project's
+// lower events. The frames that open a stream carry no id; one id-only
+// message then says every project is delivered through it; later frames
+// carry theirs, in order. Resuming from any id received loses nothing.
+func TestSSEIDsNeverGoBack(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	db.Exec(t, `INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, 'member')`, project2, bob)
+	in := start(t, db, baseEnv(t, db))
+	tok := token(t, bob, time.Hour)
+	_, live := openSSE(t, in.base, tok, "project_id="+project+","+project2, "")
+	nextSSE(t, live, 5*time.Second)
+	nextSSE(t, live, 5*time.Second)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'p2 first')`, project2, mallory)
+	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'p1 second')`, project, alice)
+	var earliest string
+	for seen := 0; seen < 2; {
+		ev := nextSSE(t, live, 5*time.Second)
+		if ev.f.str("type") == "cache_invalidate" && earliest == "" {
+			earliest = ev.id
+		}
+		if ev.f.str("type") == "message_created" {
+			seen++
+		}
+	}
+	before, _ := events.ParsePosition(earliest)
+	before.Index = 0
+	before.LSN--
+
+	// Resumed from before both: replays of both projects, then the
+	// checkpoint, then a live event: ids only grow.
+	_, resumed := openSSEWith(t, in.base, tok, "project_id="+project+","+project2, before.String(), true)
+	var ids []string
+	var contents []string
+	for len(contents) < 3 {
+		ev := nextSSE(t, resumed, 5*time.Second)
+		if ev.id != "" {
+			if len(ids) > 0 && ev.id <= ids[len(ids)-1] {
+				t.Fatalf("id %s after %s", ev.id, ids[len(ids)-1])
+			}
+			ids = append(ids, ev.id)
+		}
+		if ev.f.str("type") == "message_created" {
+			contents = append(contents, ev.f.data()["content"].(string))
+		}
+		if len(contents) == 2 && len(ids) > 0 {
+			db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'p2 live')`, project2, mallory)
+			contents = append(contents, "")
+		}
+	}
+	for ev := nextSSE(t, resumed, 5*time.Second); ev.f.data()["content"] != "p2 live"; ev = nextSSE(t, resumed, 5*time.Second) {
+	}
+	// Every id received resumes with what followed it and nothing lost.
+	_, again := openSSE(t, in.base, tok, "project_id="+project+","+project2, ids[0])
+	for ev := nextSSE(t, again, 5*time.Second); ev.f.data()["content"] != "p2 live"; ev = nextSSE(t, again, 5*time.Second) {
+		if c := ev.f.data()["content"]; c == "p2 first" || c == "p1 second" {
+			t.Fatalf("resumed from the checkpoint %s, got %v again (%+v; ids %v)", ids[0], c, ev, ids)
+		}
+	}
+}
+
+// TestSSELimits (found by an attack): streams share one cap with the
+// sockets; a stream of others' projects draws on the user's budget of
+// refusals like subscribes do (each refusal was a database lookup, without
+// bound); and an open stream does not hold up shutdown.
+func TestSSELimits(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	env := baseEnv(t, db)
+	env["WALCAST_MAX_CONNECTIONS"] = "3"
+	in := start(t, db, env)
+	sock := dial(t, in, alice)
+	sock.send(map[string]string{"action": "ping"})
+	sock.read(5 * time.Second)
+	if resp, _ := openSSE(t, in.base, token(t, bob, time.Hour), "project_id="+project, ""); resp.StatusCode != 200 {
+		t.Fatalf("first stream: %d", resp.StatusCode)
+	}
+
+	var foreign []string
+	for i := range 60 {
+		foreign = append(foreign, fmt.Sprintf("%08d-1111-4000-8000-000000000000", i))
+	}
+	resp, errs := openSSE(t, in.base, token(t, mallory, time.Hour), "project_id="+strings.Join(foreign, ","), "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("mallory's stream: %d", resp.StatusCode)
+	}
+	forbidden, limited := 0, 0
+	for forbidden+limited < 60 {
+		ev := nextSSE(t, errs, 5*time.Second)
+		switch ev.f.str("code") {
+		case "forbidden":
+			forbidden++
+		case "rate_limited":
+			limited++
+		}
+	}
+	if forbidden > 21 || limited < 39 {
+		t.Fatalf("60 others' projects: %d refused after a lookup, %d without (a burst of 20 lookups, then 1/s)", forbidden, limited)
+	}
+	if resp, _ := openSSE(t, in.base, token(t, bob, time.Hour), "project_id="+project, ""); resp.StatusCode != 503 {
+		t.Fatalf("a socket and two streams under a cap of 3, then another stream: %d, want 503", resp.StatusCode)
+	}
+
+	stopped := time.Now()
+	in.stop()
+	if took := time.Since(stopped); took > 3*time.Second {
+		t.Fatalf("shutdown with streams open took %s (http.shutdown_timeout is 10s)", took.Round(time.Millisecond))
 	}
 }

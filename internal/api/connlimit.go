@@ -123,7 +123,7 @@ func NewServer(handler http.Handler, lim ServerLimits, errorLog *log.Logger, m *
 		IdleTimeout:       lim.IdleTimeout,
 		ConnState:         limiter.ConnState,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, streamingKey{}, func() { limiter.release(c) })
+			return context.WithValue(ctx, streamingKey{}, func() func() { limiter.release(c); return func() { limiter.rejoin(c) } })
 		},
 		ErrorLog: errorLog,
 	}
@@ -135,11 +135,13 @@ type streamingKey struct{}
 // connection cap, as a WebSocket upgrade does: an event stream (GET /sse)
 // is a request that runs for hours, which the cap would otherwise evict as
 // a trickled request once the server is full. The stream's own cap bounds
-// such connections.
-func Streaming(r *http.Request) {
-	if release, ok := r.Context().Value(streamingKey{}).(func()); ok {
-		release()
+// such connections. Call the returned func when the stream ends: the
+// connection, which may serve more requests, counts again.
+func Streaming(r *http.Request) (done func()) {
+	if release, ok := r.Context().Value(streamingKey{}).(func() func()); ok {
+		return release()
 	}
+	return func() {}
 }
 
 // release forgets c: it no longer counts against the cap, nor can be
@@ -147,5 +149,15 @@ func Streaming(r *http.Request) {
 func (l *ConnLimiter) release(c net.Conn) {
 	l.mu.Lock()
 	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// rejoin counts c again, as serving a request (its state changes next).
+func (l *ConnLimiter) rejoin(c net.Conn) {
+	if l.max <= 0 {
+		return
+	}
+	l.mu.Lock()
+	l.conns[c] = &tracked{busy: true, since: l.now()}
 	l.mu.Unlock()
 }

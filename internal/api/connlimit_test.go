@@ -45,7 +45,7 @@ func serveLimitedBy(t *testing.T, lim ServerLimits, limiter *ConnLimiter) string
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
-		Streaming(r)
+		defer Streaming(r)()
 		_, _ = io.WriteString(w, "streaming\n")
 		http.NewResponseController(w).Flush()
 		<-r.Context().Done() // until the client goes
@@ -61,7 +61,7 @@ func serveLimitedBy(t *testing.T, lim ServerLimits, limiter *ConnLimiter) string
 	if limiter != nil {
 		srv.ConnState = limiter.ConnState
 		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, streamingKey{}, func() { limiter.release(c) })
+			return context.WithValue(ctx, streamingKey{}, func() func() { limiter.release(c); return func() { limiter.rejoin(c) } })
 		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

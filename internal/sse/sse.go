@@ -18,8 +18,11 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/walcast/walcast/internal/access"
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/clientaddr"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/httpjson"
 	"github.com/walcast/walcast/internal/hub"
@@ -32,12 +35,22 @@ type Config struct {
 	// MaxProjects is how many projects one stream may follow.
 	MaxProjects int
 	// MaxStreamsPerUser caps one user's open streams (429 past it), and
-	// MaxStreams all of them (503).
+	// MaxStreams all of them together with Others() (the sockets: one
+	// budget for both; 503 past it).
 	MaxStreamsPerUser int
 	MaxStreams        int64
-	// OnStream, when set, is told of each request that becomes a stream
-	// (api.Streaming takes it out of the plain-HTTP connection cap).
-	OnStream func(*http.Request)
+	Others            func() int64
+	// OnStream, when set, is told of each request that becomes a stream,
+	// and the func it returns when the stream ends (api.Streaming takes the
+	// connection out of the plain-HTTP connection cap meanwhile).
+	OnStream func(*http.Request) func()
+	// ForbiddenRate and ForbiddenBurst bound a user's refused projects
+	// (each one a database lookup), and ConnectRate and ConnectBurst the
+	// streams opened per client address, as on the socket (0: no bound).
+	ForbiddenRate, ConnectRate   float64
+	ForbiddenBurst, ConnectBurst int
+	// ClientIP is a request's client address (clientaddr.Resolver).
+	ClientIP func(*http.Request) string
 	// KeepAlive is how often an idle stream gets a comment line (proxies
 	// close silent connections); WriteTimeout bounds each write.
 	KeepAlive, WriteTimeout time.Duration
@@ -64,20 +77,85 @@ type Server struct {
 	perUser  map[string]int
 	open     int64
 	wg       sync.WaitGroup
+	// budgets of refused projects per user and new streams per address
+	denials, connects *budgets
+}
+
+// budgets is a token bucket per key, swept now and then.
+type budgets struct {
+	rate  rate.Limit
+	burst int
+	mu    sync.Mutex
+	by    map[string]*rate.Limiter
+	swept time.Time
+}
+
+// empty reports whether key's bucket has no token left, taking none:
+// refused subscribes are checked before and charged after, as on the
+// socket.
+func (b *budgets) empty(key string) bool {
+	if b.rate <= 0 {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l := b.by[key]
+	return l != nil && l.TokensAt(time.Now()) < 1
+}
+
+func newBudgets(perSecond float64, burst int) *budgets {
+	return &budgets{rate: rate.Limit(perSecond), burst: burst, by: map[string]*rate.Limiter{}}
+}
+
+// allow takes a token of key's bucket (always true with no rate).
+func (b *budgets) allow(key string) bool {
+	if b.rate <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now := time.Now(); now.Sub(b.swept) > time.Minute || len(b.by) > 100_000 {
+		b.swept = now
+		for k, l := range b.by {
+			if l.TokensAt(now) >= float64(b.burst) {
+				delete(b.by, k)
+			}
+		}
+	}
+	l := b.by[key]
+	if l == nil {
+		l = rate.NewLimiter(b.rate, b.burst)
+		b.by[key] = l
+	}
+	return l.Allow()
 }
 
 // NewServer returns a Server.
 func NewServer(cfg Config, h *hub.Hub, v *auth.Verifier, members memberships, log *slog.Logger, m *metrics.Metrics) *Server {
 	stop, stopAll := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m, stop: stop, stopAll: stopAll, perUser: map[string]int{}}
+	return &Server{cfg: cfg, hub: h, verifier: v, members: members, log: log, metrics: m, stop: stop, stopAll: stopAll, perUser: map[string]int{},
+		denials: newBudgets(cfg.ForbiddenRate, cfg.ForbiddenBurst), connects: newBudgets(cfg.ConnectRate, cfg.ConnectBurst)}
 }
 
-// Shutdown ends every stream and waits for them, or for ctx.
-func (s *Server) Shutdown(ctx context.Context) error {
+// Stop ends every stream now (the HTTP server's shutdown waits for the
+// handlers: streams must end first); Shutdown also waits for them.
+func (s *Server) Stop() {
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
 	s.stopAll()
+}
+
+// Open is how many streams are open.
+func (s *Server) Open() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open
+}
+
+// Shutdown ends every stream and waits for them, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Stop()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -94,7 +172,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		raw = r.URL.Query().Get("token")
 	}
+	if s.cfg.ClientIP != nil && !s.connects.allow(clientaddr.LimitKey(s.cfg.ClientIP(r))) {
+		w.Header().Set("Retry-After", "1")
+		httpjson.Error(w, http.StatusTooManyRequests, "rate_limited", "too many new connections from this address; retry later")
+		return
+	}
 	claims, err := s.verifier.Verify(strings.TrimSpace(raw))
+	if err == nil && !time.Now().Before(claims.ExpiresAt) {
+		err = auth.ErrTokenExpired // within the leeway: a stream would end at once
+	}
 	if err != nil {
 		httpjson.Error(w, http.StatusUnauthorized, "unauthorized", err.Error())
 		return
@@ -126,7 +212,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusServiceUnavailable, "internal", "server is shutting down")
 		return
 	}
-	if s.cfg.MaxStreams > 0 && s.open >= s.cfg.MaxStreams {
+	others := int64(0)
+	if s.cfg.Others != nil {
+		others = s.cfg.Others()
+	}
+	if s.cfg.MaxStreams > 0 && s.open+others >= s.cfg.MaxStreams {
 		s.mu.Unlock()
 		w.Header().Set("Retry-After", "5")
 		httpjson.Error(w, http.StatusServiceUnavailable, "internal", "too many event streams open; retry later")
@@ -152,7 +242,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.wg.Done()
 	}()
 	if s.cfg.OnStream != nil {
-		s.cfg.OnStream(r)
+		defer s.cfg.OnStream(r)()
 	}
 	s.stream(w, r, uid, claims.ExpiresAt, projects, since)
 }
@@ -202,20 +292,31 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, uid string, expi
 	client := s.hub.NewClient(uid)
 	defer s.hub.Remove(client)
 	log := s.log.With("user_id", uid, "transport", "sse")
+	var through events.Position // the newest subscribed position
 	for _, p := range projects {
+		if s.denials.empty(uid) {
+			// A flood of other people's projects costs the database a
+			// lookup each: past the user's budget of refusals, none.
+			s.sendError(client, "rate_limited", "too many refused projects; slow down", p)
+			continue
+		}
 		sub := since
 		if sub != nil {
 			cp := *sub
 			sub = &cp
 		}
 		subCtx, subCancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := s.hub.Subscribe(subCtx, client, p, sub, func(ctx context.Context, fresh bool) (access.Proof, error) {
+		res, err := s.hub.Subscribe(subCtx, client, p, sub, func(ctx context.Context, fresh bool) (access.Proof, error) {
 			return s.members.Lookup(ctx, p, uid, fresh)
 		})
 		subCancel()
 		switch {
 		case err == nil:
+			if res.Position.Compare(through) > 0 {
+				through = res.Position
+			}
 		case errors.Is(err, hub.ErrForbidden):
+			s.denials.allow(uid)
 			s.sendError(client, "forbidden", "not a member of this project", p)
 		case errors.Is(err, hub.ErrClientClosed):
 			return
@@ -224,6 +325,21 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, uid string, expi
 			s.sendError(client, "internal", "subscription could not be checked; reconnect", p)
 		}
 	}
+	// Every project's replay and subscribed frame is queued by now, at
+	// positions up to checkpoint, interleaved: ids would go backwards from
+	// one project to the next, and a browser that reconnected after a
+	// higher one would skip the others' lower events. So the frames queued
+	// up to here carry no id; once they are written, one id-only message
+	// (it sets the browser's Last-Event-ID without an event) says that
+	// every project is delivered through checkpoint, and later frames,
+	// published in order, carry theirs.
+	checkpoint := s.hub.Last()
+	if through.Compare(checkpoint) > 0 {
+		// The hub is catching up with history: subscriptions are live
+		// from past it.
+		checkpoint = through
+	}
+	checkpointed := false
 	keepAlive := time.NewTicker(s.cfg.KeepAlive)
 	defer keepAlive.Stop()
 	expiry := time.NewTimer(time.Until(expires))
@@ -251,13 +367,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, uid string, expi
 		}
 		items = client.Take(items[:0])
 		buf = buf[:0]
+		add := func(f *hub.Frame) {
+			if !checkpointed && f.Position.Compare(checkpoint) > 0 {
+				buf, checkpointed = appendCheckpoint(buf, checkpoint), true
+			}
+			buf = appendEvent(buf, f, checkpoint)
+		}
 		for _, it := range items {
 			if it.Frame != nil {
-				buf = appendEvent(buf, it.Frame)
+				add(it.Frame)
 			}
 			for _, f := range it.Batch {
-				buf = appendEvent(buf, f)
+				add(f)
 			}
+		}
+		if !checkpointed {
+			buf, checkpointed = appendCheckpoint(buf, checkpoint), true
 		}
 		ok := s.writeNow(rc, w, buf)
 		for _, it := range items {
@@ -283,14 +408,23 @@ func (s *Server) writeNow(rc *http.ResponseController, w http.ResponseWriter, b 
 }
 
 // appendEvent writes one frame as an SSE message: its position as the id
-// (frames without one, such as errors, carry none), its JSON as the data.
-func appendEvent(b []byte, f *hub.Frame) []byte {
-	if !f.Position.IsZero() {
+// when it is past checkpoint (frames without one, such as errors, and the
+// first ones of the stream, carry none), its JSON as the data.
+func appendEvent(b []byte, f *hub.Frame, checkpoint events.Position) []byte {
+	if f.Position.Compare(checkpoint) > 0 {
 		b = append(b, "id: "...)
 		b = f.Position.AppendText(b)
 		b = append(b, '\n')
 	}
 	return eventBytes(b, f.Data)
+}
+
+// appendCheckpoint appends an id-only message: the browser's
+// Last-Event-ID moves to p, and no event is dispatched.
+func appendCheckpoint(b []byte, p events.Position) []byte {
+	b = append(b, "id: "...)
+	b = p.AppendText(b)
+	return append(b, "\n\n"...)
 }
 
 // eventBytes appends a data-only SSE message. A frame is JSON, whose

@@ -65,6 +65,9 @@ type Config struct {
 	// ClientIP is a request's client address (clientaddr.Resolver):
 	// what the per-address connect limit counts.
 	ClientIP func(*http.Request) string
+	// Others, when set, counts the other long-lived connections that
+	// share MaxConnections with the sockets (event streams).
+	Others func() int64
 }
 
 // memberships answers whether a user may see a project, with the proof
@@ -200,7 +203,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusForbidden, CodeForbidden, "this user was disconnected by the operator")
 		return
 	}
-	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n > s.cfg.MaxConnections {
+	others := int64(0)
+	if s.cfg.Others != nil {
+		others = s.cfg.Others()
+	}
+	if n := s.conns.Add(1); s.cfg.MaxConnections > 0 && n+others > s.cfg.MaxConnections {
 		s.conns.Add(-1)
 		s.metrics.WSRejected.WithLabelValues("connection_cap").Inc()
 		w.Header().Set("Retry-After", "5")
