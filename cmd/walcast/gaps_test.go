@@ -229,9 +229,13 @@ func TestTableRebuiltUnderASchemaPublicationResyncs(t *testing.T) {
 	env["WALCAST_PUBLICATION_CHECK_INTERVAL"] = "200ms"
 	in := start(t, db, env)
 	a := dial(t, in, alice)
-	a.subscribe(project)
+	// The publication was re-created just before walcast started: its
+	// first check may signal that (a resync before or after subscribed).
+	// The rebuild's resync is the one after the message below.
+	a.send(map[string]string{"action": "subscribe", "project_id": project})
+	gapUntil(t, a, "subscribed", project, 5*time.Second)
 	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'spam')`, project, alice)
-	gapUntil(t, a, "message_created", project, 5*time.Second)
+	spam, _ := gapUntil(t, a, "message_created", project, 5*time.Second)
 	tx(t, db, func(ctx context.Context, q querier) {
 		mustExec(t, q, `CREATE TABLE messages_new (LIKE messages INCLUDING ALL)`)
 		mustExec(t, q, `INSERT INTO messages_new SELECT * FROM messages WHERE content <> 'spam'`)
@@ -240,7 +244,10 @@ func TestTableRebuiltUnderASchemaPublicationResyncs(t *testing.T) {
 		mustExec(t, q, `ALTER TABLE messages REPLICA IDENTITY FULL`)
 		mustExec(t, q, `GRANT SELECT, INSERT ON messages TO walcast`)
 	})
-	gapUntil(t, a, "resync_required", project, 5*time.Second)
+	waitFor(t, 5*time.Second, "a resync_required after the rebuild", func() bool {
+		f, _ := gapUntil(t, a, "resync_required", project, 5*time.Second)
+		return f.str("position") > spam.str("position")
+	})
 }
 
 // TestRenameRoundTripStaysAwake: the schema of the watched tables renamed
