@@ -50,6 +50,10 @@ type options struct {
 	keep               bool
 	notify             bool
 	hold               time.Duration
+	addrs              int
+	storm              bool
+	killAfter          time.Duration
+	restartCmd         string
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -79,6 +83,10 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 32, "sockets opened at once during setup")
 	fs.BoolVar(&o.keep, "keep", false, "keep the bench's rows in the database")
 	fs.BoolVar(&o.notify, "notify", false, "walcast runs in NOTIFY mode (source: notify): one frame per message")
+	fs.IntVar(&o.addrs, "addrs", 0, "loopback source addresses the sockets are spread over, 127.0.1.1 onwards (0: the system's choice); walcast's per-address connect limit applies to each, as to browsers behind their own addresses")
+	fs.BoolVar(&o.storm, "storm", false, "restart storm: writers run for --duration; after --kill-after walcast gets SIGKILL and --restart-cmd starts it again; every socket reconnects like @walcast/client and resumes with since; every frame is checked")
+	fs.DurationVar(&o.killAfter, "kill-after", 5*time.Second, "with --storm: when the SIGKILL comes, from the writers' start")
+	fs.StringVar(&o.restartCmd, "restart-cmd", "", "with --storm: a shell command that starts walcast again in the background and returns")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -91,6 +99,10 @@ func parse(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--secret (or WALCAST_JWT_SECRET) is required")
 	case o.subscribers < 1 || o.projects < 1 || o.writers < 1:
 		return o, errors.New("--subscribers, --projects and --writers must be at least 1")
+	case o.storm && o.restartCmd == "":
+		return o, errors.New("--storm needs --restart-cmd")
+	case o.addrs < 0 || o.addrs > 250*250:
+		return o, errors.New("--addrs must be between 0 and 62500")
 	}
 	return o, nil
 }
@@ -103,6 +115,7 @@ type sample struct {
 
 type subscriber struct {
 	user, project string
+	local         net.Addr // source address; nil: the system's choice
 	conn          *wsConn
 	samples       []sample
 	received      int64
@@ -200,6 +213,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer fx.cleanup(pool)
 	}
 
+	if o.storm {
+		return runStorm(ctx, o, pool, fx, pid, stdout, stderr)
+	}
+	// The setup's rows reach walcast's history before the baseline: the
+	// memory per socket is the sockets', not the history's.
+	waitCaughtUp(ctx, pool, o.url, stderr)
 	rssBefore := rssKB(pid)
 	start := time.Now()
 	subs, err := connectAll(ctx, o, fx)
@@ -291,6 +310,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return report(o, res, all, stdout)
 }
 
+// sourceAddr is the i-th socket's source address over n loopback
+// addresses (127.0.1.1, 127.0.1.2, …), or nil when n is 0.
+func sourceAddr(i, n int) net.Addr {
+	if n == 0 {
+		return nil
+	}
+	k := i % n
+	return &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+k/250), byte(1+k%250))}
+}
+
 func total(subs []*subscriber) int64 {
 	var n int64
 	for _, s := range subs {
@@ -351,7 +380,7 @@ func connectAll(ctx context.Context, o options, fx *fixture) ([]*subscriber, err
 		if !slow {
 			fx.subsPerProject[proj]++
 		}
-		s := &subscriber{user: u, project: proj}
+		s := &subscriber{user: u, project: proj, local: sourceAddr(i, o.addrs)}
 		if !slow && !o.idle {
 			// Room for every sample of the run up front: a load generator
 			// whose heap grows collects garbage during the run, and its
@@ -387,7 +416,7 @@ func (s *subscriber) connect(ctx context.Context, url, secret string) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := dialWS(dctx, url+"?token="+tok)
+	conn, err := dialWS(dctx, url+"?token="+tok, s.local)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}

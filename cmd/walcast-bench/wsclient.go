@@ -47,13 +47,14 @@ func closeCode(err error) int {
 
 const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-// dialWS opens a WebSocket to rawURL (ws://host/path?query).
-func dialWS(ctx context.Context, rawURL string) (*wsConn, error) {
+// dialWS opens a WebSocket to rawURL (ws://host/path?query) from local
+// (nil: the system's choice).
+func dialWS(ctx context.Context, rawURL string, local net.Addr) (*wsConn, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
+	d := net.Dialer{LocalAddr: local}
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, err

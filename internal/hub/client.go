@@ -19,6 +19,8 @@ type Client struct {
 	queued atomic.Int64
 	// onQueued, when set, is told of new items instead of Ready.
 	onQueued func()
+	// onWake, when set, is called after every Wake.
+	onWake func()
 
 	// Guarded by the hub's mutex.
 	subs    map[string]*subscription
@@ -36,6 +38,12 @@ func (h *Hub) NewClient(userID string) *Client {
 // socket per transaction. fn runs with the hub's lock held, so it must
 // only pass the client on. Call it before the client subscribes.
 func (c *Client) OnQueued(fn func()) { c.onQueued = fn }
+
+// OnWake makes fn run after every Wake, once the token is on Ready: ws
+// runs a socket's own writer goroutine only while it has something to do,
+// and starts it from here. fn may run with the hub's lock held. Call it
+// before the client subscribes.
+func (c *Client) OnWake(fn func()) { c.onWake = fn }
 
 // Ready has a token when items wait to be taken.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
@@ -75,6 +83,9 @@ func (c *Client) Wake() {
 	select {
 	case c.ready <- struct{}{}:
 	default:
+	}
+	if c.onWake != nil {
+		c.onWake()
 	}
 }
 

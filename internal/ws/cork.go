@@ -2,8 +2,10 @@ package ws
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -65,6 +67,9 @@ type corkConn struct {
 
 	mu  sync.Mutex
 	buf []byte
+	// box is buf's holder in corkPool while the socket has bytes to send;
+	// an idle socket gives its buffer back.
+	box *[]byte
 	// ends are the offsets in buf where frames end, and midFrame says
 	// that buf starts inside a frame (a write stopped there): a socket
 	// closed as slow sends the rest of that frame, then its close frame,
@@ -73,9 +78,35 @@ type corkConn struct {
 	midFrame bool
 }
 
-// maxCorked is the buffer capacity kept on an idle socket; larger ones are
-// let go once written.
+// maxCorked is the largest buffer capacity kept for reuse; larger ones
+// are let go once written.
 const maxCorked = 64 << 10
+
+// corkPool holds the buffers of sockets that have nothing to send: at tens
+// of thousands of idle sockets, a buffer each was a kilobyte per socket
+// for frames sent long ago.
+var corkPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// take gives the socket a buffer from corkPool if it has none; mu held.
+func (c *corkConn) take() {
+	if c.box == nil {
+		c.box = corkPool.Get().(*[]byte)
+		c.buf = (*c.box)[:0]
+	}
+}
+
+// giveBack returns the empty buffer to corkPool; mu held.
+func (c *corkConn) giveBack() {
+	if c.box == nil || len(c.buf) > 0 {
+		return
+	}
+	if cap(c.buf) > maxCorked {
+		c.buf = nil
+	}
+	*c.box = c.buf[:0]
+	corkPool.Put(c.box)
+	c.box, c.buf = nil, nil
+}
 
 // maxBacklog bounds the unsent bytes behind which the library may still
 // queue a control frame: a client that floods pings and does not read
@@ -93,6 +124,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, errBacklog
 	}
+	c.take()
 	c.buf = append(c.buf, p...)
 	c.ends = append(c.ends, len(c.buf))
 	c.mu.Unlock()
@@ -124,6 +156,7 @@ func (c *corkConn) writeText(p []byte) {
 		n = 10
 	}
 	c.mu.Lock()
+	c.take()
 	c.buf = append(append(c.buf, hdr[:n]...), p...)
 	c.ends = append(c.ends, len(c.buf))
 	c.mu.Unlock()
@@ -135,6 +168,7 @@ func (c *corkConn) writeText(p []byte) {
 func (c *corkConn) writeClose(code uint16, reason string) {
 	reason = reason[:min(len(reason), 123)]
 	c.mu.Lock()
+	c.take()
 	c.buf = append(c.buf, 0x88, byte(2+len(reason)), byte(code>>8), byte(code))
 	c.buf = append(c.buf, reason...)
 	c.ends = append(c.ends, len(c.buf))
@@ -153,6 +187,7 @@ func (c *corkConn) tryFlush() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.buf) == 0 {
+		c.giveBack()
 		return true
 	}
 	if c.raw == nil {
@@ -167,9 +202,7 @@ func (c *corkConn) tryFlush() bool {
 	if err != nil || c.rawErr != nil || len(c.buf) > 0 {
 		return false
 	}
-	if cap(c.buf) > maxCorked {
-		c.buf = nil
-	}
+	c.giveBack()
 	return true
 }
 
@@ -197,6 +230,10 @@ func (c *corkConn) flush() error {
 	for {
 		c.mu.Lock()
 		if len(c.buf) == 0 {
+			// Nothing left: both buffers go (only a socket that blocked
+			// comes here, and it may stay idle for long).
+			c.giveBack()
+			c.out, c.outEnds = nil, nil
 			c.mu.Unlock()
 			return nil
 		}
@@ -350,5 +387,28 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.readRate > 0 {
 		w.conn.readLim = rate.NewLimiter(rate.Limit(w.readRate), max(w.readBurst, 8<<10))
 	}
-	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4<<10)), nil
+	// The HTTP server's 4 KiB reader is let go for a small one: clients
+	// send a few small frames, and an idle socket would hold the buffer
+	// for its whole life. Bytes the client sent behind the handshake
+	// are read first.
+	// They must sit in the new reader's buffer: the library keeps what
+	// is buffered and resets the reader onto the connection.
+	br := bufio.NewReaderSize(w.conn, socketReadBuffer)
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), w.conn), max(n, socketReadBuffer))
+		if _, err := br.Peek(n); err != nil {
+			return nil, nil, err
+		}
+	}
+	// The library writes only control frames (at most 139 bytes) through
+	// its writer; walcast's data frames go straight into the cork.
+	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, socketWriteBuffer)), nil
 }
+
+// Buffer sizes of a socket's reader and of the library's writer. Larger
+// client frames are read through the small buffer in more than one read.
+const (
+	socketReadBuffer  = 1 << 10
+	socketWriteBuffer = 256
+)

@@ -2,12 +2,14 @@ package ws
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -125,4 +127,63 @@ func TestServerPingsAndDropsSilentSockets(t *testing.T) {
 			silentSince = time.Now()
 		}
 	}
+}
+
+// A client may send frames right behind its upgrade request, before it
+// sees the 101: those bytes reach the HTTP server's buffer, which the
+// socket lets go for a smaller one. Both frames, one larger than the
+// socket's read buffer, must be read and answered.
+func TestFramesSentWithTheHandshakeAreRead(t *testing.T) {
+	_, _, wsURL := newTestServer(t, Config{}, 16)
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c := &rawClient{conn: conn, br: bufio.NewReader(conn)}
+	var early bytes.Buffer
+	early.WriteString("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	big := `{"action":"ping"` + strings.Repeat(" ", 3*socketReadBuffer/2) + `}`
+	for _, msg := range []string{`{"action":"ping"}`, big} {
+		early.Write(maskedText(msg))
+	}
+	if _, err := conn.Write(early.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	for i := range 2 {
+		op, p, err := c.next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if op != 0x1 || !strings.Contains(string(p), `"pong"`) {
+			t.Fatalf("frame %d: opcode %d %s; want the pong", i, op, p)
+		}
+	}
+}
+
+// maskedText is one masked client text frame carrying s.
+func maskedText(s string) []byte {
+	b := []byte{0x81}
+	switch n := len(s); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	default:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	}
+	key := [4]byte{9, 8, 7, 6}
+	b = append(b, key[:]...)
+	for i := range len(s) {
+		b = append(b, s[i]^key[i%4])
+	}
+	return b
 }

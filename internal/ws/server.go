@@ -285,6 +285,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.expires.Store(claims.ExpiresAt.UnixNano())
 	sc.worker = s.workers[sc.id%uint64(len(s.workers))]
 	sc.client.OnQueued(func() { sc.worker.schedule(sc) })
+	sc.client.OnWake(sc.startWriter)
+	sc.ctx, sc.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID, "client", s.cfg.ClientIP(r))
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the HTTP server's goroutine has grown a deep stack serving the
@@ -303,7 +305,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer s.conns.Add(-1)
 		defer s.metrics.WSConnections.Dec()
 		defer s.untrack(sc)
-		sc.run(context.WithoutCancel(r.Context()))
+		sc.run()
 	}()
 }
 

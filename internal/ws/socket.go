@@ -32,9 +32,19 @@ type socket struct {
 	// moves it.
 	expires atomic.Int64
 	expiry  timer
-	// tasks are the socket's goroutines besides its reader: the write
-	// loop and pings in flight; run waits for them.
+	// ctx ends the socket; cancel is called by whichever of the reader
+	// and the writer finishes first.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// tasks are the socket's goroutines besides its reader: the writer
+	// and pings in flight; run waits for them.
 	tasks sync.WaitGroup
+	// The writer goroutine runs only while the socket has something to
+	// do (see startWriter). writerOn is true while run may start it;
+	// writerRunning while it runs. Both guarded by writerMu.
+	writerMu      sync.Mutex
+	writerOn      bool
+	writerRunning bool
 	// pingTimer is nil when pings are off.
 	pingTimer *time.Timer
 	// signals are socket events for the writer (sig* bits), each followed
@@ -87,9 +97,9 @@ func (sc *socket) signal(sig uint32) {
 	sc.client.Wake()
 }
 
-func (sc *socket) run(parent context.Context) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
-	defer cancel()
+func (sc *socket) run() {
+	ctx := sc.ctx
+	defer sc.cancel()
 	sc.log.Debug("socket open")
 
 	// Timers and cancellations signal the writer instead of being cases
@@ -105,14 +115,36 @@ func (sc *socket) run(parent context.Context) {
 		defer sc.pingTimer.Stop()
 	}
 
-	sc.tasks.Add(1)
-	go func() { defer sc.tasks.Done(); sc.writeLoop(ctx); cancel() }()
+	sc.writerMu.Lock()
+	sc.writerOn = true
+	sc.writerMu.Unlock()
+	sc.startWriter() // for a signal sent before run (the operator's kick)
 	sc.readLoop(ctx)
-	cancel()
+	sc.cancel()
+	// No writer starts after this, so Wait below is the last word.
+	sc.writerMu.Lock()
+	sc.writerOn = false
+	sc.writerMu.Unlock()
 	sc.tasks.Wait()
 	sc.srv.hub.Remove(sc.client)
 	_ = sc.conn.CloseNow()
 	sc.log.Debug("socket closed")
+}
+
+// startWriter runs the socket's writer goroutine unless it runs already.
+// It is the client's OnWake: every token on Ready (a signal, a socket its
+// worker handed over, a control frame left unsent) starts it. An idle
+// socket holds no writer goroutine: with one per socket, its stack was a
+// third of an idle socket's memory.
+func (sc *socket) startWriter() {
+	sc.writerMu.Lock()
+	defer sc.writerMu.Unlock()
+	if !sc.writerOn || sc.writerRunning {
+		return
+	}
+	sc.writerRunning = true
+	sc.tasks.Add(1)
+	go sc.writer()
 }
 
 func (sc *socket) readLoop(ctx context.Context) {
@@ -244,17 +276,37 @@ func (sc *socket) sendError(code, message, projectID string) {
 	sc.srv.hub.Send(sc.client, events.TypeError, marshalError(code, message, projectID))
 }
 
-// writeLoop is the socket's own writer. Its write worker writes most
-// frames; this goroutine acts on everything else, blocking if it must:
-// the socket's events, frames the worker handed over (a socket with a
-// full buffer), and queues when no worker is set.
-func (sc *socket) writeLoop(ctx context.Context) {
+// writer is the socket's own goroutine for writes. Its write worker
+// writes most frames; the writer acts on everything else, blocking if it
+// must: the socket's events, and frames the worker handed over (a socket
+// with a full buffer). It returns when Ready has no token left, or when
+// the socket is done.
+func (sc *socket) writer() {
+	defer sc.tasks.Done()
 	var items []hub.Item
 	for {
-		<-sc.client.Ready()
-		if !sc.writeQueued(ctx, &items) {
-			return
+		select {
+		case <-sc.client.Ready():
+			if !sc.writeQueued(sc.ctx, &items) {
+				sc.cancel()
+				sc.writerMu.Lock()
+				sc.writerRunning, sc.writerOn = false, false
+				sc.writerMu.Unlock()
+				return
+			}
+			continue
+		default:
 		}
+		// A Wake between the check above and this lock finds the writer
+		// running and starts nothing: its token is seen here.
+		sc.writerMu.Lock()
+		if len(sc.client.Ready()) > 0 {
+			sc.writerMu.Unlock()
+			continue
+		}
+		sc.writerRunning = false
+		sc.writerMu.Unlock()
+		return
 	}
 }
 
