@@ -5,7 +5,7 @@
 # results to docs/bench/. Takes about 14 minutes.
 #
 #   scripts/bench.sh            # everything
-#   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | bulk | idle | go
+#   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | bulk | idle | storm | room | go
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,6 +27,8 @@ stop_walcast() {
 	if [[ -n "$WALCAST_PID" ]]; then
 		kill -TERM "$WALCAST_PID" 2>/dev/null || true
 		wait "$WALCAST_PID" 2>/dev/null || true
+		# A walcast the storm restarted is not this shell's child.
+		while kill -0 "$WALCAST_PID" 2>/dev/null; do sleep 0.1; done
 		WALCAST_PID=""
 	fi
 }
@@ -175,10 +177,43 @@ if [[ "$PART" == all || "$PART" == bulk ]]; then
 fi
 
 if [[ "$PART" == all || "$PART" == idle ]]; then
-	echo "== 10,000 idle subscribed sockets"
+	# As many sockets as a process may hold here: walcast needs a
+	# descriptor per socket, and this machine's hard limit is
+	# `ulimit -Hn` (20,000 where these figures were taken).
+	IDLE_SOCKETS="${IDLE_SOCKETS:-$(( $(ulimit -Hn) < 51000 ? ($(ulimit -Hn) - 1000) / 1000 * 1000 : 50000 ))}"
+	echo "== $IDLE_SOCKETS idle subscribed sockets"
 	fresh_db
 	start_walcast wal
-	bench --idle --subscribers 10000 --projects 100 --label "10k idle" --json "$OUT/idle-10k.json" 2>/dev/null
+	bench --idle --subscribers "$IDLE_SOCKETS" --projects $(( IDLE_SOCKETS / 100 )) --addrs $(( IDLE_SOCKETS / 1000 + 1 )) --connect-concurrency 64 \
+		--hold "${IDLE_HOLD:-150s}" --label "$IDLE_SOCKETS idle" --json "$OUT/idle.json" 2>/dev/null
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == storm ]]; then
+	echo "== restart storm: 10,000 sockets over 1,000 projects, SIGKILL during writes"
+	fresh_db
+	start_walcast wal
+	# The restart the load generator runs after its SIGKILL, with the
+	# same settings (default connect limits: each socket has a source
+	# address of its own, as browsers do).
+	restart="WALCAST_DATABASE_URL='$DBURL' WALCAST_HTTP_ADDR=127.0.0.1:8090 WALCAST_SLOT_NAME=walcast_bench WALCAST_MAX_CONNECTIONS=50000 WALCAST_LOG_LEVEL=warn nohup bin/walcast serve >>/tmp/walcast-bench-storm.log 2>&1 &"
+	stop_walcast
+	sh -c "$restart"
+	for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8090/readyz >/dev/null && break; sleep 0.1; done
+	bench --storm --subscribers 10000 --projects 1000 --addrs 10000 --connect-concurrency 64 --rate 200 --duration 20s --kill-after 8s \
+		--restart-cmd "$restart" --label "storm 10k over 1k projects" --json "$OUT/storm-10k.json" 2>/dev/null || true
+	WALCAST_PID="$(curl -s http://127.0.0.1:8090/api/v1/status | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"
+	stop_walcast
+fi
+
+if [[ "$PART" == all || "$PART" == room ]]; then
+	echo "== one big room: 10,000 and 19,000 subscribers of one project at 100 inserts/s"
+	fresh_db
+	start_walcast wal
+	for n in 10000 19000; do
+		bench --subscribers "$n" --projects 1 --addrs $(( n / 1000 + 1 )) --connect-concurrency 64 --writers 2 --rate 100 --duration 10s \
+			--label "room of $n at 100/s" --json "$OUT/room-$n.json" 2>/dev/null
+	done
 	stop_walcast
 fi
 

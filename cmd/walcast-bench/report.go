@@ -39,6 +39,11 @@ type result struct {
 	CPUPerFrameUS  float64 `json:"walcast_cpu_per_frame_us"`
 	RSSKB          int64   `json:"walcast_rss_kb"`
 	RSSPerConnKB   float64 `json:"walcast_rss_per_socket_kb,omitempty"`
+	// With --idle: RSS before the sockets, per socket 2 s after they
+	// subscribed, and the hold (RSSPerConnKB is at its end).
+	Baseline          int64   `json:"walcast_rss_baseline_kb,omitempty"`
+	RSSPerConnEarlyKB float64 `json:"walcast_rss_per_socket_after_2s_kb,omitempty"`
+	HoldS             float64 `json:"hold_s,omitempty"`
 	// PerSecond is the latency in each second of the run, so a spike can
 	// be placed in time.
 	PerSecond []second `json:"per_second,omitempty"`
@@ -94,7 +99,7 @@ func report(o options, r result, all []sample, stdout io.Writer) error {
 	row("subscribers / projects / writers", fmt.Sprintf("%d / %d / %d", r.Subscribers, r.Projects, r.Writers))
 	if o.idle {
 		row("walcast RSS", fmt.Sprintf("%d KiB", r.RSSKB))
-		row("RSS per subscribed socket", fmt.Sprintf("%.1f KiB", r.RSSPerConnKB))
+		row("RSS per subscribed socket", fmt.Sprintf("%.1f KiB after %.0f s (%.1f KiB after 2 s; baseline %d KiB)", r.RSSPerConnKB, r.HoldS, r.RSSPerConnEarlyKB, r.Baseline))
 		tw.Flush()
 		return writeOutputs(o, r, all)
 	}

@@ -243,11 +243,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	res := result{Label: o.label, Subscribers: o.subscribers, Projects: o.projects, Writers: o.writers, Rate: o.rate, Slow: o.slow, PingFlood: o.pingFlood}
 	if o.idle {
-		time.Sleep(o.hold)
+		// Read twice: two seconds after the last subscribe, with the
+		// garbage of the connects still on the heap, and at the end of
+		// the hold, once the runtime has collected (it forces a cycle
+		// every two minutes), shrunk stacks and returned pages.
+		time.Sleep(min(o.hold, 2*time.Second))
+		early := rssKB(pid)
+		time.Sleep(o.hold - min(o.hold, 2*time.Second))
 		after := rssKB(pid)
 		res.RSSKB = after
+		res.Baseline = rssBefore
 		if rssBefore > 0 && after > 0 {
 			res.RSSPerConnKB = float64(after-rssBefore) / float64(len(subs))
+			res.RSSPerConnEarlyKB = float64(early-rssBefore) / float64(len(subs))
+			res.HoldS = o.hold.Seconds()
 		}
 		return report(o, res, nil, stdout)
 	}

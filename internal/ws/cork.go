@@ -162,6 +162,23 @@ func (c *corkConn) writeText(p []byte) {
 	c.mu.Unlock()
 }
 
+// Control frame opcodes walcast writes itself (RFC 6455 §5.5).
+const (
+	opClose byte = 0x8
+	opPing  byte = 0x9
+)
+
+// writeControl appends a control frame with a payload of at most 125
+// bytes.
+func (c *corkConn) writeControl(op byte, p []byte) {
+	p = p[:min(len(p), 125)]
+	c.mu.Lock()
+	c.take()
+	c.buf = append(append(c.buf, 0x80|op, byte(len(p))), p...)
+	c.ends = append(c.ends, len(c.buf))
+	c.mu.Unlock()
+}
+
 // writeClose appends a close frame (RFC 6455 §5.5.1) with code and a
 // reason of at most 123 bytes, for a close that does not wait for the
 // peer's answer.
@@ -313,6 +330,11 @@ type corkingWriter struct {
 	http.ResponseWriter
 	timeout time.Duration
 	conn    *corkConn
+	// reader is the socket's buffered reader, handed to the library;
+	// early says the client sent bytes behind its handshake, which the
+	// library keeps outside the reader's buffer until its first read.
+	reader *bufio.Reader
+	early  bool
 	// readRate and readBurst are the client's byte budget (bytes/s).
 	readRate  float64
 	readBurst int
@@ -346,6 +368,23 @@ func (c *corkConn) Read(p []byte) (int, error) {
 		time.Sleep(min(d, floodWait))
 	}
 	return n, err
+}
+
+// waitReadable returns once the client has sent bytes (or the connection
+// is closed, or failed), parking the calling goroutine on a shallow stack.
+// The library's read blocks twenty calls deep; a socket's goroutine that
+// waits here instead is shrunk by the collector to a few kilobytes while
+// its client is idle. It reads nothing: a peek that finds no byte waits
+// for readability, like a read that would block.
+func (c *corkConn) waitReadable(buffered *bufio.Reader) error {
+	if c.raw == nil || (buffered != nil && buffered.Buffered() > 0) {
+		return nil
+	}
+	var peek [1]byte
+	return c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
+	})
 }
 
 func (w *corkingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -403,6 +442,7 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// The library writes only control frames (at most 139 bytes) through
 	// its writer; walcast's data frames go straight into the cork.
+	w.reader, w.early = br, br.Buffered() > 0
 	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, socketWriteBuffer)), nil
 }
 

@@ -235,6 +235,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Pongs are frames too: unsolicited ones count like any other.
 		OnPongReceived: func(context.Context, []byte) {
 			if sc != nil {
+				sc.pongAt.Store(time.Now().UnixNano())
 				sc.allowFrame()
 			}
 		},
@@ -272,6 +273,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		srv:       s,
 		conn:      conn,
 		cork:      cw.conn,
+		reader:    cw.reader,
+		early:     cw.early,
 		sent:      make(map[string]prometheus.Counter),
 		client:    s.hub.NewClient(claims.UserID),
 		id:        s.nextID.Add(1),

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -22,9 +23,13 @@ import (
 // socket is one connection's life after the upgrade: its reader, its
 // writer, and what ends it.
 type socket struct {
-	srv    *Server
-	conn   *websocket.Conn
-	cork   *corkConn
+	srv  *Server
+	conn *websocket.Conn
+	cork *corkConn
+	// reader is the library's buffered reader of the connection; early
+	// says bytes sent behind the handshake wait for the first read.
+	reader *bufio.Reader
+	early  bool
 	sent   map[string]prometheus.Counter // events_sent_total by type; guarded by wmu
 	client *hub.Client
 	id     uint64
@@ -45,8 +50,13 @@ type socket struct {
 	writerMu      sync.Mutex
 	writerOn      bool
 	writerRunning bool
-	// pingTimer is nil when pings are off.
-	pingTimer *time.Timer
+	// pingTimer is nil when pings are off. pingWaiting is when the
+	// oldest ping not answered yet was sent and pongAt when the last pong
+	// came (UnixNano; 0: none); nextPing is the ping timer's own.
+	pingTimer   *time.Timer
+	pingWaiting atomic.Int64
+	pongAt      atomic.Int64
+	nextPing    int64
 	// signals are socket events for the writer (sig* bits), each followed
 	// by a Wake of the client: the writer waits on one channel only.
 	signals atomic.Uint32
@@ -84,8 +94,7 @@ func (sc *socket) allowFrame() bool {
 
 // Socket events the writer acts on besides queued frames.
 const (
-	sigPing uint32 = 1 << iota
-	sigExpiry
+	sigExpiry uint32 = 1 << iota
 	sigShutdown
 	sigDone
 	sigFlood
@@ -111,7 +120,8 @@ func (sc *socket) run() {
 	defer sc.expiry.Stop()
 	if interval := sc.srv.cfg.PingInterval; interval > 0 {
 		// The writer re-arms it after each ping.
-		sc.pingTimer = time.AfterFunc(interval, func() { sc.signal(sigPing) })
+		sc.nextPing = time.Now().Add(interval).UnixNano()
+		sc.pingTimer = time.AfterFunc(interval, sc.pingTick)
 		defer sc.pingTimer.Stop()
 	}
 
@@ -149,7 +159,16 @@ func (sc *socket) startWriter() {
 
 func (sc *socket) readLoop(ctx context.Context) {
 	sc.conn.SetReadLimit(sc.srv.cfg.ReadLimit)
+	// The wait below does not watch ctx: ending the socket closes it.
+	defer context.AfterFunc(ctx, func() { _ = sc.conn.CloseNow() })()
+	early := sc.early
 	for {
+		if !early {
+			if err := sc.cork.waitReadable(sc.reader); err != nil {
+				return
+			}
+		}
+		early = false
 		typ, data, err := sc.conn.Read(ctx)
 		if err != nil {
 			return
@@ -349,13 +368,6 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 			sc.close(CloseTokenExpired, "token expired")
 			return false
 		}
-		if sig&sigPing != 0 {
-			// Added while the write loop holds its own count: Wait in
-			// run covers it.
-			sc.tasks.Add(1)
-			go func() { defer sc.tasks.Done(); sc.ping(ctx) }()
-			sc.pingTimer.Reset(sc.srv.cfg.PingInterval)
-		}
 	}
 	// What a worker could not write goes first.
 	if err := sc.cork.flush(); err != nil {
@@ -463,15 +475,39 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 	}
 }
 
-// ping sends a WebSocket ping and closes the socket when no pong comes
-// within the write timeout. It runs on a short-lived goroutine because a
-// ping waits for its pong, which the read loop receives.
-func (sc *socket) ping(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.WriteTimeout)
-	err := sc.conn.Ping(pctx)
-	cancel()
-	if err != nil && ctx.Err() == nil {
-		sc.log.Debug("ping failed; closing", "err", err)
-		_ = sc.conn.CloseNow()
+// pingTick runs on the ping timer. It closes the socket when its oldest
+// unanswered ping is older than the write timeout, and sends a ping every
+// interval. The ping goes straight into the socket's buffer like its data
+// frames, and the pong is noticed as it is read: a ping holds no goroutine
+// while it waits, where the library's Ping held one per socket (with a
+// context and a channel) at every interval.
+func (sc *socket) pingTick() {
+	interval, timeout := sc.srv.cfg.PingInterval, sc.srv.cfg.WriteTimeout
+	now := time.Now().UnixNano()
+	waiting := sc.pingWaiting.Load()
+	if waiting != 0 && sc.pongAt.Load() >= waiting {
+		waiting = 0 // answered
+		sc.pingWaiting.Store(0)
 	}
+	if waiting != 0 && now-waiting >= int64(timeout) {
+		sc.log.Debug("no pong within the write timeout; closing")
+		_ = sc.conn.CloseNow()
+		return
+	}
+	if now >= sc.nextPing {
+		sc.cork.writeControl(opPing, nil)
+		if !sc.cork.tryFlush() {
+			sc.client.Wake() // the writer sends it after what waits
+		}
+		if waiting == 0 {
+			waiting = now
+			sc.pingWaiting.Store(now)
+		}
+		sc.nextPing = now + int64(interval)
+	}
+	next := sc.nextPing - now
+	if waiting != 0 {
+		next = min(next, waiting+int64(timeout)-now)
+	}
+	sc.pingTimer.Reset(time.Duration(max(next, 0)))
 }
