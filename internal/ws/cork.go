@@ -449,6 +449,6 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Buffer sizes of a socket's reader and of the library's writer. Larger
 // client frames are read through the small buffer in more than one read.
 const (
-	socketReadBuffer  = 1 << 10
+	socketReadBuffer  = 512
 	socketWriteBuffer = 256
 )

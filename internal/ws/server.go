@@ -289,7 +289,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sc.worker = s.workers[sc.id%uint64(len(s.workers))]
 	sc.client.OnQueued(func() { sc.worker.schedule(sc) })
 	sc.client.OnWake(sc.startWriter)
-	sc.ctx, sc.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+	// Not the request's context: its values (the router's, the
+	// middleware's, the HTTP connection's) would live as long as the
+	// socket, a kilobyte and more per socket, and nothing here reads them.
+	sc.ctx, sc.cancel = context.WithCancel(context.Background())
 	sc.log = s.log.With("conn_id", sc.id, "user_id", claims.UserID, "client", s.cfg.ClientIP(r))
 	// The socket runs on a goroutine of its own and the handler returns:
 	// the HTTP server's goroutine has grown a deep stack serving the

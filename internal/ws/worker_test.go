@@ -3,16 +3,17 @@ package ws
 import (
 	"context"
 	"fmt"
-	"github.com/walcast/walcast/internal/clientaddr"
-	"github.com/walcast/walcast/internal/config"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/walcast/walcast/internal/clientaddr"
+	"github.com/walcast/walcast/internal/config"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/hub"
@@ -131,4 +132,40 @@ func withDefaults(c Config) Config {
 		c.MaxEphemeralBytes = d.EphemeralMaxBytes
 	}
 	return c
+}
+
+// An idle socket holds one goroutine, its reader: the writer runs only
+// while it has something to do, and a ping waits for its pong without
+// one. At tens of thousands of idle sockets each goroutine's stack is
+// kilobytes of memory per socket.
+func TestAnIdleSocketHoldsOneGoroutine(t *testing.T) {
+	const sockets = 40
+	_, _, url := newTestServer(t, Config{PingInterval: 20 * time.Millisecond, WriteTimeout: 5 * time.Second}, 64)
+	before := runtime.NumGoroutine()
+	for range sockets {
+		c := dialRaw(t, url)
+		defer c.conn.Close()
+		if err := c.frame(0x1, []byte(`{"action":"subscribe","project_id":"`+projectA+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for { // pings may come before the reply
+			op, p, err := c.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if op == 0x9 {
+				_ = c.pong(p)
+				continue
+			}
+			if !strings.Contains(string(p), `"subscribed"`) {
+				t.Fatalf("got %s; want subscribed", p)
+			}
+			break
+		}
+	}
+	// Pings keep coming (every 20 ms) and are not answered from here on;
+	// the write timeout is far.
+	idle := func() bool { return runtime.NumGoroutine()-before <= sockets+sockets/4 }
+	eventually.True(t, 5*time.Second, "one goroutine per idle socket", idle)
 }
