@@ -85,7 +85,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "walcast_events_sent_total", Help: "Event frames written to sockets, by event type."}, []string{"type"}),
 		DeliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "walcast_delivery_latency_seconds",
-			Help:    "Time from a transaction's commit to the socket write of its event.",
+			Help:    "Time from a transaction's commit to the socket write of its events (one observation per transaction and socket).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
 		ResyncsSent: prometheus.NewCounter(prometheus.CounterOpts{

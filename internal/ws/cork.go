@@ -67,9 +67,11 @@ type corkConn struct {
 
 	mu  sync.Mutex
 	buf []byte
-	// box is buf's holder in corkPool while the socket has bytes to send;
-	// an idle socket gives its buffer back.
-	box *[]byte
+	// box is buf's holder in corkPool while the socket has a buffer; an
+	// idle socket gives it back (releaseIfIdle). busy says data frames
+	// were appended since the last releaseIfIdle.
+	box  *[]byte
+	busy bool
 	// ends are the offsets in buf where frames end, and midFrame says
 	// that buf starts inside a frame (a write stopped there): a socket
 	// closed as slow sends the rest of that frame, then its close frame,
@@ -157,8 +159,22 @@ func (c *corkConn) writeText(p []byte) {
 	}
 	c.mu.Lock()
 	c.take()
+	c.busy = true
 	c.buf = append(append(c.buf, hdr[:n]...), p...)
 	c.ends = append(c.ends, len(c.buf))
+	c.mu.Unlock()
+}
+
+// reserve makes room for n more bytes in one allocation: appending a
+// large batch frame by frame grew the buffer by doubling, copying it each
+// time (in a room of 10,000 sockets that fell behind, most of walcast's
+// CPU).
+func (c *corkConn) reserve(n int) {
+	c.mu.Lock()
+	c.take()
+	if cap(c.buf)-len(c.buf) < n {
+		c.buf = append(make([]byte, 0, len(c.buf)+n), c.buf...)
+	}
 	c.mu.Unlock()
 }
 
@@ -204,7 +220,6 @@ func (c *corkConn) tryFlush() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.buf) == 0 {
-		c.giveBack()
 		return true
 	}
 	if c.raw == nil {
@@ -219,8 +234,23 @@ func (c *corkConn) tryFlush() bool {
 	if err != nil || c.rawErr != nil || len(c.buf) > 0 {
 		return false
 	}
-	c.giveBack()
+	if cap(c.buf) > maxCorked {
+		c.buf = nil
+	}
 	return true
+}
+
+// releaseIfIdle gives the buffer back when nothing was sent since the last
+// call: a busy socket keeps it (taking one from the pool per write and
+// growing it was most of the CPU of a room of 10,000 sockets), an idle one
+// holds none. The ping timer calls it.
+func (c *corkConn) releaseIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.busy {
+		c.giveBack()
+	}
+	c.busy = false
 }
 
 // writeRaw is the RawConn write: one write(2) of buf that never waits for

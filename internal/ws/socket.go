@@ -378,9 +378,7 @@ func (sc *socket) writeQueued(ctx context.Context, items *[]hub.Item) bool {
 	if len(*items) == 0 {
 		return true
 	}
-	for _, it := range *items {
-		sc.writeItem(it)
-	}
+	sc.writeItems(*items)
 	clear(*items)
 	if cap(*items) > 1024 {
 		*items = nil
@@ -408,20 +406,50 @@ func (sc *socket) writeFailed(err error) bool {
 	return false
 }
 
-// writeItem appends an item's frames to the socket's buffer.
+// writeItems appends items' frames to the socket's buffer, which grows
+// once for all of them.
+func (sc *socket) writeItems(items []hub.Item) {
+	size := 0
+	for _, it := range items {
+		if it.Frame != nil {
+			size += len(it.Frame.Data) + maxFrameHeader
+		}
+		for _, f := range it.Batch {
+			size += len(f.Data) + maxFrameHeader
+		}
+	}
+	sc.cork.reserve(size)
+	for _, it := range items {
+		sc.writeItem(it)
+	}
+}
+
+// maxFrameHeader is the longest header of a server's data frame.
+const maxFrameHeader = 10
+
+// writeItem appends an item's frames to the socket's buffer. The
+// delivery latency is observed once per item: its frames are one
+// transaction's, written together.
 func (sc *socket) writeItem(it hub.Item) {
 	defer sc.client.Written(it)
+	first := it.Frame
 	if it.Frame != nil {
-		sc.write(it.Frame, it.Replayed)
+		sc.write(it.Frame)
 	}
 	for _, f := range it.Batch {
-		sc.write(f, it.Replayed)
+		sc.write(f)
+		if first == nil {
+			first = f
+		}
+	}
+	if first != nil && !it.Replayed && !first.CommitTime.IsZero() {
+		sc.srv.metrics.DeliveryLatency.Observe(time.Since(first.CommitTime).Seconds())
 	}
 }
 
 // write appends one frame to the socket's buffer; the deadline applies to
 // the write that sends it.
-func (sc *socket) write(f *hub.Frame, replayed bool) {
+func (sc *socket) write(f *hub.Frame) {
 	sc.cork.writeText(f.Data)
 	c, ok := sc.sent[f.Type]
 	if !ok {
@@ -429,9 +457,6 @@ func (sc *socket) write(f *hub.Frame, replayed bool) {
 		sc.sent[f.Type] = c
 	}
 	c.Inc()
-	if !replayed && !f.CommitTime.IsZero() {
-		sc.srv.metrics.DeliveryLatency.Observe(time.Since(f.CommitTime).Seconds())
-	}
 }
 
 // closeSlow closes with 4008 right after the frame on the wire: the
@@ -495,6 +520,7 @@ func (sc *socket) pingTick() {
 		return
 	}
 	if now >= sc.nextPing {
+		sc.cork.releaseIfIdle()
 		sc.cork.writeControl(opPing, nil)
 		if !sc.cork.tryFlush() {
 			sc.client.Wake() // the writer sends it after what waits

@@ -93,9 +93,7 @@ func (w *writeWorker) write(sc *socket) {
 	if len(w.items) == 0 {
 		return
 	}
-	for _, it := range w.items {
-		sc.writeItem(it)
-	}
+	sc.writeItems(w.items)
 	clear(w.items)
 	if cap(w.items) > 1024 {
 		w.items = nil
