@@ -47,12 +47,17 @@ type corkConn struct {
 	// onBacklog is called when bytes the library queued are left unsent:
 	// the socket's goroutine must flush them.
 	onBacklog func()
-	// readLim is the client's byte budget, readWaited how long its reads
-	// have waited for it in a row, onFlood told when that passes
-	// floodWait; read goroutine only.
-	readLim    *rate.Limiter
-	readWaited time.Duration
-	onFlood    func()
+	// readLim is the client's byte budget, exhaustedSince when the client
+	// last found it exhausted after having let it refill, onFlood told
+	// when that is floodWait ago; read goroutine only.
+	readLim        *rate.Limiter
+	exhaustedSince time.Time
+	onFlood        func()
+	// peekMu keeps waitReadable's look into the library's read buffer
+	// apart from the one read the library makes outside the socket's read
+	// goroutine: Close reads the peer's close frame itself. Held around
+	// Close (closeHandshake) and around the look.
+	peekMu sync.Mutex
 
 	// wire is held by whoever writes to the connection.
 	wire sync.Mutex
@@ -382,16 +387,27 @@ const floodWait = 2 * time.Second
 func (c *corkConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && c.readLim != nil {
-		r := c.readLim.ReserveN(time.Now(), n)
+		now := time.Now()
+		r := c.readLim.ReserveN(now, n)
 		d := r.Delay()
 		if !r.OK() {
 			d = floodWait
 		}
 		if d <= 0 {
-			c.readWaited = 0
+			// A run of waits ends when the client lets the budget refill
+			// to half, not at the first read that waits for nothing: a
+			// sleep that overshoots on a loaded machine refills a few
+			// hundred bytes, and ending the run there let a flood that
+			// keeps the budget exhausted go on forever.
+			if c.readLim.TokensAt(now) >= float64(c.readLim.Burst())/2 {
+				c.exhaustedSince = time.Time{}
+			}
 			return n, err
 		}
-		if c.readWaited += d; c.readWaited >= floodWait && c.onFlood != nil {
+		if c.exhaustedSince.IsZero() {
+			c.exhaustedSince = now
+		}
+		if now.Add(d).Sub(c.exhaustedSince) >= floodWait && c.onFlood != nil {
 			c.onFlood()
 			c.onFlood = nil
 		}
@@ -407,8 +423,16 @@ func (c *corkConn) Read(p []byte) (int, error) {
 // its client is idle. It reads nothing: a peek that finds no byte waits
 // for readability, like a read that would block.
 func (c *corkConn) waitReadable(buffered *bufio.Reader) error {
-	if c.raw == nil || (buffered != nil && buffered.Buffered() > 0) {
+	if c.raw == nil {
 		return nil
+	}
+	if buffered != nil {
+		c.peekMu.Lock()
+		n := buffered.Buffered()
+		c.peekMu.Unlock()
+		if n > 0 {
+			return nil
+		}
 	}
 	var peek [1]byte
 	return c.raw.Read(func(fd uintptr) bool {

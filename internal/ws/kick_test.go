@@ -3,6 +3,7 @@ package ws
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -56,5 +57,47 @@ func TestDisconnectDuringAnUpgrade(t *testing.T) {
 	t.Logf("Disconnect closed %d sockets; the socket then answered %v, err %v (close %d)", kicked, f, err, websocket.CloseStatus(err))
 	if websocket.CloseStatus(err) != CloseDisconnected {
 		t.Errorf("a socket whose token was checked before the operator's disconnect: %v %v", f, err)
+	}
+}
+
+// TestCloseHandshakeWhileTheClientSends (found by CI's race detector): the
+// library's Close reads the peer's close frame from the read buffer the
+// socket's read goroutine looks into between frames. The operator closes
+// sockets whose clients keep sending; each must end with 4003, and under
+// -race the two readers must never meet.
+func TestCloseHandshakeWhileTheClientSends(t *testing.T) {
+	s, url, _ := protocolServer(t, Config{FrameRate: 1e6, FrameBurst: 1e6}, hub.Config{QueueSize: 1 << 20}, memberSet{})
+	for round := range 20 {
+		user := fmt.Sprintf("11111111-1111-4111-8111-%012d", round)
+		c := dialJSON(t, url, issue(t, user, time.Hour))
+		c.send(`{"action":"ping"}`)
+		c.must(5 * time.Second)
+		stop := make(chan struct{})
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c.conn.Write(context.Background(), websocket.MessageText, []byte(`{"action":"ping"}`)) != nil {
+					return
+				}
+			}
+		}()
+		if n := s.Disconnect(user, 0); n != 1 {
+			t.Fatalf("round %d: Disconnect closed %d sockets", round, n)
+		}
+		var err error
+		for err == nil {
+			_, err = c.read(5 * time.Second)
+		}
+		close(stop)
+		<-sent
+		if websocket.CloseStatus(err) != CloseDisconnected {
+			t.Fatalf("round %d: closed with %v", round, err)
+		}
 	}
 }

@@ -477,8 +477,12 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 	sc.srv.hub.Remove(sc.client)
 	done := make(chan struct{})
 	go func() {
+		defer close(done)
+		// Close reads the peer's close frame from the library's read
+		// buffer, which the read goroutine looks into (waitReadable).
+		sc.cork.peekMu.Lock()
+		defer sc.cork.peekMu.Unlock()
 		_ = sc.conn.Close(code, reason)
-		close(done)
 	}()
 	timeout := time.NewTimer(sc.srv.cfg.WriteTimeout)
 	defer timeout.Stop()
