@@ -107,7 +107,7 @@ func TestSnapshotLargerThanMaxPayload(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		return &Ephemeral{cfg: EphemeralConfig{Subject: "walcast.ephemeral", Interval: 200 * time.Millisecond, Timeout: time.Second},
+		return &Ephemeral{cfg: EphemeralConfig{Subject: "walcast.ephemeral", Interval: 200 * time.Millisecond, Timeout: 10 * time.Second},
 			nc: nc, hub: h, replica: name, out: make(chan ephemeralMsg, ephemeralQueue),
 			log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: metrics.New(prometheus.NewRegistry()), now: time.Now, pending: map[string]*snapshotParts{}}
 	}
@@ -120,9 +120,11 @@ func TestSnapshotLargerThanMaxPayload(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = b.Run(ctx) }()
 	go func() { defer wg.Done(); _ = a.Run(ctx) }()
-	// Snapshots every 200 ms, a timeout of 1 s: two whole snapshots, and
-	// A never taken for gone.
-	if !eventually.Poll(5*time.Second, func() bool {
+	// Snapshots every 200 ms: two whole snapshots, and A never taken for
+	// gone. A 2 MB snapshot takes seconds under -race on a loaded machine;
+	// the timeout leaves room for that, and a replica whose sends all
+	// failed (the bug) is still never heard from.
+	if !eventually.Poll(30*time.Second, func() bool {
 		hb.mu.Lock()
 		defer hb.mu.Unlock()
 		n := 0
