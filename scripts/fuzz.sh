@@ -12,6 +12,7 @@ targets=(
 	"./internal/wal FuzzDecodeStream"
 	"./internal/wal FuzzParseUTCTimestamp"
 	"./internal/ws FuzzParseFrame"
+	"./internal/ws FuzzParseClientControl"
 	"./internal/auth FuzzVerify"
 	"./internal/config FuzzParse"
 	"./internal/events FuzzParsePosition"

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -49,7 +50,8 @@ type corkConn struct {
 	onBacklog func()
 	// readLim is the client's byte budget, exhaustedSince when the client
 	// last found it exhausted after having let it refill, onFlood told
-	// when that is floodWait ago; read goroutine only.
+	// when that is floodWait ago; all three guarded by chargeMu.
+	chargeMu       sync.Mutex
 	readLim        *rate.Limiter
 	exhaustedSince time.Time
 	onFlood        func()
@@ -366,10 +368,11 @@ type corkingWriter struct {
 	timeout time.Duration
 	conn    *corkConn
 	// reader is the socket's buffered reader, handed to the library;
-	// early says the client sent bytes behind its handshake, which the
-	// library keeps outside the reader's buffer until its first read.
+	// early counts the bytes the client sent behind its handshake, which
+	// the library puts back in front of the connection, outside the
+	// buffer (see refill).
 	reader *bufio.Reader
-	early  bool
+	early  int
 	// readRate and readBurst are the client's byte budget (bytes/s).
 	readRate  float64
 	readBurst int
@@ -386,34 +389,52 @@ const floodWait = 2 * time.Second
 // closed with 1008). Only the socket's read goroutine reads.
 func (c *corkConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.readLim != nil {
-		now := time.Now()
-		r := c.readLim.ReserveN(now, n)
-		d := r.Delay()
-		if !r.OK() {
-			d = floodWait
-		}
-		if d <= 0 {
-			// A run of waits ends when the client lets the budget refill
-			// to half, not at the first read that waits for nothing: a
-			// sleep that overshoots on a loaded machine refills a few
-			// hundred bytes, and ending the run there let a flood that
-			// keeps the budget exhausted go on forever.
-			if c.readLim.TokensAt(now) >= float64(c.readLim.Burst())/2 {
-				c.exhaustedSince = time.Time{}
-			}
-			return n, err
-		}
-		if c.exhaustedSince.IsZero() {
-			c.exhaustedSince = now
-		}
-		if now.Add(d).Sub(c.exhaustedSince) >= floodWait && c.onFlood != nil {
-			c.onFlood()
-			c.onFlood = nil
-		}
+	c.charge(n)
+	return n, err
+}
+
+// charge makes n bytes the client sent wait for its budget; read
+// goroutine only.
+func (c *corkConn) charge(n int) {
+	if n <= 0 || c.readLim == nil {
+		return
+	}
+	if d := c.budget(n); d > 0 {
 		time.Sleep(min(d, floodWait))
 	}
-	return n, err
+}
+
+// budget takes n bytes from the client's budget and says how long they
+// must wait. Under chargeMu: the socket's goroutine charges the pings and
+// pongs it takes while Close may be reading the peer's close frame.
+func (c *corkConn) budget(n int) time.Duration {
+	c.chargeMu.Lock()
+	defer c.chargeMu.Unlock()
+	now := time.Now()
+	r := c.readLim.ReserveN(now, n)
+	d := r.Delay()
+	if !r.OK() {
+		d = floodWait
+	}
+	if d <= 0 {
+		// A run of waits ends when the client lets the budget refill to
+		// half, not at the first read that waits for nothing: a sleep
+		// that overshoots on a loaded machine refills a few hundred
+		// bytes, and ending the run there let a flood that keeps the
+		// budget exhausted go on forever.
+		if c.readLim.TokensAt(now) >= float64(c.readLim.Burst())/2 {
+			c.exhaustedSince = time.Time{}
+		}
+		return 0
+	}
+	if c.exhaustedSince.IsZero() {
+		c.exhaustedSince = now
+	}
+	if now.Add(d).Sub(c.exhaustedSince) >= floodWait && c.onFlood != nil {
+		c.onFlood()
+		c.onFlood = nil
+	}
+	return d
 }
 
 // waitReadable returns once the client has sent bytes (or the connection
@@ -441,7 +462,74 @@ func (c *corkConn) waitReadable(buffered *bufio.Reader) error {
 	})
 }
 
+// errNothingSent is peekRaw's answer when the client has sent nothing more.
+var errNothingSent = errors.New("nothing sent")
+
+// peekRaw copies what the client sent and nothing has read yet into b,
+// without taking it: errNothingSent when there is nothing; 0 and no error
+// at the end of the stream. Only while the library's read buffer is empty
+// (then the connection's next bytes are the next frame's).
+func (c *corkConn) peekRaw(b []byte) (n int, err error) {
+	if c.raw == nil {
+		return 0, errNothingSent // the library reads everything
+	}
+	rerr := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, _, err = syscall.Recvfrom(int(fd), b, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if !errors.Is(err, syscall.EINTR) {
+				return true
+			}
+		}
+	})
+	if errors.Is(err, syscall.EAGAIN) {
+		return 0, errNothingSent
+	}
+	if err == nil {
+		err = rerr
+	}
+	return max(n, 0), err
+}
+
+// takeRaw takes len(b) bytes peekRaw has seen (the caller charges them).
+func (c *corkConn) takeRaw(b []byte) error {
+	var n int
+	var err error
+	rerr := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, _, err = syscall.Recvfrom(int(fd), b, syscall.MSG_DONTWAIT)
+			if !errors.Is(err, syscall.EINTR) {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case rerr != nil:
+		return rerr
+	case n != len(b):
+		// The kernel gave back fewer bytes than it showed: the stream
+		// can no longer be read in step.
+		return fmt.Errorf("read %d of %d bytes seen", n, len(b))
+	}
+	return nil
+}
+
 func (w *corkingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// refill puts the bytes sent behind the handshake back into the reader's
+// buffer once the library has accepted the socket: its Accept moves them
+// in front of the connection, where neither a look into the buffer nor a
+// peek at the connection (waitReadable, peekRaw) would see them. The
+// buffer holds them all (Hijack sized it), so nothing is read from the
+// connection. Before the socket's goroutines start.
+func (w *corkingWriter) refill() error {
+	if w.early == 0 {
+		return nil
+	}
+	_, err := w.reader.Peek(w.early)
+	return err
+}
 
 func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := w.ResponseWriter.(http.Hijacker)
@@ -496,7 +584,7 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// The library writes only control frames (at most 139 bytes) through
 	// its writer; walcast's data frames go straight into the cork.
-	w.reader, w.early = br, br.Buffered() > 0
+	w.reader, w.early = br, br.Buffered()
 	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, socketWriteBuffer)), nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/walcast/walcast/internal/eventually"
 )
 
 // rawClient speaks just enough RFC 6455 to see the server's pings and to
@@ -186,4 +188,43 @@ func maskedText(s string) []byte {
 		b = append(b, s[i]^key[i%4])
 	}
 	return b
+}
+
+// TestNoPingTimerOutlivesItsSocket (found by an attack): a ping tick that
+// ran while its socket ended re-armed the timer run had just stopped, and
+// went on writing pings into the ended socket's buffer.
+func TestNoPingTimerOutlivesItsSocket(t *testing.T) {
+	s, _, url := newTestServer(t, Config{PingInterval: 200 * time.Microsecond, WriteTimeout: 10 * time.Second}, 64)
+	var clients []*rawClient
+	for range 40 {
+		clients = append(clients, dialRaw(t, url))
+	}
+	var socks []*socket
+	eventually.True(t, 5*time.Second, "sockets admitted", func() bool {
+		s.admit.Lock()
+		defer s.admit.Unlock()
+		socks = socks[:0]
+		for _, m := range s.byUser {
+			for sc := range m {
+				socks = append(socks, sc)
+			}
+		}
+		return len(socks) == len(clients)
+	})
+	time.Sleep(20 * time.Millisecond) // pacing: let ticks run
+	for _, c := range clients {
+		c.conn.Close()
+	}
+	eventually.True(t, 10*time.Second, "sockets ended", func() bool { return s.Connections() == 0 })
+	armed := 0
+	for _, sc := range socks {
+		sc.pingMu.Lock()
+		if sc.pingTimer.Stop() {
+			armed++
+		}
+		sc.pingMu.Unlock()
+	}
+	if armed > 0 {
+		t.Fatalf("%d ended sockets still had an armed ping timer", armed)
+	}
 }

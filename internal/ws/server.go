@@ -235,7 +235,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Pongs are frames too: unsolicited ones count like any other.
 		OnPongReceived: func(context.Context, []byte) {
 			if sc != nil {
-				sc.pongAt.Store(time.Now().UnixNano())
+				sc.pongAt.Store(monoNow())
 				sc.allowFrame()
 			}
 		},
@@ -247,7 +247,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("websocket handshake refused", "err", err)
 		return
 	}
-	if cw.conn == nil {
+	if cw.conn == nil || cw.refill() != nil {
 		s.conns.Add(-1)
 		_ = conn.CloseNow()
 		return
@@ -274,7 +274,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		conn:      conn,
 		cork:      cw.conn,
 		reader:    cw.reader,
-		early:     cw.early,
 		sent:      make(map[string]prometheus.Counter),
 		client:    s.hub.NewClient(claims.UserID),
 		id:        s.nextID.Add(1),

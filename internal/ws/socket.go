@@ -26,10 +26,9 @@ type socket struct {
 	srv  *Server
 	conn *websocket.Conn
 	cork *corkConn
-	// reader is the library's buffered reader of the connection; early
-	// says bytes sent behind the handshake wait for the first read.
+	// reader is the library's buffered reader of the connection; bytes
+	// sent behind the handshake wait in it.
 	reader *bufio.Reader
-	early  bool
 	sent   map[string]prometheus.Counter // events_sent_total by type; guarded by wmu
 	client *hub.Client
 	id     uint64
@@ -52,11 +51,16 @@ type socket struct {
 	writerRunning bool
 	// pingTimer is nil when pings are off. pingWaiting is when the
 	// oldest ping not answered yet was sent and pongAt when the last pong
-	// came (UnixNano; 0: none); nextPing is the ping timer's own.
+	// came (monoNow; 0: none); nextPing is the ping timer's own.
 	pingTimer   *time.Timer
 	pingWaiting atomic.Int64
 	pongAt      atomic.Int64
 	nextPing    int64
+	// pingMu is held by a tick and by run when it stops the timer;
+	// pingStopped says the socket has ended (or is closing for want of a
+	// pong): no tick writes or re-arms after it.
+	pingMu      sync.Mutex
+	pingStopped bool
 	// signals are socket events for the writer (sig* bits), each followed
 	// by a Wake of the client: the writer waits on one channel only.
 	signals atomic.Uint32
@@ -101,6 +105,13 @@ const (
 	sigKick
 )
 
+// monoEpoch makes the ping times monotonic: with the wall clock, a step
+// back would take an answered ping for an unanswered one.
+var monoEpoch = time.Now()
+
+// monoNow is the time since monoEpoch in nanoseconds, never 0.
+func monoNow() int64 { return max(int64(time.Since(monoEpoch)), 1) }
+
 func (sc *socket) signal(sig uint32) {
 	sc.signals.Or(sig)
 	sc.client.Wake()
@@ -120,9 +131,16 @@ func (sc *socket) run() {
 	defer sc.expiry.Stop()
 	if interval := sc.srv.cfg.PingInterval; interval > 0 {
 		// The writer re-arms it after each ping.
-		sc.nextPing = time.Now().Add(interval).UnixNano()
+		sc.nextPing = monoNow() + int64(interval)
+		sc.pingMu.Lock()
 		sc.pingTimer = time.AfterFunc(interval, sc.pingTick)
-		defer sc.pingTimer.Stop()
+		sc.pingMu.Unlock()
+		defer func() {
+			sc.pingMu.Lock()
+			sc.pingStopped = true
+			sc.pingTimer.Stop()
+			sc.pingMu.Unlock()
+		}()
 	}
 
 	sc.writerMu.Lock()
@@ -161,37 +179,125 @@ func (sc *socket) readLoop(ctx context.Context) {
 	sc.conn.SetReadLimit(sc.srv.cfg.ReadLimit)
 	// The wait below does not watch ctx: ending the socket closes it.
 	defer context.AfterFunc(ctx, func() { _ = sc.conn.CloseNow() })()
-	early := sc.early
 	for {
-		if !early {
-			if err := sc.cork.waitReadable(sc.reader); err != nil {
-				return
-			}
+		if err := sc.cork.waitReadable(sc.reader); err != nil {
+			return
 		}
-		early = false
-		typ, data, err := sc.conn.Read(ctx)
+		more, err := sc.takeControlFrames()
 		if err != nil {
 			return
 		}
-		if !sc.allowFrame() {
-			// Said once per run of dropped frames: an error per frame
-			// would let a flood fill the socket's own queue.
-			if sc.overLimit.Load() == 1 {
-				sc.sendError(CodeRateLimited, "too many frames; slow down", "")
-			}
-			continue
+		if !more {
+			continue // only pings and pongs were waiting
 		}
-		if typ != websocket.MessageText {
-			sc.sendError(CodeBadRequest, "binary frames are not accepted; send JSON text frames", "")
-			continue
+		// A message is read and acted on by a goroutine that ends with
+		// it: reading a frame and serving it (a subscribe looks up a
+		// membership) runs dozens of calls deep, and a stack grown there
+		// stays with its goroutine until collections shrink it, by half
+		// each. The socket's own goroutine only waits, and keeps the
+		// smallest stack for as long as the socket lives.
+		done := make(chan bool)
+		go func() { done <- sc.readFrame(ctx) }()
+		if !<-done {
+			return
 		}
-		cmd, err := ParseFrame(data)
-		if err != nil {
-			sc.sendError(CodeBadRequest, err.Error(), "")
-			continue
-		}
-		sc.handle(ctx, cmd)
 	}
+}
+
+// takeControlFrames acts on the pings and pongs at the front of what the
+// client sent, on the socket's own goroutine (see control.go). more says
+// something else waits for the library: a message, a close frame, a frame
+// not whole yet, the end of the stream.
+func (sc *socket) takeControlFrames() (more bool, err error) {
+	var payload [maxControlPayload]byte
+	for {
+		op, n, size, more, err := sc.takeControlFrame(&payload)
+		if size == 0 {
+			return more, err
+		}
+		sc.cork.charge(size)
+		sc.control(op, payload[:n])
+	}
+}
+
+// takeControlFrame takes the ping or pong at the front of what the client
+// sent, from the read buffer or else from the connection; size is 0 when
+// there is none (more and err as for takeControlFrames). Under peekMu:
+// Close reads the peer's close frame through the same buffer and
+// connection.
+func (sc *socket) takeControlFrame(payload *[maxControlPayload]byte) (op byte, n, size int, more bool, err error) {
+	sc.cork.peekMu.Lock()
+	defer sc.cork.peekMu.Unlock()
+	if buffered := sc.reader.Buffered(); buffered > 0 {
+		// Bytes sent behind the handshake, or with a message.
+		b, _ := sc.reader.Peek(min(buffered, maxClientControl))
+		if op, n, size = parseClientControl(b, payload); size == 0 {
+			return 0, 0, 0, true, nil
+		}
+		_, _ = sc.reader.Discard(size)
+		return op, n, size, false, nil
+	}
+	var wire [maxClientControl]byte
+	got, err := sc.cork.peekRaw(wire[:])
+	switch {
+	case errors.Is(err, errNothingSent):
+		return 0, 0, 0, false, nil
+	case err != nil || got == 0:
+		return 0, 0, 0, true, nil // the library reads the end, and says why
+	}
+	if op, n, size = parseClientControl(wire[:got], payload); size == 0 {
+		return 0, 0, 0, true, nil
+	}
+	if err := sc.cork.takeRaw(wire[:size]); err != nil {
+		return 0, 0, 0, false, err
+	}
+	return op, n, size, false, nil
+}
+
+// control acts on a client's ping or pong as the library would: a pong
+// answers the server's ping; a ping is answered with its payload. Both
+// count against the socket's frame limit.
+func (sc *socket) control(op byte, payload []byte) {
+	if op == opPong {
+		sc.pongAt.Store(monoNow())
+		sc.allowFrame()
+		return
+	}
+	if !sc.allowFrame() {
+		sc.srv.metrics.PingsDropped.Inc()
+		return
+	}
+	sc.cork.writeControl(opPong, payload)
+	if !sc.cork.tryFlush() {
+		sc.client.Wake() // the writer sends it after what waits
+	}
+}
+
+// readFrame reads one frame and acts on it; false when the socket is done.
+func (sc *socket) readFrame(ctx context.Context) bool {
+	typ, data, err := sc.conn.Read(ctx)
+	if err != nil {
+		return false
+	}
+	if !sc.allowFrame() {
+		// Said once per run of dropped frames: an error per frame
+		// would let a flood fill the socket's own queue.
+		if sc.overLimit.Load() == 1 {
+			sc.sendError(CodeRateLimited, "too many frames; slow down", "")
+		}
+		return true
+	}
+	if typ != websocket.MessageText {
+		sc.sendError(CodeBadRequest, "binary frames are not accepted; send JSON text frames", "")
+		return true
+	}
+	cmd, err := ParseFrame(data)
+	if err != nil {
+		sc.sendError(CodeBadRequest, err.Error(), "")
+		return true
+	}
+	sc.handle(ctx, cmd)
+	return true
 }
 
 func (sc *socket) handle(ctx context.Context, cmd Command) {
@@ -511,8 +617,16 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 // while it waits, where the library's Ping held one per socket (with a
 // context and a channel) at every interval.
 func (sc *socket) pingTick() {
+	// A tick that runs while the socket ends must not re-arm the timer
+	// run has stopped: the socket's buffer would be written to, and the
+	// timer fire, after nothing waits for either.
+	sc.pingMu.Lock()
+	defer sc.pingMu.Unlock()
+	if sc.pingStopped {
+		return
+	}
 	interval, timeout := sc.srv.cfg.PingInterval, sc.srv.cfg.WriteTimeout
-	now := time.Now().UnixNano()
+	now := monoNow()
 	waiting := sc.pingWaiting.Load()
 	if waiting != 0 && sc.pongAt.Load() >= waiting {
 		waiting = 0 // answered
@@ -520,7 +634,8 @@ func (sc *socket) pingTick() {
 	}
 	if waiting != 0 && now-waiting >= int64(timeout) {
 		sc.log.Debug("no pong within the write timeout; closing")
-		_ = sc.conn.CloseNow()
+		sc.pingStopped = true
+		go func() { _ = sc.conn.CloseNow() }() // it waits for the reader, which may wait for this lock
 		return
 	}
 	if now >= sc.nextPing {

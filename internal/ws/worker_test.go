@@ -169,3 +169,67 @@ func TestAnIdleSocketHoldsOneGoroutine(t *testing.T) {
 	idle := func() bool { return runtime.NumGoroutine()-before <= sockets+sockets/4 }
 	eventually.True(t, 5*time.Second, "one goroutine per idle socket", idle)
 }
+
+// TestAnIdleSocketThatAnswersPingsWaitsShallow (found by an attack): the
+// library reads pings and pongs inside its read of the next message, so a
+// socket whose client answered a ping waited for its next message twenty
+// calls deep, and every browser answers pings. Now an idle socket's only
+// goroutine waits in waitReadable, pongs and pings included, and a
+// client's ping is answered with its payload.
+func TestAnIdleSocketThatAnswersPingsWaitsShallow(t *testing.T) {
+	const sockets = 20
+	_, _, url := newTestServer(t, Config{PingInterval: 20 * time.Millisecond, WriteTimeout: 5 * time.Second}, 64)
+	var clients []*rawClient
+	for range sockets {
+		c := dialRaw(t, url)
+		defer c.conn.Close()
+		clients = append(clients, c)
+		if err := c.frame(0x1, []byte(`{"action":"subscribe","project_id":"`+projectA+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each client answers three pings, sends one of its own and takes
+	// the pong.
+	for i, c := range clients {
+		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		pings, ponged := 0, false
+		for pings < 3 || !ponged {
+			op, p, err := c.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch op {
+			case 0x9:
+				if pings++; pings == 2 {
+					if err := c.frame(0x9, []byte(fmt.Sprintf("client %d", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := c.pong(p); err != nil {
+					t.Fatal(err)
+				}
+			case 0xA:
+				if string(p) != fmt.Sprintf("client %d", i) {
+					t.Fatalf("pong %q", p)
+				}
+				ponged = true
+			}
+		}
+	}
+	// Pings keep coming and are no longer answered; the write timeout is
+	// far. Every socket's goroutine waits in waitReadable.
+	eventually.True(t, 5*time.Second, "every reader waits shallow", func() bool {
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		shallow := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "(*socket).readFrame") {
+				return false
+			}
+			if strings.Contains(g, "(*socket).readLoop") && strings.Contains(g, "waitReadable") {
+				shallow++
+			}
+		}
+		return shallow == sockets
+	})
+}
