@@ -502,6 +502,11 @@ func (c *Config) Validate() error {
 		return bad("hub.max_subscriptions_per_socket", "must not be negative")
 	case c.WS.WriteTimeout <= 0:
 		return bad("websocket.write_timeout", "must be positive")
+	case c.WS.PingInterval < 0 || (c.WS.PingInterval > 0 && c.WS.PingInterval < time.Second):
+		// A client answers every ping, and its answers count against
+		// frame_rate: pings much faster would close the clients that
+		// answer them.
+		return bad("websocket.ping_interval", "must be 0 (no pings) or at least 1s")
 	case c.WS.ReadLimit < 256:
 		return bad("websocket.read_limit", "must be at least 256 bytes")
 	case c.WS.MaxConnections < 0:

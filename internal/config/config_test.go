@@ -108,6 +108,7 @@ func TestValidate(t *testing.T) {
 		"replication.publication": func(c *Config) { c.Replication.Publication = "x'; DROP" },
 		"hub.queue_size":          func(c *Config) { c.Hub.QueueSize = 0 },
 		"websocket.read_limit":    func(c *Config) { c.WS.ReadLimit = 10 },
+		"websocket.ping_interval": func(c *Config) { c.WS.PingInterval = time.Millisecond },
 		"events.tables":           func(c *Config) { c.Events.Tables = c.Events.Tables[:4] }, // no membership table
 		"log.level":               func(c *Config) { c.Log.Level = "loud" },
 		"events.bulk_threshold":   func(c *Config) { c.Events.BulkThreshold = -1 },
