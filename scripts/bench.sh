@@ -211,7 +211,8 @@ if [[ "$PART" == all || "$PART" == room ]]; then
 	fresh_db
 	start_walcast wal
 	for n in 10000 19000; do
-		bench --subscribers "$n" --projects 1 --addrs $(( n / 1000 + 1 )) --connect-concurrency 64 --writers 2 --rate 100 --duration 10s \
+		# A drain long enough for the backlog: "lost" then means lost.
+		bench --subscribers "$n" --projects 1 --addrs $(( n / 1000 + 1 )) --connect-concurrency 64 --writers 2 --rate 100 --duration 10s --drain 90s \
 			--label "room of $n at 100/s" --json "$OUT/room-$n.json" 2>/dev/null
 	done
 	stop_walcast
