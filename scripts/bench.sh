@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh            # everything
 #   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | bulk | idle | storm | room | go
+#   AB_OLD=bin/walcast-old scripts/bench.sh ab   # this build against another, in one run
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -51,7 +52,7 @@ fresh_db() {
 start_walcast() {
 	WALCAST_DATABASE_URL="$DBURL" WALCAST_SOURCE="$1" WALCAST_HTTP_ADDR=127.0.0.1:8090 \
 		WALCAST_SLOT_NAME=walcast_bench WALCAST_CONNECT_RATE=0 WALCAST_MAX_CONNECTIONS=50000 \
-		WALCAST_QUEUE_SIZE="${2:-4096}" WALCAST_LOG_LEVEL=warn bin/walcast serve >"/tmp/walcast-bench-$1.log" 2>&1 &
+		WALCAST_QUEUE_SIZE="${2:-4096}" WALCAST_LOG_LEVEL=warn "${WALCAST_BIN:-bin/walcast}" serve >"/tmp/walcast-bench-$1.log" 2>&1 &
 	WALCAST_PID=$!
 	for _ in $(seq 1 100); do
 		curl -sf http://127.0.0.1:8090/readyz >/dev/null && return 0
@@ -216,6 +217,23 @@ if [[ "$PART" == all || "$PART" == room ]]; then
 			--label "room of $n at 100/s" --json "$OUT/room-$n.json" 2>/dev/null
 	done
 	stop_walcast
+fi
+
+if [[ "$PART" == ab ]]; then
+	# Before/after in one run: AB_OLD=bin/walcast-old scripts/bench.sh ab
+	# (the old binary built from the commit to compare with). WAL 200/s x
+	# 100 against each build in turn, AB_ROUNDS times, a fresh database
+	# and walcast for each; not part of "all".
+	: "${AB_OLD:?set AB_OLD to the binary to compare with}"
+	for round in $(seq 1 "${AB_ROUNDS:-2}"); do
+		for b in "$AB_OLD" bin/walcast; do
+			echo "== $b, round $round"
+			fresh_db
+			WALCAST_BIN="$b" start_walcast wal
+			bench --subscribers 100 --projects 1 --writers 4 --rate 200 --duration 15s --label "$b" 2>/dev/null | grep -E "latency p50|walcast CPU"
+			stop_walcast
+		done
+	done
 fi
 
 if [[ "$PART" == all || "$PART" == go ]]; then
