@@ -41,3 +41,18 @@ func parseClientControl(b []byte, payload *[maxControlPayload]byte) (op byte, n,
 	}
 	return b[0] & 0x0F, n, size
 }
+
+// controlPrefix reports whether b is the start of a client ping or pong
+// that has not all arrived yet: every byte of it what parseClientControl
+// will accept once the rest comes. Such bytes are taken and kept (see
+// socket.partial) instead of being left to the library.
+func controlPrefix(b []byte) bool {
+	if len(b) == 0 || (b[0] != 0x80|opPing && b[0] != 0x80|opPong) {
+		return false
+	}
+	if len(b) == 1 {
+		return true
+	}
+	n := int(b[1] & 0x7F)
+	return b[1]&0x80 != 0 && n <= maxControlPayload && len(b) < 2+4+n
+}

@@ -215,6 +215,13 @@ func (c *corkConn) writeClose(code uint16, reason string) {
 	c.mu.Unlock()
 }
 
+// Close sends what is buffered if the socket takes it at once (a close
+// frame the library queued behind a write in progress), then closes.
+func (c *corkConn) Close() error {
+	c.tryFlush()
+	return c.Conn.Close()
+}
+
 // tryFlush writes what is buffered with one write that does not wait. It
 // reports false when some of it is left: another writer holds the
 // connection, the socket's buffer is full, the write failed, or there is

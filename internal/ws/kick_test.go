@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +99,72 @@ func TestCloseHandshakeWhileTheClientSends(t *testing.T) {
 		<-sent
 		if websocket.CloseStatus(err) != CloseDisconnected {
 			t.Fatalf("round %d: closed with %v", round, err)
+		}
+	}
+}
+
+// TestCloseFrameDuringAPingFlood (found by an attack): a client that
+// floods pings while the operator closes its socket gets the close frame,
+// not a reset: the library gave up its closing handshake at the next
+// ping and closed the connection with the close frame still buffered.
+func TestCloseFrameDuringAPingFlood(t *testing.T) {
+	s, url, _ := protocolServer(t, Config{FrameRate: 1e6, FrameBurst: 1e6}, hub.Config{QueueSize: 1 << 20}, memberSet{})
+	var pings []byte
+	for i := range 200 {
+		pings = append(pings, masked(0x89, []byte(fmt.Sprintf("p%d", i)), [4]byte{1, 2, 3, 4})...)
+	}
+	for round := range 20 {
+		user := fmt.Sprintf("11111111-1111-4111-8111-%012d", round)
+		c := dialRaw(t, strings.Replace(url, "http", "ws", 1)+"/?token="+issue(t, user, time.Hour))
+		stop := make(chan struct{})
+		flooded := make(chan struct{})
+		go func() {
+			defer close(flooded)
+			for {
+				for i := 0; i < len(pings); i += 97 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := c.conn.Write(pings[i:min(i+97, len(pings))]); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for pongs := 0; pongs < 50; pongs++ { // the flood is on
+			if op, _, err := c.next(); err != nil || op != 0xA {
+				t.Fatalf("round %d: %d %v", round, op, err)
+			}
+		}
+		if n := s.Disconnect(user, 0); n != 1 {
+			t.Fatalf("round %d: Disconnect closed %d sockets", round, n)
+		}
+		var closeCode int
+		var endErr error
+		for {
+			op, p, err := c.next()
+			if err != nil {
+				endErr = err
+				break
+			}
+			if op == 0x8 && len(p) >= 2 {
+				closeCode = int(p[0])<<8 | int(p[1])
+				close(stop)
+				<-flooded
+				_ = c.frame(0x8, p[:2]) // as a browser answers
+				break
+			}
+		}
+		if closeCode == 0 {
+			close(stop)
+			<-flooded
+		}
+		c.conn.Close()
+		if closeCode != int(CloseDisconnected) {
+			t.Fatalf("round %d: the connection ended with close code %d (%v), want %d", round, closeCode, endErr, CloseDisconnected)
 		}
 	}
 }

@@ -226,6 +226,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		OriginPatterns: s.cfg.AllowedOrigins,
 		OnPingReceived: func(context.Context, []byte) bool {
+			if sc != nil && sc.closing.Load() {
+				return false // read through to the client's close frame
+			}
 			if sc == nil || sc.allowFrame() {
 				return true
 			}

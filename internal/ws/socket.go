@@ -29,9 +29,16 @@ type socket struct {
 	// reader is the library's buffered reader of the connection; bytes
 	// sent behind the handshake wait in it.
 	reader *bufio.Reader
-	sent   map[string]prometheus.Counter // events_sent_total by type; guarded by wmu
-	client *hub.Client
-	id     uint64
+	// closing is set once the socket's close frame is on its way: pings
+	// are no longer answered (the library gives up its closing handshake,
+	// and resets the connection, when it cannot answer one).
+	closing atomic.Bool
+	// partial is the start of a client's ping or pong whose rest has not
+	// arrived (takeControlFrame); nil otherwise. Read goroutine only.
+	partial []byte
+	sent    map[string]prometheus.Counter // events_sent_total by type; guarded by wmu
+	client  *hub.Client
+	id      uint64
 	// expires is the token's expiry in Unix nanoseconds; refresh_token
 	// moves it.
 	expires atomic.Int64
@@ -211,47 +218,77 @@ func (sc *socket) readLoop(ctx context.Context) {
 func (sc *socket) takeControlFrames() (more bool, err error) {
 	var payload [maxControlPayload]byte
 	for {
-		op, n, size, more, err := sc.takeControlFrame(&payload)
+		op, n, size, taken, more, err := sc.takeControlFrame(&payload)
+		sc.cork.charge(taken)
 		if size == 0 {
 			return more, err
 		}
-		sc.cork.charge(size)
 		sc.control(op, payload[:n])
 	}
 }
 
 // takeControlFrame takes the ping or pong at the front of what the client
 // sent, from the read buffer or else from the connection; size is 0 when
-// there is none (more and err as for takeControlFrames). Under peekMu:
-// Close reads the peer's close frame through the same buffer and
-// connection.
-func (sc *socket) takeControlFrame(payload *[maxControlPayload]byte) (op byte, n, size int, more bool, err error) {
+// there is none (more and err as for takeControlFrames). The start of one
+// that has not all arrived is taken and kept in partial, and the socket
+// waits for the rest: left in place, it would wake the wait at once, and
+// left to the library, the library would read it and wait for the next
+// message inside its read. Under peekMu: Close reads the peer's close
+// frame through the same buffer and connection.
+func (sc *socket) takeControlFrame(payload *[maxControlPayload]byte) (op byte, n, size, taken int, more bool, err error) {
 	sc.cork.peekMu.Lock()
 	defer sc.cork.peekMu.Unlock()
-	if buffered := sc.reader.Buffered(); buffered > 0 {
-		// Bytes sent behind the handshake, or with a message.
-		b, _ := sc.reader.Peek(min(buffered, maxClientControl))
-		if op, n, size = parseClientControl(b, payload); size == 0 {
-			return 0, 0, 0, true, nil
-		}
-		_, _ = sc.reader.Discard(size)
-		return op, n, size, false, nil
+	if sc.cork.raw == nil {
+		return 0, 0, 0, 0, true, nil // no descriptor to wait on: the library reads everything
 	}
 	var wire [maxClientControl]byte
-	got, err := sc.cork.peekRaw(wire[:])
-	switch {
-	case errors.Is(err, errNothingSent):
-		return 0, 0, 0, false, nil
-	case err != nil || got == 0:
-		return 0, 0, 0, true, nil // the library reads the end, and says why
+	have := copy(wire[:], sc.partial)
+	fromBuffer := false
+	var got int
+	if buffered := sc.reader.Buffered(); buffered > 0 {
+		// Bytes sent behind the handshake, or with a message; never
+		// behind a partial frame, which is taken only when it is all
+		// that was buffered.
+		b, _ := sc.reader.Peek(min(buffered, maxClientControl-have))
+		got, fromBuffer = copy(wire[have:], b), true
+	} else {
+		got, err = sc.cork.peekRaw(wire[have:])
+		switch {
+		case errors.Is(err, errNothingSent):
+			return 0, 0, 0, 0, false, nil
+		case err != nil || got == 0:
+			return 0, 0, 0, 0, true, nil // the library reads the end, and says why
+		}
 	}
-	if op, n, size = parseClientControl(wire[:got], payload); size == 0 {
-		return 0, 0, 0, true, nil
+	seen := wire[:have+got]
+	op, n, size = parseClientControl(seen, payload)
+	take := size - have
+	if size == 0 {
+		if have > 0 && !controlPrefix(seen) {
+			// Bytes of it were taken: the library cannot read the rest.
+			return 0, 0, 0, 0, false, errors.New("a ping or pong split in two is no longer one")
+		}
+		if !controlPrefix(seen) || (fromBuffer && got < sc.reader.Buffered()) {
+			return 0, 0, 0, 0, true, nil
+		}
+		take = got
 	}
-	if err := sc.cork.takeRaw(wire[:size]); err != nil {
-		return 0, 0, 0, false, err
+	if fromBuffer {
+		_, _ = sc.reader.Discard(take)
+	} else if err := sc.cork.takeRaw(wire[have : have+take]); err != nil {
+		return 0, 0, 0, 0, false, err
 	}
-	return op, n, size, false, nil
+	if size == 0 {
+		// Kept for the rest; 131 bytes at most, and only while a frame
+		// is split.
+		if sc.partial == nil {
+			sc.partial = make([]byte, 0, maxClientControl)
+		}
+		sc.partial = append(sc.partial[:0], seen...)
+		return 0, 0, 0, take, false, nil
+	}
+	sc.partial = nil
+	return op, n, size, take, false, nil
 }
 
 // control acts on a client's ping or pong as the library would: a pong
@@ -265,6 +302,9 @@ func (sc *socket) control(op byte, payload []byte) {
 	}
 	if !sc.allowFrame() {
 		sc.srv.metrics.PingsDropped.Inc()
+		return
+	}
+	if sc.closing.Load() {
 		return
 	}
 	sc.cork.writeControl(opPong, payload)
@@ -581,6 +621,7 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 	// The socket's subscriptions (and its user's presence) end now, not
 	// when the peer answers the close.
 	sc.srv.hub.Remove(sc.client)
+	sc.closing.Store(true)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

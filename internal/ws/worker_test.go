@@ -3,20 +3,25 @@ package ws
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/clientaddr"
 	"github.com/walcast/walcast/internal/config"
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/hub"
+	"github.com/walcast/walcast/internal/metrics"
 )
 
 const testSecret = "0123456789abcdef0123"
@@ -219,17 +224,154 @@ func TestAnIdleSocketThatAnswersPingsWaitsShallow(t *testing.T) {
 	// Pings keep coming and are no longer answered; the write timeout is
 	// far. Every socket's goroutine waits in waitReadable.
 	eventually.True(t, 5*time.Second, "every reader waits shallow", func() bool {
-		buf := make([]byte, 8<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		shallow := 0
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "(*socket).readFrame") {
-				return false
+		shallow, deep := readers()
+		return shallow == sockets && deep == 0
+	})
+}
+
+// readers counts the sockets whose goroutine waits in waitReadable, and
+// the messages being read in the library's read.
+func readers() (shallow, deep int) {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "(*socket).readFrame") {
+			deep++
+		}
+		if strings.Contains(g, "(*socket).readLoop") && strings.Contains(g, "waitReadable") {
+			shallow++
+		}
+	}
+	return shallow, deep
+}
+
+// TestSplitPingsAndPongsAreReadShallow (found by an attack): a pong that
+// straddles the end of the read buffer behind a message, or a ping whose
+// bytes come in two writes, was left to the library, which then read every
+// later pong inside its read of the next message, deep. Now the first
+// bytes are kept until the rest comes, and the socket waits shallow.
+func TestSplitPingsAndPongsAreReadShallow(t *testing.T) {
+	_, _, url := newTestServer(t, Config{PingInterval: 20 * time.Millisecond, WriteTimeout: 5 * time.Second}, 64)
+	c := dialRaw(t, url)
+	defer c.conn.Close()
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// nextNonPing answers the server's pings until another frame comes.
+	nextNonPing := func() (byte, []byte) {
+		t.Helper()
+		for {
+			op, p, err := c.next()
+			if err != nil {
+				t.Fatal(err)
 			}
-			if strings.Contains(g, "(*socket).readLoop") && strings.Contains(g, "waitReadable") {
-				shallow++
+			if op != 0x9 {
+				return op, p
+			}
+			if err := c.pong(p); err != nil {
+				t.Fatal(err)
 			}
 		}
-		return shallow == sockets
+	}
+	var p []byte
+	for op := byte(0); op != 0x9; {
+		if op, p, _ = c.next(); op == 0 && p == nil {
+			t.Fatal("no ping")
+		}
+	}
+	// A 508-byte message, then the pong: 4 of its bytes end the
+	// 512-byte read buffer.
+	msg := `{"action":"ping"` + strings.Repeat(" ", 500-17) + `}`
+	if n := len(maskedText(msg)); n != 508 {
+		t.Fatalf("message frame of %d bytes", n)
+	}
+	if _, err := c.conn.Write(append(maskedText(msg), masked(0x8A, p, [4]byte{9, 8, 7, 6})...)); err != nil {
+		t.Fatal(err)
+	}
+	if op, f := nextNonPing(); op != 0x1 || !strings.Contains(string(f), `"pong"`) {
+		t.Fatalf("got %d %s, want the pong message", op, f)
+	}
+	eventually.True(t, 5*time.Second, "waits shallow after the split pong", func() bool {
+		shallow, deep := readers()
+		return shallow == 1 && deep == 0
+	})
+	// A ping of the client's own in two writes, the second once the
+	// server has taken the first and waits.
+	ping := masked(0x89, []byte("split"), [4]byte{1, 2, 3, 4})
+	if _, err := c.conn.Write(ping[:3]); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 5*time.Second, "waits shallow with half a ping", func() bool {
+		shallow, deep := readers()
+		return shallow == 1 && deep == 0
+	})
+	if _, err := c.conn.Write(ping[3:]); err != nil {
+		t.Fatal(err)
+	}
+	if op, f := nextNonPing(); op != 0xA || string(f) != "split" {
+		t.Fatalf("got %d %q, want the pong of the split ping", op, f)
+	}
+	eventually.True(t, 5*time.Second, "waits shallow after the split ping", func() bool {
+		shallow, deep := readers()
+		return shallow == 1 && deep == 0
+	})
+}
+
+// plainListener hides the connections' descriptors, as a wrapping listener
+// (PROXY protocol, accounting) or TLS in the process does.
+type plainListener struct{ net.Listener }
+
+type plainConn struct{ net.Conn }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return plainConn{c}, nil
+}
+
+// TestASocketWithoutADescriptorWaitsInTheLibrary (found by an attack):
+// with no descriptor to wait on, the socket's goroutine found nothing to
+// take and looked again at once, a core per idle socket. It leaves such a
+// socket's reading to the library: answered, and parked.
+func TestASocketWithoutADescriptorWaitsInTheLibrary(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	h := hub.New(hub.Config{QueueSize: 64, AccessWait: time.Second}, m)
+	h.SetFloor(1)
+	v, _ := auth.NewVerifier([]byte(testSecret), "HS256", 0)
+	s := NewServer(withDefaults(Config{}), h, v, allowAll{}, slog.New(slog.DiscardHandler), m)
+	running(t, s)
+	srv := httptest.NewUnstartedServer(s)
+	srv.Listener = plainListener{srv.Listener}
+	srv.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		srv.Close()
+	})
+	c := dialRaw(t, strings.Replace(srv.URL, "http", "ws", 1)+"/?token="+issue(t, userA, time.Hour))
+	defer c.conn.Close()
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := c.frame(0x1, []byte(`{"action":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if op, p, err := c.next(); err != nil || op != 0x1 || !strings.Contains(string(p), `"pong"`) {
+		t.Fatalf("got %d %s %v", op, p, err)
+	}
+	if err := c.frame(0x9, []byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	if op, p, err := c.next(); err != nil || op != 0xA || string(p) != "plain" {
+		t.Fatalf("got %d %q %v", op, p, err)
+	}
+	eventually.True(t, 5*time.Second, "the socket's goroutine parked, waiting for its message", func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "(*socket).readLoop") && strings.HasPrefix(g[strings.Index(g, "["):], "[chan receive") {
+				return true
+			}
+		}
+		return false
 	})
 }
