@@ -622,6 +622,9 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 	// when the peer answers the close.
 	sc.srv.hub.Remove(sc.client)
 	sc.closing.Store(true)
+	sc.pingMu.Lock()
+	sc.pingStopped = true // no ping follows the close frame
+	sc.pingMu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
