@@ -304,9 +304,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.track(sc)
 	at, ok := s.kicks[claims.UserID]
 	kicked := ok && !at.Before(checkedAt)
+	stopping := s.stopping
 	s.admit.Unlock()
 	if kicked {
 		sc.signal(sigKick)
+	}
+	if stopping {
+		sc.signal(sigShutdown) // Shutdown began after this socket's admission
 	}
 	go func() {
 		defer s.wg.Done()
@@ -321,8 +325,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.admit.Lock()
 	s.stopping = true
+	var socks []*socket
+	for _, m := range s.byUser {
+		for sc := range m {
+			socks = append(socks, sc)
+		}
+	}
 	s.admit.Unlock()
 	s.stopAll()
+	// A socket tracked after the list was taken saw stopping (ServeHTTP).
+	for _, sc := range socks {
+		sc.signal(sigShutdown)
+	}
 	defer s.workersOnce.Do(func() { close(s.stopWorkers) })
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

@@ -129,10 +129,10 @@ func (sc *socket) run() {
 	defer sc.cancel()
 	sc.log.Debug("socket open")
 
-	// Timers and cancellations signal the writer instead of being cases
-	// of its select; none of them holds a goroutine while it waits.
-	defer context.AfterFunc(ctx, func() { sc.signal(sigDone) })()
-	defer context.AfterFunc(sc.srv.shuttingDown, func() { sc.signal(sigShutdown) })()
+	// Timers, the server's shutdown and the end of the read side signal
+	// the writer instead of being cases of its select; none of them holds
+	// a goroutine while it waits. (Callbacks on the socket's context cost
+	// about a kilobyte per socket.)
 	clk := sc.srv.clock
 	sc.expiry = clk.AfterFunc(time.Unix(0, sc.expires.Load()).Sub(clk.Now()), func() { sc.signal(sigExpiry) })
 	defer sc.expiry.Stop()
@@ -156,6 +156,7 @@ func (sc *socket) run() {
 	sc.startWriter() // for a signal sent before run (the operator's kick)
 	sc.readLoop(ctx)
 	sc.cancel()
+	sc.signal(sigDone)
 	// No writer starts after this, so Wait below is the last word.
 	sc.writerMu.Lock()
 	sc.writerOn = false
@@ -184,8 +185,8 @@ func (sc *socket) startWriter() {
 
 func (sc *socket) readLoop(ctx context.Context) {
 	sc.conn.SetReadLimit(sc.srv.cfg.ReadLimit)
-	// The wait below does not watch ctx: ending the socket closes it.
-	defer context.AfterFunc(ctx, func() { _ = sc.conn.CloseNow() })()
+	// Nothing here watches ctx: whatever ends the socket closes its
+	// connection (the writer, run), which ends every wait and read.
 	for {
 		if err := sc.cork.waitReadable(sc.reader); err != nil {
 			return
@@ -315,7 +316,10 @@ func (sc *socket) control(op byte, payload []byte) {
 
 // readFrame reads one frame and acts on it; false when the socket is done.
 func (sc *socket) readFrame(ctx context.Context) bool {
-	typ, data, err := sc.conn.Read(ctx)
+	// Not ctx: the library registers a callback on the context of every
+	// read, which would keep a map of them on the socket's context for
+	// its whole life. Closing the connection ends the read.
+	typ, data, err := sc.conn.Read(context.Background())
 	if err != nil {
 		return false
 	}
@@ -454,6 +458,7 @@ func (sc *socket) writer() {
 		case <-sc.client.Ready():
 			if !sc.writeQueued(sc.ctx, &items) {
 				sc.cancel()
+				_ = sc.conn.CloseNow() // ends the read side's wait
 				sc.writerMu.Lock()
 				sc.writerRunning, sc.writerOn = false, false
 				sc.writerMu.Unlock()
