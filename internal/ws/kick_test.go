@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/walcast/walcast/internal/auth"
+	"github.com/walcast/walcast/internal/eventually"
 	"github.com/walcast/walcast/internal/hub"
 	"github.com/walcast/walcast/internal/metrics"
 )
@@ -166,5 +167,20 @@ func TestCloseFrameDuringAPingFlood(t *testing.T) {
 		if closeCode != int(CloseDisconnected) {
 			t.Fatalf("round %d: the connection ended with close code %d (%v), want %d", round, closeCode, endErr, CloseDisconnected)
 		}
+	}
+}
+
+// TestShutdownDoesNotWaitForASilentClient (found by an attack): a client
+// that never answers the close frame held Shutdown for the library's five
+// seconds, whatever the write timeout.
+func TestShutdownDoesNotWaitForASilentClient(t *testing.T) {
+	s, _, url := newTestServer(t, Config{WriteTimeout: 200 * time.Millisecond}, 16)
+	c := dialRaw(t, url) // never reads, never answers
+	defer c.conn.Close()
+	eventually.True(t, 5*time.Second, "socket waiting", func() bool { shallow, _ := readers(); return shallow == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a write timeout of 200 ms and 3 s to go: %v", err)
 	}
 }

@@ -643,7 +643,7 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 	defer timeout.Stop()
 	for {
 		if err := sc.cork.flush(); err != nil {
-			_ = sc.conn.CloseNow()
+			sc.closeConn()
 			<-done
 			return
 		}
@@ -651,12 +651,21 @@ func (sc *socket) close(code websocket.StatusCode, reason string) {
 		case <-done:
 			return
 		case <-timeout.C:
-			_ = sc.conn.CloseNow()
+			sc.closeConn()
 			<-done
 			return
 		case <-sc.client.Ready(): // the library queued more (its close frame)
 		}
 	}
+}
+
+// closeConn ends a close that cannot complete: the connection itself is
+// closed, which ends the library's wait for the peer's close frame. Its
+// CloseNow would not: once Close has begun, CloseNow only waits for it,
+// and Close waits up to five seconds for a peer that may never answer
+// (Shutdown then took five seconds whatever the write timeout).
+func (sc *socket) closeConn() {
+	_ = sc.cork.Close()
 }
 
 // pingTick runs on the ping timer. It closes the socket when its oldest
