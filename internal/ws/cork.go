@@ -192,14 +192,19 @@ const (
 )
 
 // writeControl appends a control frame with a payload of at most 125
-// bytes.
-func (c *corkConn) writeControl(op byte, p []byte) {
+// bytes; false, and nothing appended, past maxBacklog (the bound the
+// library's own control frames have, see Write).
+func (c *corkConn) writeControl(op byte, p []byte) bool {
 	p = p[:min(len(p), 125)]
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.buf)+2+len(p) > maxBacklog {
+		return false
+	}
 	c.take()
 	c.buf = append(append(c.buf, 0x80|op, byte(len(p))), p...)
 	c.ends = append(c.ends, len(c.buf))
-	c.mu.Unlock()
+	return true
 }
 
 // writeClose appends a close frame (RFC 6455 §5.5.1) with code and a

@@ -272,3 +272,24 @@ func TestLibraryWritesWholeControlFrames(t *testing.T) {
 		t.Fatalf("control frames seen per opcode: %v (want a ping, a pong and a close)", opcodes)
 	}
 }
+
+// TestPongsPastTheBacklogAreRefused: the pongs walcast writes itself for a
+// client's pings have the bound the library's have: a client that sends
+// pings and never reads cannot grow its buffer past maxBacklog.
+func TestPongsPastTheBacklogAreRefused(t *testing.T) {
+	c := &corkConn{}
+	c.mu.Lock()
+	c.take()
+	c.buf = append(c.buf, make([]byte, maxBacklog-129)...)
+	c.mu.Unlock()
+	payload := bytes.Repeat([]byte{'p'}, 125)
+	if !c.writeControl(opPong, payload[:1]) {
+		t.Fatal("a pong within the bound was refused")
+	}
+	if c.writeControl(opPong, payload) {
+		t.Fatalf("a pong past the bound was taken: %d bytes buffered", len(c.buf))
+	}
+	if len(c.buf) != maxBacklog-129+3 {
+		t.Fatalf("%d bytes buffered", len(c.buf))
+	}
+}

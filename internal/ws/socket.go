@@ -308,7 +308,13 @@ func (sc *socket) control(op byte, payload []byte) {
 	if sc.closing.Load() {
 		return
 	}
-	sc.cork.writeControl(opPong, payload)
+	if !sc.cork.writeControl(opPong, payload) {
+		// A client that sends pings and does not read the pongs: as
+		// when the library's own write fails past the same bound.
+		sc.log.Warn("client does not read its pongs: closing socket")
+		sc.closeConn()
+		return
+	}
 	if !sc.cork.tryFlush() {
 		sc.client.Wake() // the writer sends it after what waits
 	}
@@ -698,7 +704,7 @@ func (sc *socket) pingTick() {
 	}
 	if now >= sc.nextPing {
 		sc.cork.releaseIfIdle()
-		sc.cork.writeControl(opPing, nil)
+		_ = sc.cork.writeControl(opPing, nil) // past the bound, the pong timeout closes
 		if !sc.cork.tryFlush() {
 			sc.client.Wake() // the writer sends it after what waits
 		}
