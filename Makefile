@@ -12,7 +12,7 @@ run:
 test:
 	scripts/test.sh
 
-## bench: reproduce docs/benchmarks.md (about 7 minutes)
+## bench: reproduce docs/benchmarks.md (about 20 minutes)
 bench:
 	scripts/bench.sh
 

@@ -2,7 +2,7 @@
 # bench.sh reproduces docs/benchmarks.md on this machine: it owns a bench
 # database on the throwaway PostgreSQL (scripts/pg.sh), starts walcast in WAL
 # and in NOTIFY mode, runs walcast-bench and pgbench, and writes JSON and SVG
-# results to docs/bench/. Takes about 14 minutes.
+# results to docs/bench/. Takes about 20 minutes.
 #
 #   scripts/bench.sh            # everything
 #   scripts/bench.sh latency    # one part: writes | latency | max | slow | flood | bulk | idle | storm | room | go
