@@ -45,7 +45,7 @@ export class WalcastClient {
     this.WS = opts.WebSocket || globalThis.WebSocket;
     this.ws = null;
     // projectId -> { last: position|null, origin: string|null, live: bool,
-    //                presence: bool, meta: object|null }
+    //                presence: bool, meta: object|null, fresh: bool (SSE, openSSE) }
     this.projects = new Map();
     // projectId -> Map(userId -> { meta, online_at }): who is present, as
     // last told (kept while reconnecting; replaced by the next state).
@@ -368,7 +368,11 @@ export class WalcastClient {
 
   // openSSE opens the event stream of every project followed, resuming
   // from the earliest last position among them (later events a project
-  // has seen already are dropped in handle).
+  // has seen already are dropped in handle). A project followed without
+  // a position yet is replayed from there too; its events up to its own
+  // `subscribed` are dropped (fresh), as a socket would not have sent
+  // them. Resuming nothing because one project had no position lost the
+  // others' events committed while the stream was down, with no resync.
   openSSE() {
     const ids = [...this.projects.keys()];
     if (ids.length === 0 || !globalThis.EventSource) {
@@ -378,11 +382,8 @@ export class WalcastClient {
     const base = this.opts.sseUrl || this.opts.url.replace(/^ws/, "http").replace(/\/ws\/?(\?.*)?$/, "").replace(/\/?(\?.*)?$/, "") + "/sse";
     let since = null;
     for (const p of this.projects.values()) {
-      if (!p.last) {
-        since = null;
-        break;
-      }
-      if (since === null || comparePositions(p.last, since) < 0) since = p.last;
+      p.fresh = !p.last;
+      if (p.last && (since === null || comparePositions(p.last, since) < 0)) since = p.last;
     }
     let url = base + "?token=" + encodeURIComponent(this.token) + "&project_id=" + ids.map(encodeURIComponent).join(",");
     if (since) url += "&last_event_id=" + encodeURIComponent(since);
@@ -448,6 +449,7 @@ export class WalcastClient {
         // Everything up to this position has been delivered (docs/protocol.md B.1).
         if (p) {
           p.live = true;
+          p.fresh = false;
           if (comparePositions(frame.position, p.last) > 0) p.last = frame.position;
           if (frame.origin) p.origin = frame.origin;
           if (p.presence && p.meta) this.sendPresence(frame.project_id, p);
@@ -484,6 +486,7 @@ export class WalcastClient {
         return;
     }
     if (!p || !frame.position) return; // not ours (any more)
+    if (p.fresh) return; // replayed from before this project was followed
     if (comparePositions(frame.position, p.last) <= 0) return; // seen already
     p.last = frame.position;
     this.emit("event", frame);

@@ -205,3 +205,31 @@ test("presence and broadcast: who is online and who is typing, across a reconnec
   assert.equal(bob.broadcast(PROJECT, "typing", {}), false, "a closed client does not queue broadcasts");
   alice.close();
 });
+
+test("over Server-Sent Events, following one more project loses nothing of the others", async () => {
+  const client = new WalcastClient({ url: WS, token: env("ALICE_TOKEN"), transport: "sse", minBackoffMs: 20 });
+  try {
+    const got = collect(client);
+    client.subscribe(PROJECT);
+    client.connect();
+    await waitFor(() => client.projects.get(PROJECT)?.live);
+    await post(env("ALICE_TOKEN"), "sse before the pause");
+    await waitFor(() => contents(got).includes("sse before the pause"));
+
+    // The stream is down while a message is written and another project
+    // is followed (one with no position yet): the new stream must resume
+    // the first project from its last position.
+    client.pause();
+    await post(env("ALICE_TOKEN"), "sse while paused");
+    client.subscribe("bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb");
+    client.resume();
+    await waitFor(() => contents(got).includes("sse while paused"));
+    assert.deepEqual(
+      contents(got).filter((c) => c.startsWith("sse ")),
+      ["sse before the pause", "sse while paused"],
+    );
+    assert.equal(got.resyncs.length, 0);
+  } finally {
+    client.close(); // an open stream would keep node --test waiting
+  }
+});

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"strings"
@@ -22,7 +23,11 @@ func TestJSClient(t *testing.T) {
 	if _, err := os.Stat("../../web/node_modules/@tanstack/query-core"); err != nil {
 		t.Fatal("web/node_modules is missing: make test runs npm ci in web/ (the TanStack tests use the real @tanstack/query-core)")
 	}
-	cmd := exec.Command(node, "--experimental-websocket", "--test", "web/walcast-client.test.mjs", "web/tanstack.test.mjs", "web/react.test.mjs")
+	// A test that leaves a socket or stream open keeps node waiting: fail
+	// in minutes, not at go test's own timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--experimental-websocket", "--experimental-eventsource", "--test", "web/walcast-client.test.mjs", "web/tanstack.test.mjs", "web/react.test.mjs")
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(),
 		"WALCAST_WS_URL="+strings.Replace(in.base, "http", "ws", 1)+"/ws",
@@ -41,7 +46,7 @@ func TestJSClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("JavaScript client tests failed: %v", err)
 	}
-	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 12") {
+	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# pass 13") {
 		t.Fatal("node reported failures")
 	}
 }
