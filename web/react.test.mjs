@@ -1,7 +1,6 @@
 // React bindings rendered for real (react-dom in a jsdom document) against
 // a real walcast, run by TestJSClient with node --test.
 import { test } from "node:test";
-import assert from "node:assert/strict";
 import { JSDOM } from "jsdom";
 
 const dom = new JSDOM("<!doctype html><html><body><div id=root></div></body></html>");
@@ -13,28 +12,11 @@ const React = await import("react");
 const { createRoot } = await import("react-dom/client");
 const { WalcastProvider, useProjectEvents, usePresence, useBroadcast, useConnectionState } = await import("./react.js");
 const { WalcastClient } = await import("./walcast-client.js");
+const { env, WS, PROJECT, post, waitFor: waitForThat } = await import("./testenv.mjs");
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set: run this through go test -run TestJSClient ./cmd/walcast`);
-  return v;
-};
-const WS = env("WALCAST_WS_URL");
-const HTTP = env("WALCAST_HTTP_URL");
-const PROJECT = env("PROJECT");
 const h = React.createElement;
 
-function waitFor(pred, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error("timed out: " + document.getElementById("root").innerHTML));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
+const waitFor = (pred, ms = 5000) => waitForThat(pred, ms, () => document.getElementById("root").innerHTML);
 
 function Chat() {
   const state = useConnectionState();
@@ -61,12 +43,7 @@ test("the hooks render a live project: connection state, events, presence, broad
   root.render(h(WalcastProvider, { options: { url: WS, token: env("BOB_TOKEN") } }, h(Chat)));
   await waitFor(() => text("state") === "open" && text("online").includes(env("BOB")));
 
-  const res = await fetch(`${HTTP}/api/v1/projects/${PROJECT}/messages`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${env("ALICE_TOKEN")}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ content: "hello react" }),
-  });
-  assert.equal(res.status, 201);
+  await post(env("ALICE_TOKEN"), "hello react");
   await waitFor(() => text("messages").includes("hello react"));
 
   const alice = new WalcastClient({ url: WS, token: env("ALICE_TOKEN") });

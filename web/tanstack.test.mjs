@@ -7,43 +7,14 @@ import { execFileSync } from "node:child_process";
 import { QueryClient, QueryObserver } from "@tanstack/query-core";
 import { WalcastClient } from "./walcast-client.js";
 import { connectQueryClient } from "./tanstack.js";
+import { env, WS, HTTP, PROJECT, post as postAs, waitFor } from "./testenv.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set: run this through go test -run TestJSClient ./cmd/walcast`);
-  return v;
-};
-const WS = env("WALCAST_WS_URL");
-const HTTP = env("WALCAST_HTTP_URL");
-const PROJECT = env("PROJECT");
-
+const post = (content) => postAs(env("ALICE_TOKEN"), content);
 const sql = (q) => execFileSync("psql", [env("DATABASE_URL"), "-qAtc", q], { encoding: "utf8" });
-
-async function post(content) {
-  const res = await fetch(`${HTTP}/api/v1/projects/${PROJECT}/messages`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${env("ALICE_TOKEN")}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ content }),
-  });
-  assert.equal(res.status, 201);
-  return res.json();
-}
 
 async function fetchMessages() {
   const res = await fetch(`${HTTP}/api/v1/projects/${PROJECT}/messages?limit=100`, { headers: { Authorization: `Bearer ${env("BOB_TOKEN")}` } });
   return (await res.json()).messages.reverse();
-}
-
-function waitFor(pred, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error("timed out"));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
 }
 
 // A QueryClient observing the project's messages, counting fetches.

@@ -5,37 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { WalcastClient, tanstackInvalidator, comparePositions } from "./walcast-client.js";
-
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set: run this through go test -run TestJSClient ./cmd/walcast`);
-  return v;
-};
-const WS = env("WALCAST_WS_URL");
-const HTTP = env("WALCAST_HTTP_URL");
-const PROJECT = env("PROJECT");
-
-async function post(token, content) {
-  const res = await fetch(`${HTTP}/api/v1/projects/${PROJECT}/messages`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ content }),
-  });
-  assert.equal(res.status, 201);
-  return res.json();
-}
-
-function waitFor(pred, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const start = Date.now();
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() - start > ms) return reject(new Error("timed out"));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
+import { env, WS, PROJECT, post, waitFor } from "./testenv.mjs";
 
 function collect(client) {
   const got = { events: [], resyncs: [], statuses: [] };
