@@ -699,7 +699,10 @@ func (sc *socket) pingTick() {
 	if waiting != 0 && now-waiting >= int64(timeout) {
 		sc.log.Debug("no pong within the write timeout; closing")
 		sc.pingStopped = true
-		go func() { _ = sc.conn.CloseNow() }() // it waits for the reader, which may wait for this lock
+		// The connection itself: the library's CloseNow would wait for a
+		// read in progress, on a goroutine nobody waits for. The read side
+		// fails at once and run closes the rest.
+		sc.closeConn()
 		return
 	}
 	if now >= sc.nextPing {
