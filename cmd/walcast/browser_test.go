@@ -73,7 +73,10 @@ func TestDemoInRealBrowsers(t *testing.T) {
 			closeTab[user+" (scripted)"] = cancel
 		}
 
-		ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+		// The page lives for the whole test (every wait has its own
+		// bound): 60 s was a whole test run on a loaded machine, and a
+		// page past it failed its next wait (CI: "bob's board").
+		ctx, cancelT := context.WithTimeout(ctx, 5*time.Minute)
 		t.Cleanup(cancelT)
 		if err := chromedp.Do(ctx,
 			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {

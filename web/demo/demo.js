@@ -154,6 +154,17 @@ async function start() {
   client.on("error", (e) => {
     if (e.code === "forbidden") banner(`${me.displayName} is not a member of this project: nothing of it is shown.`);
   });
+  // The page loads before the subscription is live: what is committed in
+  // between arrives as no event, so the lists are loaded again once the
+  // first subscribed says every later change will (the no-gap pattern of
+  // subscribeThenLoad; later resubscribes resume with since).
+  let live = false;
+  client.on("subscribed", ({ projectId: id }) => {
+    if (id !== projectId || live) return;
+    live = true;
+    loadMessages();
+    loadTasks();
+  });
   client.subscribe(projectId);
   client.trackPresence(projectId, { name: me.displayName });
   client.connect();
