@@ -40,7 +40,8 @@ type Lookup func(ctx context.Context, fresh bool) (access.Proof, error)
 // events after since are sent first, or a resync_required when since is
 // older than what is retained. A zero since is a resume that cannot be
 // served (its origin is another stream's, Foreign): resync_required. The
-// frames sent are: replayed events or resync_required, then subscribed.
+// frames sent are: replayed events or resync_required, the events
+// published while the subscription was checked, then subscribed.
 func (h *Hub) Subscribe(ctx context.Context, c *Client, projectID string, since *events.Position, lookup Lookup) (Subscription, error) {
 	select {
 	case <-h.ready:
