@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -90,6 +91,12 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 			// Row changes are most of the stream: walcast reads them
 			// itself, without pglogrepl's two allocations per column.
 			return nil, d.rowChange(walData)
+		case 'B':
+			// Begin and Commit frame every transaction: read in place
+			// too, without pglogrepl's message and decoder allocations.
+			return nil, d.begin(walData)
+		case 'C':
+			return d.commit(walData)
 		}
 	}
 	msg, err := parse(walData)
@@ -117,21 +124,6 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 				d.relationProblem(rel.schema, rel.table, err)
 			}
 		}
-	case *pglogrepl.BeginMessage:
-		if d.txn != nil {
-			return nil, fmt.Errorf("%w: begin of xid %d inside xid %d", ErrProtocol, m.Xid, d.txn.Xid)
-		}
-		d.txn = &events.Txn{Xid: m.Xid, CommitLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime.UTC()}
-	case *pglogrepl.CommitMessage:
-		if d.txn == nil {
-			return nil, fmt.Errorf("%w: commit at %s outside a transaction", ErrProtocol, m.CommitLSN)
-		}
-		txn := d.txn
-		d.txn = nil
-		txn.CommitLSN = uint64(m.CommitLSN)
-		txn.EndLSN = uint64(m.TransactionEndLSN)
-		txn.CommitTime = m.CommitTime.UTC()
-		return txn, nil
 	case *pglogrepl.TruncateMessage:
 		if d.txn == nil {
 			return nil, fmt.Errorf("%w: truncate outside a transaction", ErrProtocol)
@@ -182,6 +174,45 @@ func (d *Decoder) Decode(walData []byte) (*events.Txn, error) {
 	}
 	// Type and Origin messages carry nothing walcast serves.
 	return nil, nil
+}
+
+// begin reads a Begin message: 'B', the final LSN (8 bytes), the commit
+// time (8) and the xid (4); bytes past them are ignored, as pglogrepl does.
+func (d *Decoder) begin(b []byte) error {
+	if len(b) < 21 {
+		return fmt.Errorf("%w: begin message of %d bytes", ErrProtocol, len(b))
+	}
+	xid := binary.BigEndian.Uint32(b[17:21])
+	if d.txn != nil {
+		return fmt.Errorf("%w: begin of xid %d inside xid %d", ErrProtocol, xid, d.txn.Xid)
+	}
+	d.txn = &events.Txn{Xid: xid, CommitLSN: binary.BigEndian.Uint64(b[1:9]), CommitTime: protocolTime(b[9:17])}
+	return nil
+}
+
+// commit reads a Commit message: 'C', flags (1 byte), the commit LSN (8),
+// the transaction's end LSN (8) and the commit time (8).
+func (d *Decoder) commit(b []byte) (*events.Txn, error) {
+	if len(b) < 26 {
+		return nil, fmt.Errorf("%w: commit message of %d bytes", ErrProtocol, len(b))
+	}
+	commitLSN := binary.BigEndian.Uint64(b[2:10])
+	if d.txn == nil {
+		return nil, fmt.Errorf("%w: commit at %s outside a transaction", ErrProtocol, pglogrepl.LSN(commitLSN))
+	}
+	txn := d.txn
+	d.txn = nil
+	txn.CommitLSN = commitLSN
+	txn.EndLSN = binary.BigEndian.Uint64(b[10:18])
+	txn.CommitTime = protocolTime(b[18:26])
+	return txn, nil
+}
+
+// protocolTime reads a replication protocol timestamp: microseconds since
+// 2000-01-01 UTC, big-endian (pglogrepl's reading, in UTC).
+func protocolTime(b []byte) time.Time {
+	const unixToY2K = 946_684_800_000_000 // microseconds
+	return time.Unix(0, (unixToY2K+int64(binary.BigEndian.Uint64(b)))*1000).UTC()
 }
 
 // InTransaction reports whether a Begin has been seen without its Commit.
@@ -310,6 +341,22 @@ func (d *Decoder) row(rel *relation, tuple []tupleColumn, keyOnly bool) ([]event
 		return nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrProtocol, len(tuple), len(rel.columns))
 	}
 	cols := make([]events.Column, 0, len(tuple))
+	// The row's values as one string, which those kept as strings slice:
+	// one allocation per row instead of one per column.
+	size := 0
+	for i, c := range tuple {
+		if (!keyOnly || rel.columns[i].key) && (c.kind == pglogrepl.TupleDataTypeText || c.kind == pglogrepl.TupleDataTypeBinary) {
+			size += len(c.data)
+		}
+	}
+	var arena strings.Builder
+	arena.Grow(size)
+	for i, c := range tuple {
+		if (!keyOnly || rel.columns[i].key) && (c.kind == pglogrepl.TupleDataTypeText || c.kind == pglogrepl.TupleDataTypeBinary) {
+			arena.Write(c.data)
+		}
+	}
+	all, off := arena.String(), 0
 	for i, c := range tuple {
 		rc := rel.columns[i]
 		if keyOnly && !rc.key {
@@ -321,10 +368,12 @@ func (d *Decoder) row(rel *relation, tuple []tupleColumn, keyOnly bool) ([]event
 		case pglogrepl.TupleDataTypeToast:
 			col.Unchanged = true
 		case pglogrepl.TupleDataTypeText:
-			col.Value = decodeText(d.types, rc.oid, c.data)
+			col.Value = decodeTextAs(d.types, rc.oid, c.data, all[off:off+len(c.data)])
+			off += len(c.data)
 		case pglogrepl.TupleDataTypeBinary:
 			// walcast never asks for binary; a value in it is kept as bytes' text.
-			col.Value = string(c.data)
+			col.Value = all[off : off+len(c.data)]
+			off += len(c.data)
 		}
 		cols = append(cols, col)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/walcast/walcast/internal/events"
@@ -405,6 +406,62 @@ func TestDecoderKeyTuple(t *testing.T) {
 	for _, ch := range txn.Changes {
 		if len(ch.Identity) != 1 || ch.Identity[0] != "id" {
 			t.Fatalf("identity %v", ch.Identity)
+		}
+	}
+}
+
+// TestBeginAndCommitReadAsPglogreplDoes: walcast reads Begin and Commit in
+// place; each field must be what pglogrepl's parser reads from the same
+// bytes (times in UTC), trailing bytes ignored, and a short message an
+// ErrProtocol.
+func TestBeginAndCommitReadAsPglogreplDoes(t *testing.T) {
+	times := []time.Time{at, pgEpochTest, pgEpochTest.Add(-time.Microsecond), time.Date(2262, 1, 1, 0, 0, 0, 123456000, time.UTC)}
+	type pair struct{ begin, commit []byte }
+	var cases []pair
+	for i, tm := range times {
+		b, c := beginMsg(0x1000+uint64(i), tm, uint32(7+i)), commitMsg(0x1000+uint64(i), 0x1100+uint64(i), tm)
+		cases = append(cases, pair{b, c}, pair{append(b, 1, 2, 3), append(c, 9)})
+	}
+	for _, c := range cases {
+		d := NewDecoder(watchAll)
+		if _, err := d.Decode(c.begin); err != nil {
+			t.Fatal(err)
+		}
+		txn, err := d.Decode(c.commit)
+		if err != nil || txn == nil {
+			t.Fatalf("commit: %v %v", txn, err)
+		}
+		bm, err := pglogrepl.Parse(c.begin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, err := pglogrepl.Parse(c.commit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, m := bm.(*pglogrepl.BeginMessage), cm.(*pglogrepl.CommitMessage)
+		if txn.Xid != b.Xid || txn.CommitLSN != uint64(m.CommitLSN) || txn.EndLSN != uint64(m.TransactionEndLSN) ||
+			!txn.CommitTime.Equal(m.CommitTime) || txn.CommitTime.Location() != time.UTC {
+			t.Errorf("walcast read %+v; pglogrepl %+v and %+v", txn, b, m)
+		}
+		// The begin's time, kept until the commit replaces it.
+		d2 := NewDecoder(watchAll)
+		if _, err := d2.Decode(c.begin); err != nil {
+			t.Fatal(err)
+		}
+		if !d2.txn.CommitTime.Equal(b.CommitTime) || d2.txn.CommitLSN != uint64(b.FinalLSN) {
+			t.Errorf("begin: walcast %+v; pglogrepl %+v", d2.txn, b)
+		}
+	}
+	for _, short := range [][]byte{beginMsg(1, at, 1)[:20], commitMsg(1, 2, at)[:25], {'B'}, {'C'}} {
+		d := NewDecoder(watchAll)
+		if short[0] == 'C' {
+			if _, err := d.Decode(beginMsg(1, at, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := d.Decode(short); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%d-byte %q: %v, want ErrProtocol", len(short), short[0], err)
 		}
 	}
 }

@@ -32,6 +32,12 @@ func finite(t time.Time, inf pgtype.InfinityModifier) time.Time {
 // The replication session runs with DateStyle=ISO and TimeZone=UTC (see
 // connConfig), so temporal values arrive in one known form.
 func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
+	return decodeTextAs(m, oid, src, string(src))
+}
+
+// decodeTextAs is decodeText with src's string form given: a row's
+// strings then share one allocation (Decoder.row).
+func decodeTextAs(m *pgtype.Map, oid uint32, src []byte, text string) any {
 	switch oid {
 	case pgtype.BoolOID:
 		if len(src) == 1 {
@@ -56,7 +62,7 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 			return events.Numeric(src)
 		}
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UUIDOID:
-		return string(src)
+		return text
 	case pgtype.JSONOID, pgtype.JSONBOID:
 		if json.Valid(src) {
 			return json.RawMessage(append([]byte(nil), src...))
@@ -91,7 +97,7 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 		}
 	case pgtype.TimeOID:
 		// PostgreSQL's own text: HH:MM:SS[.ffffff].
-		return string(src)
+		return text
 	default:
 		if dt, ok := m.TypeForOID(oid); ok {
 			if v, err := dt.Codec.DecodeValue(m, oid, pgtype.TextFormatCode, src); err == nil {
@@ -101,7 +107,7 @@ func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
 			}
 		}
 	}
-	return string(src)
+	return text
 }
 
 // plainJSON turns what a pgtype codec decoded into a value with a plain
