@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/walcast/walcast/internal/events"
 	"github.com/walcast/walcast/internal/metrics"
@@ -126,6 +127,16 @@ type Reader struct {
 	// up to delivered are skipped rather than handed on twice.
 	delivered uint64
 	cp        checkpointer
+	// changeCounters caches WALChanges' counters: looking one up by its
+	// labels for every change was 3 % of the reader's CPU. Owned by the
+	// reader goroutine, as delivered is.
+	changeCounters map[changeKind]prometheus.Counter
+}
+
+// changeKind labels a counter of WALChanges.
+type changeKind struct {
+	table  string
+	action events.Action
 }
 
 // NewReader returns a Reader. watch selects the tables whose changes are
@@ -291,6 +302,7 @@ func replicationConfig(databaseURL string) (*pgconn.Config, error) {
 	cfg.RuntimeParams["TimeZone"] = "UTC"
 	cfg.RuntimeParams["IntervalStyle"] = "iso_8601"
 	cfg.RuntimeParams["extra_float_digits"] = "3"
+	cfg.DialFunc = rawReads(cfg.DialFunc)
 	return cfg, nil
 }
 
@@ -543,6 +555,20 @@ func (s *session) noteReceived(lsn uint64) {
 	}
 }
 
+// changeCounter returns the counter of table's changes of action.
+func (r *Reader) changeCounter(table string, action events.Action) prometheus.Counter {
+	k := changeKind{table, action}
+	c, ok := r.changeCounters[k]
+	if !ok {
+		if r.changeCounters == nil {
+			r.changeCounters = make(map[changeKind]prometheus.Counter)
+		}
+		c = r.metrics.WALChanges.WithLabelValues(table, action.String())
+		r.changeCounters[k] = c
+	}
+	return c
+}
+
 func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
 	r := s.r
 	if txn.EndLSN <= r.delivered {
@@ -552,7 +578,7 @@ func (s *session) deliver(ctx context.Context, txn *events.Txn) error {
 	r.metrics.WALReceiveLatency.Observe(r.now().Sub(txn.CommitTime).Seconds())
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
-		r.metrics.WALChanges.WithLabelValues(c.Table, c.Action.String()).Inc()
+		r.changeCounter(c.Table, c.Action).Inc()
 	}
 	if err := r.sink(ctx, txn); err != nil {
 		return fmt.Errorf("hand on txn %d at %s: %w", txn.Xid, pglogrepl.LSN(txn.CommitLSN), err)
