@@ -274,8 +274,14 @@ func (c *corkConn) releaseIfIdle() {
 
 // writeRaw is the RawConn write: one write(2) of buf that never waits for
 // the socket (flush does that).
+//
+// It is a raw system call, which Go's scheduler is not told of: a write
+// entered as a system call wakes the runtime's monitor thread (sysmon)
+// when walcast was idle, and it then polls every 20 µs for a millisecond,
+// at every transaction after a pause. A write of a non-blocking socket
+// never blocks, so it needs no such watch.
 func (c *corkConn) writeRaw(fd uintptr) bool {
-	c.rawN, c.rawErr = syscall.Write(int(fd), c.buf)
+	c.rawN, c.rawErr = rawWrite(fd, c.buf)
 	return true
 }
 
