@@ -20,7 +20,7 @@ import (
 // asleep. A read entered as a system call wakes that thread, which then
 // polls every 20 µs for a millisecond before sleeping again: a fifth of
 // walcast's CPU under a write load, in usleep and futex calls that are
-// dear on a virtual machine (docs/benchmarks.md, profile 16). A read of a
+// dear on a virtual machine (docs/benchmarks.md, profile 15). A read of a
 // non-blocking socket never blocks, so it needs no such watch; waiting
 // for data, deadlines and Close stay with Go's network poller.
 type rawReadConn struct {
