@@ -6,8 +6,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"syscall"
-	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -22,7 +22,8 @@ import (
 // walcast's CPU under a write load, in usleep and futex calls that are
 // dear on a virtual machine (docs/benchmarks.md, profile 15). A read of a
 // non-blocking socket never blocks, so it needs no such watch; waiting
-// for data, deadlines and Close stay with Go's network poller.
+// for data, deadlines and Close stay with Go's network poller. Under the
+// race detector the read is syscall.Read (sysread_race.go).
 type rawReadConn struct {
 	net.Conn
 	raw syscall.RawConn
@@ -54,11 +55,11 @@ func (c *rawReadConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n uintptr
+	var n int
 	var errno syscall.Errno
 	err := c.raw.Read(func(fd uintptr) bool {
 		for {
-			n, _, errno = syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			n, errno = sysRead(fd, p)
 			if errno != syscall.EINTR {
 				break
 			}
@@ -70,9 +71,9 @@ func (c *rawReadConn) Read(p []byte) (int, error) {
 		// Closed, or past the deadline: the network poller's own error.
 		return 0, err
 	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
+		return 0, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
 	case n == 0:
 		return 0, io.EOF
 	}
-	return int(n), nil
+	return n, nil
 }

@@ -50,7 +50,7 @@ func TestRawReadConnReadsAsNetConnDoes(t *testing.T) {
 	t.Run("data, then EOF", func(t *testing.T) {
 		c, server := rawPair(t)
 		go func() {
-			time.Sleep(20 * time.Millisecond) // the read below must wait for it
+			time.Sleep(20 * time.Millisecond) // pacing: the read below most likely waits for it (it passes either way)
 			server.Write([]byte("hello, "))
 			server.Write([]byte("world"))
 			server.Close()
@@ -82,7 +82,7 @@ func TestRawReadConnReadsAsNetConnDoes(t *testing.T) {
 			_, err := c.Read(make([]byte, 8))
 			done <- err
 		}()
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // pacing: most likely waiting by now (passes either way)
 		c.SetReadDeadline(time.Now())
 		select {
 		case err := <-done:
@@ -107,7 +107,7 @@ func TestRawReadConnReadsAsNetConnDoes(t *testing.T) {
 			_, err := c.Read(make([]byte, 8))
 			done <- err
 		}()
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // pacing: most likely waiting by now (passes either way)
 		c.Close()
 		select {
 		case err := <-done:
@@ -153,5 +153,25 @@ func TestReplicationConnectionReadsRaw(t *testing.T) {
 	defer c.Close()
 	if _, ok := c.(*rawReadConn); !ok {
 		t.Fatalf("the replication connection dials a %T", c)
+	}
+}
+
+// TestRawReadKeepsTheRaceDetectorsView: what a goroutine wrote before it
+// wrote to a socket is ordered before what reads the bytes on the other
+// end, as with net.Conn; under -race the raw read must say so (it fails
+// with a data race report when the raw system call hides it).
+func TestRawReadKeepsTheRaceDetectorsView(t *testing.T) {
+	c, server := rawPair(t)
+	var x int
+	go func() {
+		x = 42
+		server.Write([]byte("go"))
+	}()
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	if x != 42 {
+		t.Fatal(x)
 	}
 }
