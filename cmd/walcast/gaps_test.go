@@ -112,8 +112,12 @@ func TestMemberRemovedInAGapIsRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Reconnects wait a second or more: the operator's work fits between.
+	// Reconnects wait 3 s: the operator's work fits between. And no
+	// longer: creating the slot waits for every transaction open on the
+	// cluster (other tests'), and attempts that find it half-made must
+	// not back off past the wait below (CI failed on it).
 	slow := strings.Replace(string(base), "reconnect_min: 100ms", "reconnect_min: 3s", 1)
+	slow = strings.Replace(slow, "reconnect_max: 30s", "reconnect_max: 3s", 1)
 	env["WALCAST_CONFIG"] = filepath.Join(t.TempDir(), "walcast.yaml")
 	if err := os.WriteFile(env["WALCAST_CONFIG"], []byte(slow), 0o600); err != nil {
 		t.Fatal(err)
@@ -124,7 +128,7 @@ func TestMemberRemovedInAGapIsRevoked(t *testing.T) {
 	dropSlot(t, db, env["WALCAST_SLOT_NAME"])
 	db.Exec(t, `DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, project, bob)
 	db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, env["WALCAST_SLOT_NAME"])
-	gapUntil(t, b, "resync_required", project, 20*time.Second)
+	gapUntil(t, b, "resync_required", project, 30*time.Second)
 	db.Exec(t, `INSERT INTO messages (project_id, sender_id, content) VALUES ($1, $2, 'after bob left')`, project, alice)
 	if f, _ := gapUntil(t, b, "subscription_revoked", project, 10*time.Second); f.str("reason") != "member_removed" {
 		t.Fatalf("revocation %v", f)

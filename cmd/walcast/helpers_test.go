@@ -138,6 +138,14 @@ func start(t *testing.T, db *pgtest.DB, env map[string]string) *instance {
 		in.done <- run(ctx, []string{"serve"}, func(k string) string { return env[k] }, in.logs, in.logs)
 	}()
 	t.Cleanup(in.stop)
+	t.Cleanup(func() {
+		// What walcast logged is what a failure needs to be understood
+		// (CI keeps no other trace of it): its last lines.
+		if t.Failed() {
+			lines := strings.Split(strings.TrimRight(in.logs.String(), "\n"), "\n")
+			t.Logf("walcast's last %d log lines:\n%s", min(len(lines), 150), strings.Join(lines[max(0, len(lines)-150):], "\n"))
+		}
+	})
 	waitFor(t, 20*time.Second, "walcast ready", func() bool {
 		select {
 		case err := <-in.done:
