@@ -56,12 +56,26 @@ function renderMessages(messages) {
   ul.scrollTop = ul.scrollHeight;
 }
 
+// reloadUntil runs load until what it returns reflects an event, waiting
+// 25 ms, then twice as long each time, for at most about 3 s. An event
+// leaves walcast as soon as PostgreSQL has written its commit, which can
+// be a moment before other sessions can read it (docs/protocol.md,
+// "Refetching after an event"): a reload at once may miss the change.
+async function reloadUntil(load, reflects) {
+  for (let wait = 25; ; wait *= 2) {
+    if (reflects(await load()) || wait > 1600) return;
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
 let messagesLoad = 0;
 async function loadMessages() {
   const n = ++messagesLoad;
   const { messages } = await api(`/api/v1/projects/${projectId}/messages?limit=100`);
-  if (n !== messagesLoad) return; // a newer load is under way: it renders
-  renderMessages(messages.reverse().map((m) => ({ ...m, senderName: names.get(m.senderId) })));
+  // A newer load is under way: it renders (this one's list is still
+  // returned, for reloadUntil).
+  if (n === messagesLoad) renderMessages([...messages].reverse().map((m) => ({ ...m, senderName: names.get(m.senderId) })));
+  return messages;
 }
 
 function renderTasks(tasks) {
@@ -103,8 +117,8 @@ let tasksLoad = 0;
 async function loadTasks() {
   const n = ++tasksLoad;
   const { tasks } = await api(`/demo/api/projects/${projectId}/tasks`);
-  if (n !== tasksLoad) return;
-  renderTasks(tasks);
+  if (n === tasksLoad) renderTasks(tasks);
+  return tasks;
 }
 
 async function move(taskId, status) {
@@ -140,10 +154,23 @@ async function start() {
   window.walcastDemo = { client };
   client.on("status", setStatus);
   client.on("event", (ev) => {
-    if (ev.type === "message_created") {
-      loadMessages();
-    } else if (ev.type === "cache_invalidate" && (ev.resource === "task" || ev.resource === "sprint")) {
-      loadTasks();
+    const row = ev.data || {};
+    switch (ev.type) {
+      case "message_created":
+        reloadUntil(loadMessages, (ms) => ms.some((m) => m.id === row.id));
+        break;
+      case "task_created":
+      case "task_updated":
+        reloadUntil(loadTasks, (ts) => ts.some((t) => t.id === row.id && t.status === row.status && t.title === row.title));
+        break;
+      case "task_deleted":
+        reloadUntil(loadTasks, (ts) => !ts.some((t) => t.id === row.id));
+        break;
+      case "cache_invalidate":
+        // Task rows come with their domain events above; a sprint, or
+        // rows coalesced into BULK (no domain events), reload the board.
+        if (ev.resource === "sprint" || (ev.resource === "task" && ev.action === "BULK")) loadTasks();
+        break;
     }
   });
   client.on("resync", () => {
