@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -341,22 +340,6 @@ func (d *Decoder) row(rel *relation, tuple []tupleColumn, keyOnly bool) ([]event
 		return nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrProtocol, len(tuple), len(rel.columns))
 	}
 	cols := make([]events.Column, 0, len(tuple))
-	// The row's values as one string, which those kept as strings slice:
-	// one allocation per row instead of one per column.
-	size := 0
-	for i, c := range tuple {
-		if (!keyOnly || rel.columns[i].key) && (c.kind == pglogrepl.TupleDataTypeText || c.kind == pglogrepl.TupleDataTypeBinary) {
-			size += len(c.data)
-		}
-	}
-	var arena strings.Builder
-	arena.Grow(size)
-	for i, c := range tuple {
-		if (!keyOnly || rel.columns[i].key) && (c.kind == pglogrepl.TupleDataTypeText || c.kind == pglogrepl.TupleDataTypeBinary) {
-			arena.Write(c.data)
-		}
-	}
-	all, off := arena.String(), 0
 	for i, c := range tuple {
 		rc := rel.columns[i]
 		if keyOnly && !rc.key {
@@ -368,12 +351,10 @@ func (d *Decoder) row(rel *relation, tuple []tupleColumn, keyOnly bool) ([]event
 		case pglogrepl.TupleDataTypeToast:
 			col.Unchanged = true
 		case pglogrepl.TupleDataTypeText:
-			col.Value = decodeTextAs(d.types, rc.oid, c.data, all[off:off+len(c.data)])
-			off += len(c.data)
+			col.Value = decodeText(d.types, rc.oid, c.data)
 		case pglogrepl.TupleDataTypeBinary:
 			// walcast never asks for binary; a value in it is kept as bytes' text.
-			col.Value = all[off : off+len(c.data)]
-			off += len(c.data)
+			col.Value = string(c.data)
 		}
 		cols = append(cols, col)
 	}

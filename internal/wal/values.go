@@ -32,12 +32,6 @@ func finite(t time.Time, inf pgtype.InfinityModifier) time.Time {
 // The replication session runs with DateStyle=ISO and TimeZone=UTC (see
 // connConfig), so temporal values arrive in one known form.
 func decodeText(m *pgtype.Map, oid uint32, src []byte) any {
-	return decodeTextAs(m, oid, src, string(src))
-}
-
-// decodeTextAs is decodeText with src's string form given: a row's
-// strings then share one allocation (Decoder.row).
-func decodeTextAs(m *pgtype.Map, oid uint32, src []byte, text string) any {
 	switch oid {
 	case pgtype.BoolOID:
 		if len(src) == 1 {
@@ -62,7 +56,7 @@ func decodeTextAs(m *pgtype.Map, oid uint32, src []byte, text string) any {
 			return events.Numeric(src)
 		}
 	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UUIDOID:
-		return text
+		return string(src)
 	case pgtype.JSONOID, pgtype.JSONBOID:
 		if json.Valid(src) {
 			return json.RawMessage(append([]byte(nil), src...))
@@ -97,7 +91,7 @@ func decodeTextAs(m *pgtype.Map, oid uint32, src []byte, text string) any {
 		}
 	case pgtype.TimeOID:
 		// PostgreSQL's own text: HH:MM:SS[.ffffff].
-		return text
+		return string(src)
 	default:
 		if dt, ok := m.TypeForOID(oid); ok {
 			if v, err := dt.Codec.DecodeValue(m, oid, pgtype.TextFormatCode, src); err == nil {
@@ -107,7 +101,7 @@ func decodeTextAs(m *pgtype.Map, oid uint32, src []byte, text string) any {
 			}
 		}
 	}
-	return text
+	return string(src)
 }
 
 // plainJSON turns what a pgtype codec decoded into a value with a plain
