@@ -31,7 +31,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/walcast/walcast/internal/auth"
 	"github.com/walcast/walcast/internal/events"
@@ -665,33 +664,14 @@ func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
 	cluster := newClusterDB(t)
 	ctx := context.Background()
 
-	in := start(t, nil, map[string]string{
-		"WALCAST_DATABASE_URL": cluster.URL,
-		"WALCAST_JWT_SECRET":   testSecret,
-		"WALCAST_HTTP_ADDR":    freeAddr(t),
-		"WALCAST_CONFIG":       "../../config/walcast.yaml",
-		"WALCAST_CONNECT_RATE": "10000",
-		"WALCAST_LOG_LEVEL":    "debug",
-	})
+	env := clusterEnv(t, cluster)
+	env["WALCAST_CONNECT_RATE"] = "10000"
+	in := start(t, nil, env)
 
 	// Every write of the test but the DELETE commits locally, or it
 	// would wait for the standby too.
-	lcfg, err := pgxpool.ParseConfig(cluster.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "local"
-	local, err := pgxpool.NewWithConfig(ctx, lcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(local.Close)
-	localExec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := local.Exec(ctx, sql, args...); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	standby := newSilentStandby(t, cluster)
+	local, localExec := standby.local, standby.exec
 	bobVisible := func() bool {
 		t.Helper()
 		var n int
@@ -710,23 +690,13 @@ func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
 	b1.subscribe(project)
 	accREST(t, in, bob, "bob (still a member)", project, true)
 
-	localExec(`ALTER SYSTEM SET synchronous_standby_names = 'never_answers'`)
-	localExec(`SELECT pg_reload_conf()`)
-	release := sync.OnceFunc(func() {
-		if _, err := local.Exec(ctx, `ALTER SYSTEM RESET synchronous_standby_names`); err != nil {
-			t.Errorf("reset synchronous_standby_names: %v", err)
-		}
-		if _, err := local.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
-			t.Errorf("reload: %v", err)
-		}
-	})
 	// The DELETE's goroutine closes delFinished after setting delErr.
 	delFinished := make(chan struct{})
 	var delErr error
 	var deleting atomic.Bool
 	// Runs before walcast stops and the cluster goes: nothing stays blocked.
 	t.Cleanup(func() {
-		release()
+		standby.release()
 		if !deleting.Load() {
 			return
 		}
@@ -737,48 +707,7 @@ func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
 		}
 	})
 
-	// waitingForStandby reports whether backend pid is held in the
-	// synchronous replication wait.
-	waitingForStandby := func(pid uint32) bool {
-		var ev string
-		if err := local.QueryRow(ctx, `SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&ev); err != nil {
-			t.Fatal(err)
-		}
-		return ev == "SyncRep"
-	}
-	// A reload is asynchronous: a probe commit (to a table outside the
-	// publication; only a commit that wrote WAL waits) shows the wait is in
-	// force before the real DELETE relies on it. The probe is then
-	// cancelled, which ends its wait (it stays committed locally).
-	localExec(`CREATE TABLE acc_probe (x int)`)
-	probeHeld := func() bool {
-		t.Helper()
-		pc, err := pgx.Connect(ctx, cluster.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close(ctx)
-		pid := pc.PgConn().PID()
-		done := make(chan error, 1)
-		go func() { _, err := pc.Exec(ctx, `INSERT INTO acc_probe VALUES (1)`); done <- err }()
-		held := eventually.Poll(time.Second, func() bool {
-			select {
-			case err := <-done:
-				done <- err
-				return true // committed without waiting: not in force yet
-			default:
-			}
-			return waitingForStandby(pid)
-		}) && len(done) == 0
-		localExec(`SELECT pg_cancel_backend($1)`, int64(pid))
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the cancelled probe commit did not return")
-		}
-		return held
-	}
-	waitFor(t, 10*time.Second, "commits waiting for the synchronous standby", probeHeld)
+	standby.hold()
 
 	delConn, err := pgx.Connect(ctx, cluster.URL)
 	if err != nil {
@@ -798,7 +727,7 @@ func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
 			t.Fatalf("the DELETE returned (%v) while the standby never answered", delErr)
 		default:
 		}
-		return waitingForStandby(delPID)
+		return standby.waiting(delPID)
 	})
 
 	removed := accRemoved(t, a, project, bob)
@@ -866,7 +795,7 @@ func TestAccessRaceWindowWithUnansweredSyncStandby(t *testing.T) {
 	}
 	accNothingOf(t, "bob in the window (removal streamed, not yet visible)", windowFrames, project)
 
-	release()
+	standby.release()
 	select {
 	case <-delFinished:
 		if delErr != nil {
