@@ -10,10 +10,19 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // rawPair returns a rawReadConn dialled over loopback and the server's end.
 func rawPair(t *testing.T) (*rawReadConn, net.Conn) {
+	var d net.Dialer
+	return dialPair(t, rawReads(d.DialContext))
+}
+
+// dialPair dials a loopback listener with dial; it fails the test unless
+// dial gave a rawReadConn.
+func dialPair(t *testing.T, dial pgconn.DialFunc) (*rawReadConn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -25,8 +34,7 @@ func rawPair(t *testing.T) (*rawReadConn, net.Conn) {
 		c, _ := ln.Accept()
 		accepted <- c
 	}()
-	var d net.Dialer
-	c, err := rawReads(d.DialContext)(context.Background(), "tcp", ln.Addr().String())
+	c, err := dial(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,28 +140,11 @@ func TestRawReadConnReadsAsNetConnDoes(t *testing.T) {
 // TestReplicationConnectionReadsRaw: the replication session's socket is
 // the raw-reading one (its dial function wraps what pgconn dials).
 func TestReplicationConnectionReadsRaw(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	cfg, err := replicationConfig("postgres://walcast@127.0.0.1/app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			c.Close()
-		}
-	}()
-	cfg, err := replicationConfig("postgres://walcast@" + ln.Addr().String() + "/app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, ok := c.(*rawReadConn); !ok {
-		t.Fatalf("the replication connection dials a %T", c)
-	}
+	dialPair(t, cfg.DialFunc)
 }
 
 // TestRawReadKeepsTheRaceDetectorsView: what a goroutine wrote before it
